@@ -1,0 +1,161 @@
+/* Compute backends and the op table.
+ *
+ * A backend owns memory and runs ops on it: the CPU backend on oneDNN and
+ * OpenMP, later a CUDA backend on cuDNN. Handles are opaque; no type of the
+ * underlying library appears here. Every op checks its shapes before it runs
+ * and fails with MD_ERR_ARG and a message naming the op and the shapes.
+ *
+ * Conventions, the same for every op:
+ * - Activations are NCHW float32; tensors passed in live in the backend's memory.
+ * - Forward ops overwrite their outputs (md_add is the one that accumulates).
+ * - Backward ops ACCUMULATE into input gradients and parameter gradients
+ *   (dx += ..., dw += ...), as autograd does when a tensor feeds several ops.
+ *   Pass NULL for a gradient that is not wanted. The caller zeroes buffers.
+ * - Semantics follow PyTorch (torch.nn.functional) unless stated.
+ */
+#ifndef MDENAS_BACKEND_H
+#define MDENAS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mdenas/error.h"
+#include "mdenas/rng.h"
+#include "mdenas/tensor.h"
+
+typedef struct md_backend md_backend;
+
+/* ---- backend lifetime and memory -------------------------------------- */
+
+/* threads <= 0: the OpenMP default. */
+md_status   md_backend_cpu_create(int threads, md_backend **out);
+void        md_backend_destroy(md_backend *be);
+const char *md_backend_name(const md_backend *be);
+/* A line describing the backend and its library versions, for logs. */
+const char *md_backend_describe(const md_backend *be);
+
+md_status md_backend_alloc(md_backend *be, size_t bytes, void **out); /* zeroed, 64-byte aligned */
+void      md_backend_free(md_backend *be, void *p);
+md_status md_backend_upload(md_backend *be, void *dst, const void *host, size_t bytes);
+md_status md_backend_download(md_backend *be, void *host, const void *src, size_t bytes);
+md_status md_backend_sync(md_backend *be);
+
+/* ---- convolution (no bias): dense, depthwise, pointwise, dilated ------ */
+
+typedef struct {
+    int n, c_in, h, w; /* input shape */
+    int c_out;         /* output channels */
+    int kh, kw;        /* kernel */
+    int stride, pad, dilation, groups; /* same in both spatial dims */
+} md_conv_desc;
+
+typedef struct md_conv md_conv;
+
+/* Output spatial size; returns MD_ERR_ARG (with message) for an impossible desc. */
+md_status md_conv_out_hw(const md_conv_desc *d, int *oh, int *ow);
+/* Handles are cached per desc inside the backend: creating the same desc
+ * twice is cheap and shares the compiled primitives. */
+md_status md_conv_create(md_backend *be, const md_conv_desc *d, md_conv **out);
+void      md_conv_destroy(md_conv *c);
+const md_conv_desc *md_conv_get_desc(const md_conv *c);
+/* w: [c_out, c_in/groups, kh, kw]. */
+md_status md_conv_forward(md_conv *c, const md_tensor *x, const md_tensor *w, const md_tensor *y);
+md_status md_conv_backward(md_conv *c, const md_tensor *x, const md_tensor *w, const md_tensor *dy,
+                           const md_tensor *dx, const md_tensor *dw);
+
+/* ---- batch normalisation ---------------------------------------------- */
+
+typedef struct {
+    const md_tensor *gamma, *beta;               /* [C]; both NULL when affine = false */
+    const md_tensor *running_mean, *running_var; /* [C]; may be NULL in training */
+    const md_tensor *save_mean, *save_invstd;    /* [C]; written by forward_train */
+    float momentum;                              /* running = (1-m)*running + m*batch; 0.1 */
+    float eps;                                   /* 1e-5 */
+} md_bn_state;
+
+/* Batch statistics; running_var is updated with the unbiased variance. */
+md_status md_bn_forward_train(md_backend *be, const md_tensor *x, const md_tensor *y,
+                              const md_bn_state *s);
+/* Running statistics. */
+md_status md_bn_forward_eval(md_backend *be, const md_tensor *x, const md_tensor *y,
+                             const md_bn_state *s);
+md_status md_bn_backward_train(md_backend *be, const md_tensor *x, const md_tensor *dy,
+                               const md_tensor *dx, const md_tensor *dgamma,
+                               const md_tensor *dbeta, const md_bn_state *s);
+md_status md_bn_backward_eval(md_backend *be, const md_tensor *x, const md_tensor *dy,
+                              const md_tensor *dx, const md_tensor *dgamma,
+                              const md_tensor *dbeta, const md_bn_state *s);
+
+/* ---- elementwise -------------------------------------------------------- */
+
+typedef enum { MD_ACT_RELU, MD_ACT_RELU6 } md_act;
+
+/* y may alias x. */
+md_status md_act_forward(md_backend *be, md_act act, const md_tensor *x, const md_tensor *y);
+/* From the forward OUTPUT y (so in-place forward is allowed): dx += dy * [0 < y < cap]. */
+md_status md_act_backward(md_backend *be, md_act act, const md_tensor *y, const md_tensor *dy,
+                          const md_tensor *dx);
+md_status md_add(md_backend *be, const md_tensor *x, const md_tensor *y); /* y += x */
+md_status md_copy(md_backend *be, const md_tensor *x, const md_tensor *y); /* y = x */
+md_status md_zero(md_backend *be, const md_tensor *y);                    /* y = 0 */
+
+/* ---- pooling ------------------------------------------------------------ */
+
+typedef enum { MD_POOL_MAX, MD_POOL_AVG } md_pool_kind;
+
+typedef struct {
+    md_pool_kind kind;
+    int          k, stride, pad; /* avg excludes padding from the count */
+} md_pool_desc;
+
+md_status md_pool_forward(md_backend *be, const md_pool_desc *p, const md_tensor *x,
+                          const md_tensor *y);
+/* Max pooling routes to the first maximum of each window, recomputed from x. */
+md_status md_pool_backward(md_backend *be, const md_pool_desc *p, const md_tensor *x,
+                           const md_tensor *dy, const md_tensor *dx);
+/* Global average pool: x [N,C,H,W] -> y [N,C]. */
+md_status md_gap_forward(md_backend *be, const md_tensor *x, const md_tensor *y);
+md_status md_gap_backward(md_backend *be, const md_tensor *dy, const md_tensor *dx);
+
+/* ---- shape ops ------------------------------------------------------------ */
+
+/* Channel concat of k NCHW tensors of equal N, H, W into y. */
+md_status md_concat_forward(md_backend *be, const md_tensor *const *xs, int k, const md_tensor *y);
+md_status md_concat_backward(md_backend *be, const md_tensor *dy, const md_tensor *const *dxs,
+                             int k);
+/* y = x[:, :, oh:oh+Hy, ow:ow+Wy] (FactorizedReduce's one-pixel shift is oh = ow = 1). */
+md_status md_slice_forward(md_backend *be, const md_tensor *x, int oh, int ow, const md_tensor *y);
+md_status md_slice_backward(md_backend *be, const md_tensor *dy, int oh, int ow,
+                            const md_tensor *dx);
+
+/* ---- classifier, loss, regularisation ----------------------------------- */
+
+/* y[N,out] = x[N,in] w[out,in]^T + b[out]; b may be NULL. */
+md_status md_linear_forward(md_backend *be, const md_tensor *x, const md_tensor *w,
+                            const md_tensor *b, const md_tensor *y);
+md_status md_linear_backward(md_backend *be, const md_tensor *x, const md_tensor *w,
+                             const md_tensor *dy, const md_tensor *dx, const md_tensor *dw,
+                             const md_tensor *db);
+/* Inverted dropout with probability p: mask holds 0 or 1/(1-p); y = x * mask. */
+md_status md_dropout_forward(md_backend *be, float p, md_rng *rng, const md_tensor *x,
+                             const md_tensor *mask, const md_tensor *y);
+md_status md_dropout_backward(md_backend *be, const md_tensor *mask, const md_tensor *dy,
+                              const md_tensor *dx);
+/* Mean softmax cross-entropy over the batch. labels: N int32 in backend memory,
+ * each in [0, K). *loss is written on the host. dlogits (may be NULL) += d(loss)/d(logits). */
+md_status md_softmax_ce(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                        float *loss, const md_tensor *dlogits);
+/* Number of rows whose arg-max (first on ties) equals the label. */
+md_status md_top1_correct(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                          int *correct);
+
+/* ---- optimiser primitives over flat ranges (arena offsets) --------------- */
+
+/* torch.optim.SGD (dampening 0, no nesterov): v = mu*v + (g + wd*w); w -= lr*v. */
+md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
+                        float momentum, float weight_decay);
+/* *out += sum of squares of x[0..n) (accumulated in double). */
+md_status md_sumsq(md_backend *be, const float *x, size_t n, double *out);
+md_status md_scale(md_backend *be, float *x, size_t n, float factor); /* x *= factor */
+
+#endif

@@ -1,0 +1,77 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+int md_test_failures = 0;
+
+int md_test_finish(const char *name) {
+    if (md_test_failures) {
+        fprintf(stderr, "%s: %d check(s) failed\n", name, md_test_failures);
+        return 1;
+    }
+    printf("%s: all checks passed\n", name);
+    return 0;
+}
+
+md_tensor md_tbuf(md_backend *be, int ndim, const int *dim) {
+    md_tensor t = {0};
+    t.ndim = ndim;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        t.dim[i] = dim[i];
+        n *= (size_t)dim[i];
+    }
+    void *p = NULL;
+    if (md_backend_alloc(be, n * sizeof(float), &p) != MD_OK) {
+        fprintf(stderr, "test allocation of %zu floats failed: %s\n", n, md_error_message());
+        exit(2);
+    }
+    t.data = p;
+    return t;
+}
+
+md_tensor md_tbuf4(md_backend *be, int n, int c, int h, int w) {
+    int d[4] = {n, c, h, w};
+    return md_tbuf(be, 4, d);
+}
+md_tensor md_tbuf2(md_backend *be, int rows, int cols) {
+    int d[2] = {rows, cols};
+    return md_tbuf(be, 2, d);
+}
+md_tensor md_tbuf1(md_backend *be, int n) {
+    return md_tbuf(be, 1, &n);
+}
+
+void md_tbuf_free(md_backend *be, md_tensor *t) {
+    md_backend_free(be, t->data);
+    t->data = NULL;
+}
+
+void md_tbuf_set(md_backend *be, const md_tensor *t, const float *host) {
+    if (md_backend_upload(be, t->data, host, md_tensor_numel(t) * sizeof(float)) != MD_OK) {
+        fprintf(stderr, "upload failed: %s\n", md_error_message());
+        exit(2);
+    }
+}
+
+void md_tbuf_get(md_backend *be, const md_tensor *t, float *host) {
+    if (md_backend_download(be, host, t->data, md_tensor_numel(t) * sizeof(float)) != MD_OK) {
+        fprintf(stderr, "download failed: %s\n", md_error_message());
+        exit(2);
+    }
+}
+
+void md_fill_uniform(md_rng *r, float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * md_rng_uniform(r);
+}
+
+double md_norm_err(const float *a, const float *b, size_t n) {
+    double maxdiff = 0.0, maxref = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > maxdiff || isnan(d)) maxdiff = isnan(d) ? INFINITY : d;
+        if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
+    }
+    return maxdiff / maxref;
+}
