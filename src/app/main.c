@@ -1,0 +1,117 @@
+/* mdenas_mpi: the MPI batch program. Thin: parse the command line, call the library. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdenas/backend.h"
+#include "mdenas/version.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: mdenas_mpi [--help] [--version] <command> [options]\n"
+            "\n"
+            "MdeNAS neural architecture search by multinomial distribution learning,\n"
+            "as an MPI batch program (run it under mpirun or srun).\n"
+            "\n"
+            "commands:\n"
+            "  info [--threads N]   print the build, the compute backends and the MPI world,\n"
+            "                       after a self-check that runs one op on each backend\n"
+            "\n"
+            "options:\n"
+            "  -h, --help           show this help and exit\n"
+            "  --version            print the version and exit\n"
+            "\n"
+            "The search itself (mdenas_mpi search) is not in this build yet; see README.md.\n");
+}
+
+static int parse_threads(const char *s, int *out) {
+    char *end = NULL;
+    long  v = strtol(s, &end, 10);
+    if (!s[0] || *end || v < 0 || v > 4096) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Self-check: a 1x1 convolution with a known answer on the CPU backend. */
+static int info_selfcheck(md_backend *be) {
+    float        x[4] = {1, 2, 3, 4}, w[1] = {0.5f}, y[4] = {0};
+    md_conv_desc d = {.n = 1, .c_in = 1, .h = 2, .w = 2, .c_out = 1, .kh = 1, .kw = 1,
+                      .stride = 1, .pad = 0, .dilation = 1, .groups = 1};
+    md_conv     *c = NULL;
+    if (md_conv_create(be, &d, &c) != MD_OK) return -1;
+    md_tensor tx = md_tensor_4d(x, 1, 1, 2, 2), tw = md_tensor_4d(w, 1, 1, 1, 1),
+              ty = md_tensor_4d(y, 1, 1, 2, 2);
+    md_status s = md_conv_forward(c, &tx, &tw, &ty);
+    md_conv_destroy(c);
+    if (s != MD_OK) return -1;
+    for (int i = 0; i < 4; i++)
+        if (y[i] != 0.5f * x[i]) {
+            md_fail(MD_ERR_BACKEND, "self-check: conv output %d is %g, expected %g", i, y[i],
+                    0.5f * x[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv, int rank, int world) {
+    int threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if (parse_threads(argv[++i], &threads)) {
+                fprintf(stderr, "mdenas_mpi info: --threads '%s' is not a number in 0..4096\n",
+                        argv[i]);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "mdenas_mpi info: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    md_backend *be = NULL;
+    if (md_backend_cpu_create(threads, &be) != MD_OK || info_selfcheck(be)) {
+        fprintf(stderr, "mdenas_mpi info: cpu backend failed: %s\n", md_error_message());
+        md_backend_destroy(be);
+        return 1;
+    }
+    if (rank == 0) {
+        char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+        int  len = 0;
+        MPI_Get_library_version(lib, &len);
+        char *nl = strchr(lib, '\n');
+        if (nl) *nl = '\0';
+        printf("mdenas %s\n", MDENAS_VERSION);
+        printf("backend %s (self-check passed)\n", md_backend_describe(be));
+        printf("mpi: %d rank(s), %s\n", world, lib);
+    }
+    md_backend_destroy(be);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank = 0, world = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    int rc = 0;
+    if (argc < 2) {
+        if (rank == 0) usage(stderr);
+        rc = 2;
+    } else if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        if (rank == 0) usage(stdout);
+    } else if (!strcmp(argv[1], "--version")) {
+        if (rank == 0) printf("mdenas_mpi %s\n", MDENAS_VERSION);
+    } else if (!strcmp(argv[1], "info")) {
+        rc = cmd_info(argc - 2, argv + 2, rank, world);
+    } else {
+        if (rank == 0) {
+            fprintf(stderr, "mdenas_mpi: unknown command '%s'\n\n", argv[1]);
+            usage(stderr);
+        }
+        rc = 2;
+    }
+    if (rc == 1) MPI_Abort(MPI_COMM_WORLD, rc); /* a failure on any rank ends the job */
+    MPI_Finalize();
+    return rc;
+}

@@ -1,0 +1,253 @@
+/* Convolution on oneDNN. Each handle compiles three primitives once (forward,
+ * backward data, backward weights), letting oneDNN choose its preferred
+ * (blocked) layouts; tensors stay plain NCHW/OIHW at the API, with reorders
+ * compiled alongside where the layouts differ (what PyTorch's CPU path does). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_backend.h"
+
+/* One memory argument of one primitive: the plain user view and, when the
+ * primitive wants another layout, its own buffer plus a compiled reorder. */
+typedef struct {
+    dnnl_memory_t    user;    /* plain layout; data handle set per call */
+    dnnl_memory_t    prim;    /* what the primitive reads/writes (== user if same layout) */
+    dnnl_primitive_t reorder; /* user->prim for inputs, prim->user for outputs; NULL if same */
+    int              is_output;
+} conv_arg;
+
+enum { ARG_MAX = 3 };
+
+typedef struct {
+    dnnl_primitive_t prim;
+    int              nargs;
+    int              arg_kind[ARG_MAX]; /* DNNL_ARG_* */
+    conv_arg         arg[ARG_MAX];
+} conv_step;
+
+typedef struct {
+    conv_step fwd, bwd_data, bwd_weights;
+    float    *dx_tmp, *dw_tmp; /* backward results before accumulation */
+    size_t    x_numel, w_numel;
+    char      impl[3][64];
+} cpu_conv;
+
+static md_status arg_init(md_cpu_backend *cb, conv_arg *a, const dnnl_memory_desc_t *user_md,
+                          const dnnl_memory_desc_t *prim_md, int is_output) {
+    memset(a, 0, sizeof *a);
+    a->is_output = is_output;
+    DNNL_TRY(dnnl_memory_create(&a->user, user_md, cb->engine, DNNL_MEMORY_NONE));
+    if (dnnl_memory_desc_equal(user_md, prim_md)) {
+        a->prim = a->user;
+        return MD_OK;
+    }
+    DNNL_TRY(dnnl_memory_create(&a->prim, prim_md, cb->engine, DNNL_MEMORY_ALLOCATE));
+    dnnl_primitive_desc_t rpd;
+    const dnnl_memory_desc_t *src = is_output ? prim_md : user_md;
+    const dnnl_memory_desc_t *dst = is_output ? user_md : prim_md;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&rpd, src, cb->engine, dst, cb->engine, NULL));
+    dnnl_status_t st = dnnl_primitive_create(&a->reorder, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    DNNL_TRY(st);
+    return MD_OK;
+}
+
+static void arg_fini(conv_arg *a) {
+    if (a->reorder) dnnl_primitive_destroy(a->reorder);
+    if (a->prim && a->prim != a->user) dnnl_memory_destroy(a->prim);
+    if (a->user) dnnl_memory_destroy(a->user);
+    memset(a, 0, sizeof *a);
+}
+
+static void step_fini(conv_step *s) {
+    for (int i = 0; i < s->nargs; i++) arg_fini(&s->arg[i]);
+    if (s->prim) dnnl_primitive_destroy(s->prim);
+    memset(s, 0, sizeof *s);
+}
+
+static md_status reorder_run(md_cpu_backend *cb, conv_arg *a) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, a->is_output ? a->prim : a->user},
+                               {DNNL_ARG_TO, a->is_output ? a->user : a->prim}};
+    DNNL_TRY(dnnl_primitive_execute(a->reorder, cb->stream, 2, args));
+    return MD_OK;
+}
+
+/* Build a step from its primitive descriptor: query each argument's layout. */
+static md_status step_init(md_cpu_backend *cb, conv_step *s, dnnl_primitive_desc_t pd, int nargs,
+                           const int *kinds, const dnnl_memory_desc_t *const *user_mds,
+                           const int *is_output, char *impl, size_t impl_len) {
+    memset(s, 0, sizeof *s);
+    s->nargs = nargs;
+    for (int i = 0; i < nargs; i++) {
+        s->arg_kind[i] = kinds[i];
+        const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md,
+                                                                     kinds[i]);
+        if (!pmd) return md_fail(MD_ERR_BACKEND, "conv2d: oneDNN gave no layout for arg %d", kinds[i]);
+        MD_TRY(arg_init(cb, &s->arg[i], user_mds[i], pmd, is_output[i]));
+    }
+    const char *info = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success && info)
+        snprintf(impl, impl_len, "%s", info);
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd));
+    return MD_OK;
+}
+
+/* Point the user views at the caller's buffers, reorder inputs, run, reorder outputs. */
+static md_status step_run(md_cpu_backend *cb, conv_step *s, void *const *buffers) {
+    dnnl_exec_arg_t args[ARG_MAX];
+    for (int i = 0; i < s->nargs; i++) {
+        DNNL_TRY(dnnl_memory_set_data_handle(s->arg[i].user, buffers[i]));
+        if (s->arg[i].reorder && !s->arg[i].is_output) MD_TRY(reorder_run(cb, &s->arg[i]));
+        args[i].arg = s->arg_kind[i];
+        args[i].memory = s->arg[i].prim;
+    }
+    DNNL_TRY(dnnl_primitive_execute(s->prim, cb->stream, s->nargs, args));
+    for (int i = 0; i < s->nargs; i++)
+        if (s->arg[i].reorder && s->arg[i].is_output) MD_TRY(reorder_run(cb, &s->arg[i]));
+    DNNL_TRY(dnnl_stream_wait(cb->stream));
+    return MD_OK;
+}
+
+typedef struct {
+    dnnl_memory_desc_t x, w, y;       /* plain */
+    dnnl_memory_desc_t xa, wa, ya;    /* format any */
+    dnnl_dims_t        strides, dilates, pad_l, pad_r;
+} conv_mds;
+
+static md_status conv_mds_init(const md_conv_desc *d, conv_mds *m) {
+    int oh = 0, ow = 0;
+    MD_TRY(md_conv_out_hw(d, &oh, &ow));
+    dnnl_dims_t xd = {d->n, d->c_in, d->h, d->w}, yd = {d->n, d->c_out, oh, ow};
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->x, 4, xd, dnnl_f32, dnnl_nchw));
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->y, 4, yd, dnnl_f32, dnnl_nchw));
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->xa, 4, xd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->ya, 4, yd, dnnl_f32, dnnl_format_tag_any));
+    if (d->groups > 1) {
+        dnnl_dims_t wd = {d->groups, d->c_out / d->groups, d->c_in / d->groups, d->kh, d->kw};
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->w, 5, wd, dnnl_f32, dnnl_goihw));
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->wa, 5, wd, dnnl_f32, dnnl_format_tag_any));
+    } else {
+        dnnl_dims_t wd = {d->c_out, d->c_in, d->kh, d->kw};
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->w, 4, wd, dnnl_f32, dnnl_oihw));
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->wa, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    }
+    int eh = d->dilation * (d->kh - 1) + 1, ew = d->dilation * (d->kw - 1) + 1;
+    m->strides[0] = m->strides[1] = d->stride;
+    m->dilates[0] = m->dilates[1] = d->dilation - 1; /* oneDNN counts the gaps */
+    m->pad_l[0] = m->pad_l[1] = d->pad;
+    /* PyTorch floors the output size; the right/bottom padding that makes oneDNN agree: */
+    m->pad_r[0] = (oh - 1) * d->stride + eh - d->h - d->pad;
+    m->pad_r[1] = (ow - 1) * d->stride + ew - d->w - d->pad;
+    return MD_OK;
+}
+
+static md_status make_pd(md_cpu_backend *cb, const void *op_desc, const_dnnl_primitive_desc_t hint,
+                         dnnl_primitive_desc_t *pd) {
+    DNNL_TRY(dnnl_primitive_desc_create(pd, op_desc, NULL, cb->engine, hint));
+    return MD_OK;
+}
+
+static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv *c) {
+    conv_mds m;
+    MD_TRY(conv_mds_init(d, &m));
+    dnnl_convolution_desc_t fd, bdd, bwd;
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
+        &fd, dnnl_forward_training, dnnl_convolution_direct, &m.xa, &m.wa, NULL, &m.ya, m.strides,
+        m.dilates, m.pad_l, m.pad_r));
+    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(
+        &bdd, dnnl_convolution_direct, &m.xa, &m.wa, &m.ya, m.strides, m.dilates, m.pad_l, m.pad_r));
+    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(
+        &bwd, dnnl_convolution_direct, &m.xa, &m.wa, NULL, &m.ya, m.strides, m.dilates, m.pad_l,
+        m.pad_r));
+
+    dnnl_primitive_desc_t fpd = NULL, bdpd = NULL, bwpd = NULL;
+    md_status s = make_pd(cb, &fd, NULL, &fpd);
+    if (s == MD_OK) s = make_pd(cb, &bdd, fpd, &bdpd);
+    if (s == MD_OK) s = make_pd(cb, &bwd, fpd, &bwpd);
+    if (s == MD_OK) {
+        int                       kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+        const dnnl_memory_desc_t *mds[3] = {&m.x, &m.w, &m.y};
+        int                       out[3] = {0, 0, 1};
+        s = step_init(cb, &c->fwd, fpd, 3, kinds, mds, out, c->impl[0], sizeof c->impl[0]);
+    }
+    if (s == MD_OK) {
+        int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+        const dnnl_memory_desc_t *mds[3] = {&m.y, &m.w, &m.x};
+        int                       out[3] = {0, 0, 1};
+        s = step_init(cb, &c->bwd_data, bdpd, 3, kinds, mds, out, c->impl[1], sizeof c->impl[1]);
+    }
+    if (s == MD_OK) {
+        int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
+        const dnnl_memory_desc_t *mds[3] = {&m.x, &m.y, &m.w};
+        int                       out[3] = {0, 0, 1};
+        s = step_init(cb, &c->bwd_weights, bwpd, 3, kinds, mds, out, c->impl[2], sizeof c->impl[2]);
+    }
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (bdpd) dnnl_primitive_desc_destroy(bdpd);
+    if (bwpd) dnnl_primitive_desc_destroy(bwpd);
+    return s;
+}
+
+md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl) {
+    cpu_conv *c = calloc(1, sizeof *c);
+    if (!c) return md_fail(MD_ERR_NOMEM, "conv2d: handle");
+    c->x_numel = (size_t)d->n * d->c_in * d->h * d->w;
+    c->w_numel = (size_t)d->c_out * (d->c_in / d->groups) * d->kh * d->kw;
+    md_status s = conv_build(md_cpu(be), d, c);
+    if (s == MD_OK) {
+        c->dx_tmp = aligned_alloc(64, (c->x_numel * sizeof(float) + 63) / 64 * 64);
+        c->dw_tmp = aligned_alloc(64, (c->w_numel * sizeof(float) + 63) / 64 * 64);
+        if (!c->dx_tmp || !c->dw_tmp) s = md_fail(MD_ERR_NOMEM, "conv2d: gradient scratch");
+    }
+    if (s != MD_OK) {
+        md_cpu_conv_destroy(be, c);
+        return s;
+    }
+    *impl = c;
+    return MD_OK;
+}
+
+void md_cpu_conv_destroy(md_backend *be, void *impl) {
+    (void)be;
+    cpu_conv *c = impl;
+    if (!c) return;
+    step_fini(&c->fwd);
+    step_fini(&c->bwd_data);
+    step_fini(&c->bwd_weights);
+    free(c->dx_tmp);
+    free(c->dw_tmp);
+    free(c);
+}
+
+md_status md_cpu_conv_forward(md_backend *be, void *impl, const float *x, const float *w, float *y) {
+    cpu_conv *c = impl;
+    void     *bufs[3] = {(void *)x, (void *)w, y};
+    return step_run(md_cpu(be), &c->fwd, bufs);
+}
+
+static void accumulate(float *restrict dst, const float *restrict src, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const float *w,
+                               const float *dy, float *dx, float *dw) {
+    cpu_conv *c = impl;
+    if (dx) {
+        void *bufs[3] = {(void *)dy, (void *)w, c->dx_tmp};
+        MD_TRY(step_run(md_cpu(be), &c->bwd_data, bufs));
+        accumulate(dx, c->dx_tmp, c->x_numel);
+    }
+    if (dw) {
+        void *bufs[3] = {(void *)x, (void *)dy, c->dw_tmp};
+        MD_TRY(step_run(md_cpu(be), &c->bwd_weights, bufs));
+        accumulate(dw, c->dw_tmp, c->w_numel);
+    }
+    return MD_OK;
+}
+
+const char *md_cpu_conv_impl(const void *impl, int which) {
+    const cpu_conv *c = impl;
+    return which >= 0 && which < 3 ? c->impl[which] : "";
+}
