@@ -81,7 +81,7 @@ static md_status parse_record(const md_fixture *fx, fx_cursor *c, int index, md_
     t->data = malloc(t->numel * sizeof(float));
     if (!t->data) return md_fail(MD_ERR_NOMEM, "fixture %s: record %s", fx->path, t->name);
     for (size_t i = 0; i < t->numel; i++) {
-        uint32_t bits;
+        uint32_t bits = 0;
         cursor_u32(c, &bits);
         memcpy(&t->data[i], &bits, sizeof bits);
     }

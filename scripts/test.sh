@@ -1,0 +1,21 @@
+#!/bin/sh
+# Fresh machine -> all tests: install packages, build (RelWithDebInfo), run CTest,
+# then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# MDENAS_NO_ASAN=1 skips the sanitizer pass; MDENAS_NO_APT=1 skips apt-get.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+JOBS=$(nproc)
+# Open MPI refuses root unless told; CI runs as root.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+if [ "${MDENAS_NO_ASAN:-0}" != 1 ]; then
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMDENAS_SANITIZE=ON -DMDENAS_BENCH=OFF
+    cmake --build build-asan -j "$JOBS"
+    ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+fi
+echo "mdenas: all tests passed"
