@@ -56,7 +56,18 @@ fi
 set -- --iters "$ITERS" --warmup "$WARMUP" --batch "$BATCH"
 if [ -n "$FILTER" ]; then set -- "$@" --filter "$FILTER"; fi
 
+# Other work on the machine wrecks multi-threaded timings (OpenMP threads that
+# lose their core wait for a whole scheduler slice): say so when it is busy.
+check_load() {
+    load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+    if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
+        echo "compare_ops.sh: warning: 1-minute load average is $load before the $1 run" \
+             "($(nproc) CPUs); timings may be inflated by other processes" >&2
+    fi
+}
+
 for t in $THREADS; do
+    check_load "threads $t"
     echo "== threads $t: mdenas" >&2
     "$BIN" --threads "$t" "$@" >>"$OUT"
     echo "== threads $t: pytorch" >&2
