@@ -27,15 +27,15 @@ static int cursor_u32(fx_cursor *c, uint32_t *v) {
 static md_status read_file(const char *path, unsigned char **buf, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return md_fail(MD_ERR_IO, "fixture %s: cannot open: %s (regenerate with "
-                                  "/usr/bin/python3 tests/gen_fixtures.py)",
+        return md_fail(MD_ERR_IO,
+                       "fixture %s: cannot open: %s (regenerate with "
+                       "/usr/bin/python3 tests/gen_fixtures.py)",
                        path, strerror(errno));
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || size > FX_MAX_BYTES || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
-        return md_fail(MD_ERR_DATA, "fixture %s: cannot size the file or larger than 16 MiB",
-                       path);
+        return md_fail(MD_ERR_DATA, "fixture %s: cannot size the file or larger than 16 MiB", path);
     }
     unsigned char *data = malloc(size ? (size_t)size : 1);
     if (!data) {
@@ -70,14 +70,14 @@ static md_status parse_record(const md_fixture *fx, fx_cursor *c, int index, md_
     for (int d = 0; d < t->ndim; d++) {
         uint32_t v;
         if (!cursor_u32(c, &v) || v == 0 || v > (1u << 24))
-            return md_fail(MD_ERR_DATA, "fixture %s: record %s: truncated or bad dim %d",
-                           fx->path, t->name, d);
+            return md_fail(MD_ERR_DATA, "fixture %s: record %s: truncated or bad dim %d", fx->path,
+                           t->name, d);
         t->dim[d] = (int)v;
         t->numel *= v;
     }
     if ((c->len - c->pos) / 4 < t->numel)
-        return md_fail(MD_ERR_DATA, "fixture %s: record %s: truncated data (%zu floats)",
-                       fx->path, t->name, t->numel);
+        return md_fail(MD_ERR_DATA, "fixture %s: record %s: truncated data (%zu floats)", fx->path,
+                       t->name, t->numel);
     t->data = malloc(t->numel * sizeof(float));
     if (!t->data) return md_fail(MD_ERR_NOMEM, "fixture %s: record %s", fx->path, t->name);
     for (size_t i = 0; i < t->numel; i++) {
@@ -123,7 +123,8 @@ md_status md_fixture_load(md_fixture *fx, const char *dir, const char *file) {
 
 void md_fixture_free(md_fixture *fx) {
     if (fx->t) {
-        for (int i = 0; i < fx->count; i++) free(fx->t[i].data);
+        for (int i = 0; i < fx->count; i++)
+            free(fx->t[i].data);
         free(fx->t);
     }
     fx->t = NULL;
@@ -144,8 +145,9 @@ const md_fx_tensor *md_fixture_need(const md_fixture *fx, const char *fmt, ...) 
     va_end(ap);
     const md_fx_tensor *t = md_fixture_find(fx, name);
     if (!t) {
-        fprintf(stderr, "fixture %s: no record '%s' (stale fixtures? regenerate with "
-                        "/usr/bin/python3 tests/gen_fixtures.py)\n",
+        fprintf(stderr,
+                "fixture %s: no record '%s' (stale fixtures? regenerate with "
+                "/usr/bin/python3 tests/gen_fixtures.py)\n",
                 fx->path, name);
         exit(2);
     }
@@ -189,7 +191,8 @@ int32_t *md_fx_upload_labels(md_backend *be, const md_fx_tensor *t) {
         fprintf(stderr, "labels of %s: allocation failed: %s\n", t->name, md_error_message());
         exit(2);
     }
-    for (size_t i = 0; i < t->numel; i++) host[i] = md_fx_int(t, i);
+    for (size_t i = 0; i < t->numel; i++)
+        host[i] = md_fx_int(t, i);
     if (md_backend_upload(be, dev, host, t->numel * sizeof *host) != MD_OK) {
         fprintf(stderr, "labels of %s: upload failed: %s\n", t->name, md_error_message());
         exit(2);

@@ -54,6 +54,6 @@ double md_fx_value(const md_fx_tensor *t, size_t i);
 /* A zeroed backend tensor of the record's shape (a scalar becomes [1]) holding its data. */
 md_tensor md_fx_upload(md_backend *be, const md_fx_tensor *t);
 /* Labels (exact floats in the fixture) as int32 in backend memory; free with md_backend_free. */
-int32_t  *md_fx_upload_labels(md_backend *be, const md_fx_tensor *t);
+int32_t *md_fx_upload_labels(md_backend *be, const md_fx_tensor *t);
 
 #endif

@@ -7,8 +7,9 @@ Run from anywhere with the system interpreter (Debian python3-torch, CPU):
     /usr/bin/python3 tests/gen_fixtures.py            # writes tests/fixtures/*.bin
     /usr/bin/python3 tests/gen_fixtures.py OUT_DIR    # somewhere else
 
-Every section draws from its own seeded torch.Generator, so a rerun with the
-same torch version rewrites the files byte for byte. Inputs are drawn in
+Every section draws from its own seeded torch.Generator (and the tiny net's
+default initialisation from torch.manual_seed), so a rerun with the same torch
+version rewrites the files byte for byte. Inputs are drawn in
 float32 (what the C side gets); the reference is computed in float64 from
 those float32 values and stored rounded to float32, so the only difference
 left to the C side is its own float32 arithmetic.
@@ -140,10 +141,12 @@ def bn_case(w, g, name, affine, n, c, h, wd):
     """desc = [affine, momentum, eps]."""
     momentum, eps = 0.1, 1e-5
     x = randn(g, n, c, h, wd, scale=2.0, shift=0.5)
+    x[:, 0] = x[:, 0] * 0.002  # batch variance ~1e-5: eps visibly matters
     gamma = randn(g, c, scale=0.3, shift=1.0)
     beta = randn(g, c, scale=0.5)
     rm0 = randn(g, c, scale=0.2)
     rv0 = uniform(g, c, lo=0.5, hi=1.5)
+    rv0[1] = 2e-4  # and in eval mode
     dy = randn(g, n, c, h, wd)
 
     x64 = leaf(x)
@@ -454,17 +457,11 @@ class TinyNet(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def write_tiny_net(out):
-    w, g = FixtureWriter(), gen(808)
-    n, c_in, hw, classes, steps = 8, 3, 8, 4, 5
-    lr, mom, wd, clip = 0.05, 0.9, 3e-4, 5.0
-    torch.manual_seed(808)
-    net = TinyNet(c_in, 8, classes)  # default torch init, in float32
-    for name, p in net.named_parameters():
-        w.add(f"init/{name}", p)
-    net = net.to(F64)
-    x = randn(g, n, c_in, hw, hw)
-    labels = torch.randint(0, classes, (n,), generator=g)
+def train_tiny_net(w, prefix, init_state, x, labels, clip):
+    """Train a copy of the net from init_state; records under `prefix`."""
+    lr, mom, wd, steps = 0.05, 0.9, 3e-4, 5
+    net = TinyNet(x.shape[1], 8, int(init_state["fc.weight"].shape[0])).to(F64)
+    net.load_state_dict(init_state)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
     losses, norms = [], []
     net.train()
@@ -475,18 +472,37 @@ def write_tiny_net(out):
         norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), clip)))
         opt.step()
         losses.append(float(loss))
-    print("tiny net losses", ["%.6f" % v for v in losses], "grad norms",
+    print(f"tiny net, clip {clip}: losses", ["%.6f" % v for v in losses], "grad norms",
           ["%.3f" % v for v in norms])
-    w.add("hyper", [lr, mom, wd, clip, steps])
+    w.add(f"{prefix}hyper", [lr, mom, wd, clip, steps])
+    w.add(f"{prefix}losses", torch.tensor(losses, dtype=F64))
+    w.add(f"{prefix}grad_norms", torch.tensor(norms, dtype=F64))
+    w.add(f"{prefix}final/stem_bn.running_mean", net.stem_bn.running_mean)
+    w.add(f"{prefix}final/stem_bn.running_var", net.stem_bn.running_var)
+    w.add(f"{prefix}final/sep_bn2.running_mean", net.sep_bn2.running_mean)
+    w.add(f"{prefix}final/fc.weight", net.fc.weight)
+    w.add(f"{prefix}final/stem_conv.weight", net.stem_conv.weight)
+    return norms
+
+
+def write_tiny_net(out):
+    """The run the brief asks for (clip 5, which these gradients never reach)
+    and the same run with clip 1, where the first steps are clipped."""
+    w, g = FixtureWriter(), gen(808)
+    n, c_in, hw, classes = 8, 3, 8, 4
+    torch.manual_seed(808)
+    net = TinyNet(c_in, 8, classes)  # default torch init, in float32
+    for name, p in net.named_parameters():
+        w.add(f"init/{name}", p)
+    init_state = {k: v.to(F64) for k, v in net.state_dict().items()}
+    x = randn(g, n, c_in, hw, hw)
+    labels = torch.randint(0, classes, (n,), generator=g)
     w.add("x", x)
     w.add("labels", labels)
-    w.add("losses", torch.tensor(losses, dtype=F64))
-    w.add("grad_norms", torch.tensor(norms, dtype=F64))
-    w.add("final/stem_bn.running_mean", net.stem_bn.running_mean)
-    w.add("final/stem_bn.running_var", net.stem_bn.running_var)
-    w.add("final/sep_bn2.running_mean", net.sep_bn2.running_mean)
-    w.add("final/fc.weight", net.fc.weight)
-    w.add("final/stem_conv.weight", net.stem_conv.weight)
+    train_tiny_net(w, "", init_state, x, labels, 5.0)
+    norms = train_tiny_net(w, "clip1/", init_state, x, labels, 1.0)
+    if not any(v > 1.0 for v in norms):
+        raise RuntimeError("tiny net: the clip-1 run never clips")
     w.save(os.path.join(out, "tiny_net.bin"))
 
 

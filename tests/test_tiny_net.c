@@ -3,7 +3,8 @@
  * write_tiny_net): stem conv3x3 + BN(affine), sep_conv_3x3 as in MDENAS.md
  * (ReLU, dw3x3, pw1x1, BN, ReLU, dw3x3, pw1x1, BN; affine = false),
  * max_pool 3x3 s1 + BN(affine = false), global average pool, linear, softmax-CE;
- * SGD with momentum and weight decay after clip_grad_norm_. Every step's loss
+ * SGD with momentum and weight decay after clip_grad_norm_ (max norm 5, and
+ * again with max norm 1 so that clipping is exercised). Every step's loss
  * and gradient norm must match to 1e-4 relative, and so must the BN running
  * statistics and weights after the last step.
  *
@@ -32,8 +33,19 @@ static const char *const bn_names[BN_COUNT] = {"stem_bn", "sep_bn1", "sep_bn2", 
 
 /* Activations in forward order; grad[i] is d(loss)/d(act[i]). */
 enum {
-    A_STEM, A_STEM_BN, A_RELU1, A_DW1, A_PW1, A_BN1, A_RELU2, A_DW2, A_PW2, A_BN2, A_POOL,
-    A_POOL_BN, A_COUNT
+    A_STEM,
+    A_STEM_BN,
+    A_RELU1,
+    A_DW1,
+    A_PW1,
+    A_BN1,
+    A_RELU2,
+    A_DW2,
+    A_PW2,
+    A_BN2,
+    A_POOL,
+    A_POOL_BN,
+    A_COUNT
 };
 
 typedef struct {
@@ -104,7 +116,8 @@ static void bn_init(tiny_net *t) {
     fatal_if(md_arena_finalize(&t->stats), "stats finalize");
     float *ones = malloc((size_t)t->c * sizeof *ones);
     if (!ones) exit(2);
-    for (int i = 0; i < t->c; i++) ones[i] = 1.0f;
+    for (int i = 0; i < t->c; i++)
+        ones[i] = 1.0f;
     for (int b = 0; b < BN_COUNT; b++) {
         bn_layer *l = &t->bn[b];
         l->rm = md_arena_tensor(&t->stats, idx[b][0]);
@@ -112,9 +125,12 @@ static void bn_init(tiny_net *t) {
         md_tbuf_set(t->be, &l->rv, ones);
         l->save_mean = md_tbuf1(t->be, t->c);
         l->save_invstd = md_tbuf1(t->be, t->c);
-        l->st = (md_bn_state){.running_mean = &l->rm, .running_var = &l->rv,
-                              .save_mean = &l->save_mean, .save_invstd = &l->save_invstd,
-                              .momentum = 0.1f, .eps = 1e-5f};
+        l->st = (md_bn_state){.running_mean = &l->rm,
+                              .running_var = &l->rv,
+                              .save_mean = &l->save_mean,
+                              .save_invstd = &l->save_invstd,
+                              .momentum = 0.1f,
+                              .eps = 1e-5f};
     }
     free(ones);
     bn_layer *stem = &t->bn[BN_STEM];
@@ -125,8 +141,17 @@ static void bn_init(tiny_net *t) {
 }
 
 static void convs_init(tiny_net *t) {
-    md_conv_desc stem = {.n = t->n, .c_in = t->c_in, .h = t->hw, .w = t->hw, .c_out = t->c,
-                         .kh = 3, .kw = 3, .stride = 1, .pad = 1, .dilation = 1, .groups = 1};
+    md_conv_desc stem = {.n = t->n,
+                         .c_in = t->c_in,
+                         .h = t->hw,
+                         .w = t->hw,
+                         .c_out = t->c,
+                         .kh = 3,
+                         .kw = 3,
+                         .stride = 1,
+                         .pad = 1,
+                         .dilation = 1,
+                         .groups = 1};
     md_conv_desc dw = stem, pw = stem;
     dw.c_in = dw.groups = t->c;
     pw.c_in = t->c;
@@ -216,7 +241,8 @@ static md_status forward(tiny_net *t, float *loss) {
 static md_status zero_grads(tiny_net *t) {
     md_tensor all = md_tensor_1d(t->grads.data, (int)t->grads.numel);
     MD_TRY(md_zero(t->be, &all));
-    for (int a = 0; a < A_COUNT; a++) MD_TRY(md_zero(t->be, &t->grad[a]));
+    for (int a = 0; a < A_COUNT; a++)
+        MD_TRY(md_zero(t->be, &t->grad[a]));
     MD_TRY(md_zero(t->be, &t->dgap));
     return md_zero(t->be, &t->dlogits);
 }
@@ -237,13 +263,13 @@ static md_status backward_sep(tiny_net *t) {
     md_tensor  *a = t->act, *d = t->grad;
     md_tensor   dw1 = P(t, P_DW1), pw1 = P(t, P_PW1), dw2 = P(t, P_DW2), pw2 = P(t, P_PW2);
     md_tensor   ddw1 = G(t, P_DW1), dpw1 = G(t, P_PW1), ddw2 = G(t, P_DW2), dpw2 = G(t, P_PW2);
-    MD_TRY(md_bn_backward_train(be, &a[A_PW2], &d[A_BN2], &d[A_PW2], NULL, NULL,
-                                &t->bn[BN_SEP2].st));
+    MD_TRY(
+        md_bn_backward_train(be, &a[A_PW2], &d[A_BN2], &d[A_PW2], NULL, NULL, &t->bn[BN_SEP2].st));
     MD_TRY(md_conv_backward(t->pw, &a[A_DW2], &pw2, &d[A_PW2], &d[A_DW2], &dpw2));
     MD_TRY(md_conv_backward(t->dw, &a[A_RELU2], &dw2, &d[A_DW2], &d[A_RELU2], &ddw2));
     MD_TRY(md_act_backward(be, MD_ACT_RELU, &a[A_RELU2], &d[A_RELU2], &d[A_BN1]));
-    MD_TRY(md_bn_backward_train(be, &a[A_PW1], &d[A_BN1], &d[A_PW1], NULL, NULL,
-                                &t->bn[BN_SEP1].st));
+    MD_TRY(
+        md_bn_backward_train(be, &a[A_PW1], &d[A_BN1], &d[A_PW1], NULL, NULL, &t->bn[BN_SEP1].st));
     MD_TRY(md_conv_backward(t->pw, &a[A_DW1], &pw1, &d[A_PW1], &d[A_DW1], &dpw1));
     MD_TRY(md_conv_backward(t->dw, &a[A_RELU1], &dw1, &d[A_DW1], &d[A_RELU1], &ddw1));
     return md_act_backward(be, MD_ACT_RELU, &a[A_RELU1], &d[A_RELU1], &d[A_STEM_BN]);
@@ -269,8 +295,8 @@ static md_status train_step(tiny_net *t, const sgd_hyper *h, float *loss, float 
     MD_TRY(backward_sep(t));
     MD_TRY(backward_stem(t));
     MD_TRY(md_clip_grad_norm(t->be, t->grads.data, t->ranges, P_COUNT, h->clip, norm));
-    return md_sgd_step(t->be, t->params.data, t->grads.data, t->momentum.data, t->ranges,
-                       P_COUNT, h->lr, h->momentum, h->weight_decay);
+    return md_sgd_step(t->be, t->params.data, t->grads.data, t->momentum.data, t->ranges, P_COUNT,
+                       h->lr, h->momentum, h->weight_decay);
 }
 
 /* ---- checks ------------------------------------------------------------------- */
@@ -280,9 +306,9 @@ static double rel_err(double got, double want) {
 }
 
 /* Normalised error of an arena tensor against a final/ record, relative to its scale. */
-static double check_final(md_backend *be, const md_arena *a, const char *name,
-                          const md_fixture *fx) {
-    const md_fx_tensor *ref = md_fixture_need(fx, "final/%s", name);
+static double check_final(md_backend *be, const md_arena *a, const char *name, const md_fixture *fx,
+                          const char *run) {
+    const md_fx_tensor *ref = md_fixture_need(fx, "%sfinal/%s", run, name);
     int                 i = md_arena_find(a, name);
     CHECK(i >= 0, "arena has no %s", name);
     if (i < 0) return INFINITY;
@@ -294,24 +320,27 @@ static double check_final(md_backend *be, const md_arena *a, const char *name,
     if (!host) exit(2);
     md_tbuf_get(be, &t, host);
     double maxref = 0.0;
-    for (size_t k = 0; k < ref->numel; k++) maxref = fmax(maxref, fabs((double)ref->data[k]));
+    for (size_t k = 0; k < ref->numel; k++)
+        maxref = fmax(maxref, fabs((double)ref->data[k]));
     double err = md_norm_err(host, ref->data, ref->numel);
     if (maxref > 0.0 && maxref < 1.0) err /= maxref;
     free(host);
-    printf("final %-26s error %.3g (tol %.0e)\n", name, err, TOL_REL);
-    CHECK(err <= TOL_REL, "final %s: error %.3g > %.0e", name, err, TOL_REL);
+    printf("%sfinal %-26s error %.3g (tol %.0e)\n", run, name, err, TOL_REL);
+    CHECK(err <= TOL_REL, "%sfinal %s: error %.3g > %.0e", run, name, err, TOL_REL);
     return err;
 }
 
-static void run(md_backend *be, const md_fixture *fx) {
-    const md_fx_tensor *hyper = md_fixture_need(fx, "hyper");
-    const md_fx_tensor *losses = md_fixture_need(fx, "losses");
-    const md_fx_tensor *norms = md_fixture_need(fx, "grad_norms");
-    sgd_hyper h = {(float)md_fx_value(hyper, 0), (float)md_fx_value(hyper, 1),
-                   (float)md_fx_value(hyper, 2), (float)md_fx_value(hyper, 3)};
-    int       steps = md_fx_int(hyper, 4);
-    tiny_net  t;
+/* One training run from the initial weights; `run` prefixes its records. */
+static void train_run(md_backend *be, const md_fixture *fx, const char *run) {
+    const md_fx_tensor *hyper = md_fixture_need(fx, "%shyper", run);
+    const md_fx_tensor *losses = md_fixture_need(fx, "%slosses", run);
+    const md_fx_tensor *norms = md_fixture_need(fx, "%sgrad_norms", run);
+    sgd_hyper           h = {(float)md_fx_value(hyper, 0), (float)md_fx_value(hyper, 1),
+                             (float)md_fx_value(hyper, 2), (float)md_fx_value(hyper, 3)};
+    int                 steps = md_fx_int(hyper, 4);
+    tiny_net            t;
     net_init(&t, be, fx);
+    printf("run '%s': clip %g\n", run, h.clip);
     double max_loss_err = 0.0, max_norm_err = 0.0;
     for (int s = 0; s < steps; s++) {
         float loss = NAN, norm = NAN;
@@ -323,18 +352,18 @@ static void run(md_backend *be, const md_fixture *fx) {
         printf("step %d/%d | loss %.7f (torch %.7f, rel err %.2e) | grad norm %.5f (torch %.5f, "
                "rel err %.2e)\n",
                s + 1, steps, loss, want, le, norm, want_norm, ne);
-        CHECK(le <= TOL_REL, "step %d: loss %.7f, PyTorch %.7f, rel err %.3g", s + 1, loss, want,
-              le);
-        CHECK(ne <= TOL_REL, "step %d: grad norm %.7f, PyTorch %.7f, rel err %.3g", s + 1, norm,
-              want_norm, ne);
+        CHECK(le <= TOL_REL, "run '%s' step %d: loss %.7f, PyTorch %.7f, rel err %.3g", run, s + 1,
+              loss, want, le);
+        CHECK(ne <= TOL_REL, "run '%s' step %d: grad norm %.7f, PyTorch %.7f, rel err %.3g", run,
+              s + 1, norm, want_norm, ne);
     }
-    printf("max relative error: loss %.3g, grad norm %.3g (tol %.0e)\n", max_loss_err,
-           max_norm_err, TOL_REL);
-    check_final(be, &t.stats, "stem_bn.running_mean", fx);
-    check_final(be, &t.stats, "stem_bn.running_var", fx);
-    check_final(be, &t.stats, "sep_bn2.running_mean", fx);
-    check_final(be, &t.params, "fc.weight", fx);
-    check_final(be, &t.params, "stem_conv.weight", fx);
+    printf("max relative error: loss %.3g, grad norm %.3g (tol %.0e)\n", max_loss_err, max_norm_err,
+           TOL_REL);
+    check_final(be, &t.stats, "stem_bn.running_mean", fx, run);
+    check_final(be, &t.stats, "stem_bn.running_var", fx, run);
+    check_final(be, &t.stats, "sep_bn2.running_mean", fx, run);
+    check_final(be, &t.params, "fc.weight", fx, run);
+    check_final(be, &t.params, "stem_conv.weight", fx, run);
     net_free(&t);
 }
 
@@ -350,7 +379,8 @@ int main(int argc, char **argv) {
     }
     md_fixture fx;
     md_fixture_load_or_exit(&fx, argv[1], "tiny_net.bin");
-    run(be, &fx);
+    train_run(be, &fx, "");       /* clip 5, as in the search settings: never reached here */
+    train_run(be, &fx, "clip1/"); /* clip 1: the first four steps are clipped */
     md_fixture_free(&fx);
     md_backend_destroy(be);
     return md_test_finish("test_tiny_net");

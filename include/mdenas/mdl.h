@@ -1,0 +1,64 @@
+/* Multinomial distribution learning (MdeNAS, Zheng et al. 2019).
+ *
+ * One categorical distribution per edge over K candidate ops. Each sampling
+ * period an architecture is drawn (one op per edge), trained, validated; the
+ * sampled op of every edge records H^e += 1 (epochs trained) and H^a = accuracy
+ * (overwritten). The update moves probability towards ops that reached higher
+ * accuracy with fewer epochs than a rival (see MDENAS.md for both rules).
+ * The full history (p, H^e, H^a after every update) is kept. */
+#ifndef MDENAS_MDL_H
+#define MDENAS_MDL_H
+
+#include "mdenas/error.h"
+#include "mdenas/rng.h"
+
+typedef enum {
+    MD_UPDATE_PAPER,   /* p[i] += alpha * (wins - losses), clip at 0, renormalise */
+    MD_UPDATE_PAIRWISE /* the authors' lab code: order-dependent pairwise moves */
+} md_mdl_rule;
+
+typedef struct {
+    int         edges, k; /* number of distributions, ops per distribution */
+    double      alpha;
+    md_mdl_rule rule;
+    double     *p, *he, *ha; /* [edges * k] */
+    int         periods;     /* updates applied */
+    /* History: after update t (0-based), p/he/ha at hist_*[t * edges * k]. */
+    double *hist_p, *hist_he, *hist_ha;
+    int     hist_cap;
+} md_mdl;
+
+md_status md_mdl_init(md_mdl *m, int edges, int k, double alpha, md_mdl_rule rule);
+void      md_mdl_free(md_mdl *m);
+/* One op per edge drawn from p. */
+void      md_mdl_sample(const md_mdl *m, md_rng *rng, int *choice);
+/* The sampled architecture reached `accuracy` (a fraction in [0, 1]). */
+md_status md_mdl_record(md_mdl *m, const int *choice, double accuracy);
+/* Apply the rule to every edge and append to the history. */
+md_status md_mdl_update(md_mdl *m);
+/* Shannon entropy (nats) of edge e's distribution. */
+double    md_mdl_entropy(const md_mdl *m, int e);
+/* Parse "paper" / "pairwise". */
+md_status md_mdl_rule_parse(const char *s, md_mdl_rule *out);
+const char *md_mdl_rule_name(md_mdl_rule r);
+
+/* ---- derivation of the final cell (DARTS space) ---------------------------- */
+
+/* For a cell with `nodes` intermediate nodes, edges are ordered node by node:
+ * node i has inputs 0 .. i+1 (two cell inputs, then earlier nodes), so it owns
+ * edges [sum_{m<i}(m+2), +i+2). Returns the edge count of such a cell. */
+int md_cell_edges(int nodes);
+
+typedef struct {
+    int op;    /* index into the op list */
+    int input; /* input node index */
+} md_gene;
+
+/* From the k probabilities of each of the cell's edges (p[edge*k + op]),
+ * choose for every node its 2 strongest incoming edges (strength = the highest
+ * probability of an op other than op `none_op`), each with that op.
+ * Ties break toward the lower op index, then the lower input index.
+ * genes receives 2 * nodes entries, per node strongest first. */
+md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes);
+
+#endif

@@ -1,0 +1,193 @@
+#include "mdenas/mdl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+md_status md_mdl_init(md_mdl *m, int edges, int k, double alpha, md_mdl_rule rule) {
+    memset(m, 0, sizeof *m);
+    if (edges < 1 || k < 2)
+        return md_fail(MD_ERR_ARG, "mdl: %d edges with %d ops each (need >= 1 and >= 2)", edges, k);
+    if (!(alpha > 0.0 && alpha <= 1.0))
+        return md_fail(MD_ERR_ARG, "mdl: alpha=%g must be in (0, 1]", alpha);
+    if (rule != MD_UPDATE_PAPER && rule != MD_UPDATE_PAIRWISE)
+        return md_fail(MD_ERR_ARG, "mdl: unknown update rule %d", (int)rule);
+    size_t n = (size_t)edges * k;
+    m->edges = edges;
+    m->k = k;
+    m->alpha = alpha;
+    m->rule = rule;
+    m->p = malloc(n * sizeof(double));
+    m->he = calloc(n, sizeof(double));
+    m->ha = calloc(n, sizeof(double));
+    if (!m->p || !m->he || !m->ha) {
+        md_mdl_free(m);
+        return md_fail(MD_ERR_NOMEM, "mdl: %zu entries", n);
+    }
+    for (size_t i = 0; i < n; i++) m->p[i] = 1.0 / k;
+    return MD_OK;
+}
+
+void md_mdl_free(md_mdl *m) {
+    free(m->p);
+    free(m->he);
+    free(m->ha);
+    free(m->hist_p);
+    free(m->hist_he);
+    free(m->hist_ha);
+    memset(m, 0, sizeof *m);
+}
+
+void md_mdl_sample(const md_mdl *m, md_rng *rng, int *choice) {
+    for (int e = 0; e < m->edges; e++) {
+        const double *p = m->p + (size_t)e * m->k;
+        double        total = 0.0;
+        for (int i = 0; i < m->k; i++) total += p[i];
+        double u = md_rng_uniform_double(rng) * total, acc = 0.0;
+        int    pick = -1;
+        for (int i = 0; i < m->k; i++) {
+            if (p[i] <= 0.0) continue;
+            pick = i; /* the last op with mass, should rounding leave u beyond the sum */
+            acc += p[i];
+            if (u < acc) break;
+        }
+        choice[e] = pick < 0 ? 0 : pick;
+    }
+}
+
+md_status md_mdl_record(md_mdl *m, const int *choice, double accuracy) {
+    if (!(accuracy >= 0.0 && accuracy <= 1.0))
+        return md_fail(MD_ERR_ARG, "mdl: accuracy %g is not a fraction in [0, 1]", accuracy);
+    for (int e = 0; e < m->edges; e++)
+        if (choice[e] < 0 || choice[e] >= m->k)
+            return md_fail(MD_ERR_ARG, "mdl: edge %d chose op %d of %d", e, choice[e], m->k);
+    for (int e = 0; e < m->edges; e++) {
+        size_t i = (size_t)e * m->k + choice[e];
+        m->he[i] += 1.0;
+        m->ha[i] = accuracy;
+    }
+    return MD_OK;
+}
+
+/* The paper's rule on one edge. Deltas come from the state before the update. */
+static void update_paper(double *p, const double *he, const double *ha, int k, double alpha) {
+    double delta[64];
+    for (int i = 0; i < k; i++) {
+        int score = 0;
+        for (int j = 0; j < k; j++) {
+            double de = he[i] - he[j], da = ha[i] - ha[j];
+            if (de < 0 && da > 0) score++;
+            if (de > 0 && da < 0) score--;
+        }
+        delta[i] = alpha * score;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < k; i++) {
+        p[i] += delta[i];
+        if (p[i] < 0.0) p[i] = 0.0;
+        sum += p[i];
+    }
+    for (int i = 0; i < k; i++) p[i] /= sum;
+}
+
+/* The authors' lab code: pairs in order, non-strict epoch comparison. */
+static void update_pairwise(double *p, const double *he, const double *ha, int k, double alpha) {
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++) {
+            if (he[i] >= he[j] && ha[i] < ha[j]) {
+                double mv = p[i] < alpha ? p[i] : alpha;
+                p[i] -= mv;
+                p[j] += mv;
+            } else if (he[i] <= he[j] && ha[i] > ha[j]) {
+                double mv = p[j] < alpha ? p[j] : alpha;
+                p[j] -= mv;
+                p[i] += mv;
+            }
+        }
+}
+
+static md_status history_append(md_mdl *m) {
+    size_t n = (size_t)m->edges * m->k;
+    if (m->periods >= m->hist_cap) {
+        int     cap = m->hist_cap ? 2 * m->hist_cap : 16;
+        double *hp = realloc(m->hist_p, (size_t)cap * n * sizeof(double));
+        if (hp) m->hist_p = hp;
+        double *he = realloc(m->hist_he, (size_t)cap * n * sizeof(double));
+        if (he) m->hist_he = he;
+        double *ha = realloc(m->hist_ha, (size_t)cap * n * sizeof(double));
+        if (ha) m->hist_ha = ha;
+        if (!hp || !he || !ha) return md_fail(MD_ERR_NOMEM, "mdl: history of %d periods", cap);
+        m->hist_cap = cap;
+    }
+    size_t o = (size_t)m->periods * n;
+    memcpy(m->hist_p + o, m->p, n * sizeof(double));
+    memcpy(m->hist_he + o, m->he, n * sizeof(double));
+    memcpy(m->hist_ha + o, m->ha, n * sizeof(double));
+    m->periods++;
+    return MD_OK;
+}
+
+md_status md_mdl_update(md_mdl *m) {
+    if (m->k > 64) return md_fail(MD_ERR_ARG, "mdl: %d ops per edge (at most 64)", m->k);
+    for (int e = 0; e < m->edges; e++) {
+        size_t o = (size_t)e * m->k;
+        if (m->rule == MD_UPDATE_PAPER)
+            update_paper(m->p + o, m->he + o, m->ha + o, m->k, m->alpha);
+        else
+            update_pairwise(m->p + o, m->he + o, m->ha + o, m->k, m->alpha);
+    }
+    return history_append(m);
+}
+
+double md_mdl_entropy(const md_mdl *m, int e) {
+    double h = 0.0;
+    for (int i = 0; i < m->k; i++) {
+        double q = m->p[(size_t)e * m->k + i];
+        if (q > 0.0) h -= q * log(q);
+    }
+    return h;
+}
+
+md_status md_mdl_rule_parse(const char *s, md_mdl_rule *out) {
+    if (!strcmp(s, "paper")) *out = MD_UPDATE_PAPER;
+    else if (!strcmp(s, "pairwise")) *out = MD_UPDATE_PAIRWISE;
+    else return md_fail(MD_ERR_ARG, "unknown update rule '%s' (use paper or pairwise)", s);
+    return MD_OK;
+}
+
+const char *md_mdl_rule_name(md_mdl_rule r) {
+    return r == MD_UPDATE_PAIRWISE ? "pairwise" : "paper";
+}
+
+int md_cell_edges(int nodes) {
+    return nodes * (nodes + 3) / 2; /* sum over i < nodes of (i + 2) */
+}
+
+md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes) {
+    if (nodes < 1 || k < 2 || none_op < -1 || none_op >= k)
+        return md_fail(MD_ERR_ARG, "derive: nodes=%d k=%d none_op=%d", nodes, k, none_op);
+    int first = 0;
+    for (int node = 0; node < nodes; node++) {
+        int    inputs = node + 2, best_op[2] = {-1, -1}, best_in[2] = {-1, -1};
+        double best_p[2] = {-1.0, -1.0};
+        for (int in = 0; in < inputs; in++) {
+            const double *q = p + (size_t)(first + in) * k;
+            int           op = -1;
+            for (int o = 0; o < k; o++)
+                if (o != none_op && (op < 0 || q[o] > q[op])) op = o; /* strict: lower index wins ties */
+            /* Inputs come in increasing order, so a strict comparison keeps the lower input on ties. */
+            if (q[op] > best_p[0]) {
+                best_p[1] = best_p[0], best_op[1] = best_op[0], best_in[1] = best_in[0];
+                best_p[0] = q[op], best_op[0] = op, best_in[0] = in;
+            } else if (q[op] > best_p[1]) {
+                best_p[1] = q[op], best_op[1] = op, best_in[1] = in;
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            genes[2 * node + t].op = best_op[t];
+            genes[2 * node + t].input = best_in[t];
+        }
+        first += inputs;
+    }
+    return MD_OK;
+}
