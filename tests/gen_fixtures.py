@@ -51,7 +51,7 @@ class FixtureWriter:
         self.names = set()
 
     def add(self, name, value):
-        t = torch.as_tensor(value).detach().to(torch.float32).contiguous()
+        t = torch.as_tensor(value).detach().to(torch.float32).contiguous().clone()
         if t.dim() > 4:
             raise ValueError(f"{name}: {t.dim()} dims, at most 4")
         if len(name.encode()) > NAME_MAX or name in self.names:

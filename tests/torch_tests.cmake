@@ -9,3 +9,6 @@ target_link_libraries(test_ops_torch PRIVATE md_fixture)
 
 md_test(test_tiny_net ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
 target_link_libraries(test_tiny_net PRIVATE md_fixture)
+
+md_test(test_supernet ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+target_link_libraries(test_supernet PRIVATE md_fixture)

@@ -1,0 +1,399 @@
+/* The plan executor: buffers, memory planning, forward, loss, backward.
+ *
+ * Activations: every buffer keeps its own storage for the whole step (backward
+ * needs them). Gradients: planned by liveness over the reverse walk. A
+ * gradient buffer is taken from a free list of equal size when its first
+ * writer (its last consumer in forward order) runs, zeroed just before, and
+ * returned once its producer's backward has run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nas/plan_impl.h"
+
+md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out) {
+    md_plan *p = calloc(1, sizeof *p);
+    if (!p) return md_fail(MD_ERR_NOMEM, "plan");
+    p->net = s;
+    p->be = be;
+    p->rows = rows;
+    p->input = p->logits = -1;
+    *out = p;
+    return MD_OK;
+}
+
+void md_plan_free_shell(md_plan *p) {
+    if (!p) return;
+    free(p->steps);
+    free(p->bufs);
+    free(p->ranges);
+    free(p);
+}
+
+int md_plan_add_buf(md_plan *p, int n, int c, int h, int w) {
+    if (p->nbufs == p->cap_bufs) {
+        int      cap = p->cap_bufs ? 2 * p->cap_bufs : 256;
+        md_pbuf *b = realloc(p->bufs, (size_t)cap * sizeof *b);
+        if (!b) return -1;
+        p->bufs = b;
+        p->cap_bufs = cap;
+    }
+    md_pbuf *b = &p->bufs[p->nbufs];
+    memset(b, 0, sizeof *b);
+    b->act = md_tensor_4d(NULL, n, c, h, w);
+    b->grad = b->act;
+    b->producer = -1;
+    b->relu = -1;
+    return p->nbufs++;
+}
+
+md_status md_plan_add_step(md_plan *p, const md_step *st) {
+    if (p->nsteps == p->cap_steps) {
+        int      cap = p->cap_steps ? 2 * p->cap_steps : 256;
+        md_step *s = realloc(p->steps, (size_t)cap * sizeof *s);
+        if (!s) return md_fail(MD_ERR_NOMEM, "plan: %d steps", cap);
+        p->steps = s;
+        p->cap_steps = cap;
+    }
+    p->bufs[st->out].producer = p->nsteps;
+    p->steps[p->nsteps++] = *st;
+    return MD_OK;
+}
+
+/* ---- memory planning ---------------------------------------------------------- */
+
+typedef struct {
+    size_t *off, *numel;
+    int     n, cap;
+} free_list;
+
+static size_t grad_take(free_list *fl, size_t numel, size_t *top) {
+    for (int i = 0; i < fl->n; i++)
+        if (fl->numel[i] == numel) {
+            size_t off = fl->off[i];
+            fl->off[i] = fl->off[fl->n - 1];
+            fl->numel[i] = fl->numel[fl->n - 1];
+            fl->n--;
+            return off;
+        }
+    size_t off = *top;
+    *top += (numel + 15) / 16 * 16;
+    return off;
+}
+
+static md_status grad_give(free_list *fl, size_t off, size_t numel) {
+    if (fl->n == fl->cap) {
+        int     cap = fl->cap ? 2 * fl->cap : 64;
+        size_t *a = realloc(fl->off, (size_t)cap * sizeof *a);
+        if (a) fl->off = a;
+        size_t *b = realloc(fl->numel, (size_t)cap * sizeof *b);
+        if (b) fl->numel = b;
+        if (!a || !b) return md_fail(MD_ERR_NOMEM, "plan: free list");
+        fl->cap = cap;
+    }
+    fl->off[fl->n] = off;
+    fl->numel[fl->n++] = numel;
+    return MD_OK;
+}
+
+static md_status plan_grads(md_plan *p) {
+    free_list fl = {0};
+    size_t    top = 0;
+    char     *live = calloc((size_t)p->nbufs, 1);
+    if (!live) return md_fail(MD_ERR_NOMEM, "plan: liveness");
+    for (int i = 0; i < p->nbufs; i++) p->bufs[i].needs_grad = i != p->input;
+    md_pbuf *lg = &p->bufs[p->logits];
+    lg->grad_off = grad_take(&fl, md_tensor_numel(&lg->act), &top);
+    live[p->logits] = 1;
+    md_status st = MD_OK;
+    for (int s = p->nsteps - 1; s >= 0 && st == MD_OK; s--) {
+        md_step *step = &p->steps[s];
+        step->nzero = 0;
+        if (!live[step->out]) continue; /* nothing flows back through this step */
+        for (int i = 0; i < step->nin; i++) {
+            int in = step->in[i];
+            if (in < 0 || !p->bufs[in].needs_grad || live[in]) continue;
+            p->bufs[in].grad_off = grad_take(&fl, md_tensor_numel(&p->bufs[in].act), &top);
+            live[in] = 1;
+            step->zero[step->nzero++] = in;
+        }
+        live[step->out] = 2; /* done: its storage is free for others */
+        st = grad_give(&fl, p->bufs[step->out].grad_off, md_tensor_numel(&p->bufs[step->out].act));
+    }
+    for (int i = 0; i < p->nbufs; i++)
+        if (!live[i]) p->bufs[i].needs_grad = 0;
+    free(live);
+    free(fl.off);
+    free(fl.numel);
+    p->grad_floats = top;
+    return st;
+}
+
+static int cmp_range(const void *a, const void *b) {
+    const md_range *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Ranges of the weights the steps use, sorted and merged across alignment padding. */
+static md_status plan_ranges(md_plan *p) {
+    md_arena *params = md_supernet_params(p->net);
+    p->ranges = malloc((size_t)(4 * p->nsteps + 1) * sizeof *p->ranges);
+    if (!p->ranges) return md_fail(MD_ERR_NOMEM, "plan: ranges");
+    int n = 0;
+    for (int s = 0; s < p->nsteps; s++) {
+        const md_step *st = &p->steps[s];
+        int            ids[4] = {st->w, st->b, st->gamma, st->beta};
+        for (int k = 0; k < 4; k++)
+            if (ids[k] >= 0) {
+                const md_param *pr = &params->table[ids[k]];
+                p->ranges[n++] = (md_range){pr->offset, pr->numel};
+            }
+    }
+    qsort(p->ranges, (size_t)n, sizeof *p->ranges, cmp_range);
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (m && p->ranges[i].offset == p->ranges[m - 1].offset) continue; /* shared weight */
+        size_t end = m ? p->ranges[m - 1].offset + (p->ranges[m - 1].count + 15) / 16 * 16 : 0;
+        if (m && p->ranges[i].offset == end)
+            p->ranges[m - 1].count = p->ranges[i].offset + p->ranges[i].count - p->ranges[m - 1].offset;
+        else
+            p->ranges[m++] = p->ranges[i];
+    }
+    p->nranges = m;
+    return MD_OK;
+}
+
+md_status md_plan_finish(md_plan *p) {
+    MD_TRY(plan_grads(p));
+    MD_TRY(plan_ranges(p));
+    size_t top = 0;
+    for (int i = 0; i < p->nbufs; i++) {
+        if (i == p->input) continue; /* the caller's batch */
+        p->bufs[i].act_off = top;
+        top += (md_tensor_numel(&p->bufs[i].act) + 15) / 16 * 16;
+    }
+    p->act_floats = top;
+    void *a = NULL, *g = NULL, *sv = NULL;
+    MD_TRY(md_backend_alloc(p->be, (p->act_floats + 16) * sizeof(float), &a));
+    p->act_mem = a;
+    MD_TRY(md_backend_alloc(p->be, (p->grad_floats + 16) * sizeof(float), &g));
+    p->grad_mem = g;
+    size_t save = 0;
+    for (int s = 0; s < p->nsteps; s++)
+        if (p->steps[s].kind == MD_STEP_BN) save += 2 * (size_t)p->bufs[p->steps[s].out].act.dim[1];
+    MD_TRY(md_backend_alloc(p->be, (save + 16) * sizeof(float), &sv));
+    p->save_mem = sv;
+    /* Saved BN statistics: consecutive (mean, invstd) pairs in step order. */
+    size_t so = 0;
+    for (int s = 0; s < p->nsteps; s++)
+        if (p->steps[s].kind == MD_STEP_BN) {
+            p->steps[s].save = (int)so; /* reuse: offset into save_mem */
+            so += 2 * (size_t)p->bufs[p->steps[s].out].act.dim[1];
+        }
+    for (int i = 0; i < p->nbufs; i++) {
+        md_pbuf *b = &p->bufs[i];
+        b->act.data = i == p->input ? NULL : p->act_mem + b->act_off;
+        b->grad.data = b->needs_grad ? p->grad_mem + b->grad_off : NULL;
+    }
+    return MD_OK;
+}
+
+void md_plan_destroy(md_plan *p) {
+    if (!p) return;
+    for (int s = 0; s < p->nsteps; s++)
+        if (p->steps[s].conv) md_conv_destroy(p->steps[s].conv);
+    if (p->be) {
+        md_backend_free(p->be, p->act_mem);
+        md_backend_free(p->be, p->grad_mem);
+        md_backend_free(p->be, p->save_mem);
+    }
+    md_plan_free_shell(p);
+}
+
+/* ---- execution ---------------------------------------------------------------------- */
+
+static md_tensor as_2d(const md_tensor *t, float *data) {
+    return md_tensor_2d(data, t->dim[0], t->dim[1]);
+}
+
+static md_tensor param(md_arena *a, int idx) {
+    return md_arena_tensor(a, idx);
+}
+
+typedef struct {
+    md_tensor gamma, beta, rmean, rvar, mean, invstd;
+    md_bn_state st;
+} bn_view;
+
+static void bn_state(md_plan *p, const md_step *s, md_mode mode, bn_view *v) {
+    md_arena *params = md_supernet_params(p->net), *stats = md_supernet_stats(p->net);
+    int       c = p->bufs[s->out].act.dim[1];
+    memset(v, 0, sizeof *v);
+    if (s->gamma >= 0) {
+        v->gamma = param(params, s->gamma);
+        v->beta = param(params, s->beta);
+        v->st.gamma = &v->gamma;
+        v->st.beta = &v->beta;
+    }
+    v->rmean = param(stats, s->rmean);
+    v->rvar = param(stats, s->rvar);
+    if (mode != MD_MODE_EVAL_BATCH_STATS) {
+        v->st.running_mean = &v->rmean;
+        v->st.running_var = &v->rvar;
+    }
+    v->mean = md_tensor_1d(p->save_mem + s->save, c);
+    v->invstd = md_tensor_1d(p->save_mem + s->save + c, c);
+    v->st.save_mean = &v->mean;
+    v->st.save_invstd = &v->invstd;
+    v->st.momentum = 0.1f;
+    v->st.eps = 1e-5f;
+}
+
+static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
+    md_backend      *be = p->be;
+    md_arena        *params = md_supernet_params(p->net);
+    const md_tensor *x = s->nin > 0 && s->in[0] >= 0 ? &p->bufs[s->in[0]].act : NULL;
+    const md_tensor *y = &p->bufs[s->out].act;
+    switch (s->kind) {
+    case MD_STEP_CONV: {
+        md_tensor w = param(params, s->w);
+        return md_conv_forward(s->conv, x, &w, y);
+    }
+    case MD_STEP_BN: {
+        bn_view v;
+        bn_state(p, s, mode, &v);
+        return mode == MD_MODE_EVAL ? md_bn_forward_eval(be, x, y, &v.st)
+                                    : md_bn_forward_train(be, x, y, &v.st);
+    }
+    case MD_STEP_RELU: return md_act_forward(be, MD_ACT_RELU, x, y);
+    case MD_STEP_POOL: return md_pool_forward(be, &s->pool, x, y);
+    case MD_STEP_SUM:
+        MD_TRY(md_copy(be, x, y));
+        for (int i = 1; i < s->nin; i++) MD_TRY(md_add(be, &p->bufs[s->in[i]].act, y));
+        return MD_OK;
+    case MD_STEP_CONCAT: {
+        const md_tensor *xs[MD_STEP_MAX_IN];
+        for (int i = 0; i < s->nin; i++) xs[i] = &p->bufs[s->in[i]].act;
+        return md_concat_forward(be, xs, s->nin, y);
+    }
+    case MD_STEP_SLICE: return md_slice_forward(be, x, 1, 1, y);
+    case MD_STEP_ZERO: return md_zero(be, y);
+    case MD_STEP_GAP: {
+        md_tensor y2 = as_2d(y, y->data);
+        return md_gap_forward(be, x, &y2);
+    }
+    case MD_STEP_LINEAR: {
+        md_tensor x2 = as_2d(x, x->data), y2 = as_2d(y, y->data);
+        md_tensor w = param(params, s->w), b = param(params, s->b);
+        return md_linear_forward(be, &x2, &w, &b, &y2);
+    }
+    }
+    return md_fail(MD_ERR_ARG, "plan: unknown step kind %d", (int)s->kind);
+}
+
+md_status md_plan_forward(md_plan *p, const float *x, md_mode mode) {
+    p->bufs[p->input].act.data = (float *)x;
+    p->grads_ready = 0;
+    for (int s = 0; s < p->nsteps; s++) MD_TRY(step_forward(p, &p->steps[s], mode));
+    return MD_OK;
+}
+
+md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *correct) {
+    md_pbuf  *lg = &p->bufs[p->logits];
+    md_tensor z = as_2d(&lg->act, lg->act.data), dz = as_2d(&lg->act, lg->grad.data);
+    MD_TRY(md_zero(p->be, &dz));
+    MD_TRY(md_softmax_ce(p->be, &z, labels, loss, &dz));
+    if (correct) MD_TRY(md_top1_correct(p->be, &z, labels, correct));
+    p->grads_ready = 1;
+    return MD_OK;
+}
+
+static const md_tensor *grad_of(md_plan *p, int buf) {
+    return buf >= 0 && p->bufs[buf].needs_grad ? &p->bufs[buf].grad : NULL;
+}
+
+static md_status step_backward(md_plan *p, const md_step *s) {
+    md_backend      *be = p->be;
+    md_arena        *params = md_supernet_params(p->net), *grads = md_supernet_grads(p->net);
+    const md_tensor *x = s->nin > 0 && s->in[0] >= 0 ? &p->bufs[s->in[0]].act : NULL;
+    const md_tensor *dx = s->nin > 0 ? grad_of(p, s->in[0]) : NULL;
+    const md_tensor *dy = &p->bufs[s->out].grad;
+    switch (s->kind) {
+    case MD_STEP_CONV: {
+        md_tensor w = param(params, s->w), dw = param(grads, s->w);
+        return md_conv_backward(s->conv, x, &w, dy, dx, &dw);
+    }
+    case MD_STEP_BN: {
+        bn_view v;
+        bn_state(p, s, MD_MODE_TRAIN, &v);
+        md_tensor dg = {0}, db = {0};
+        if (s->gamma >= 0) dg = param(grads, s->gamma), db = param(grads, s->beta);
+        return md_bn_backward_train(be, x, dy, dx, s->gamma >= 0 ? &dg : NULL,
+                                    s->gamma >= 0 ? &db : NULL, &v.st);
+    }
+    case MD_STEP_RELU: return dx ? md_act_backward(be, MD_ACT_RELU, &p->bufs[s->out].act, dy, dx) : MD_OK;
+    case MD_STEP_POOL: return dx ? md_pool_backward(be, &s->pool, x, dy, dx) : MD_OK;
+    case MD_STEP_SUM:
+        for (int i = 0; i < s->nin; i++) {
+            const md_tensor *g = grad_of(p, s->in[i]);
+            if (g) MD_TRY(md_add(be, dy, g));
+        }
+        return MD_OK;
+    case MD_STEP_CONCAT: {
+        const md_tensor *dxs[MD_STEP_MAX_IN];
+        for (int i = 0; i < s->nin; i++) dxs[i] = grad_of(p, s->in[i]);
+        return md_concat_backward(be, dy, dxs, s->nin);
+    }
+    case MD_STEP_SLICE: return dx ? md_slice_backward(be, dy, 1, 1, dx) : MD_OK;
+    case MD_STEP_ZERO: return MD_OK;
+    case MD_STEP_GAP: {
+        md_tensor dy2 = as_2d(dy, dy->data);
+        return dx ? md_gap_backward(be, &dy2, dx) : MD_OK;
+    }
+    case MD_STEP_LINEAR: {
+        md_tensor x2 = as_2d(x, x->data), dy2 = as_2d(dy, dy->data), dx2 = {0};
+        if (dx) dx2 = as_2d(dx, dx->data);
+        md_tensor w = param(params, s->w), dw = param(grads, s->w), db = param(grads, s->b);
+        return md_linear_backward(be, &x2, &w, &dy2, dx ? &dx2 : NULL, &dw, &db);
+    }
+    }
+    return md_fail(MD_ERR_ARG, "plan: unknown step kind %d", (int)s->kind);
+}
+
+md_status md_plan_backward(md_plan *p) {
+    if (!p->grads_ready)
+        return md_fail(MD_ERR_ARG, "plan: backward without a training forward and loss");
+    for (int s = p->nsteps - 1; s >= 0; s--) {
+        const md_step *st = &p->steps[s];
+        if (!p->bufs[st->out].needs_grad) continue;
+        for (int i = 0; i < st->nzero; i++) MD_TRY(md_zero(p->be, &p->bufs[st->zero[i]].grad));
+        MD_TRY(step_backward(p, st));
+    }
+    p->grads_ready = 0;
+    return MD_OK;
+}
+
+md_status md_plan_zero_grads(md_plan *p) {
+    md_arena *g = md_supernet_grads(p->net);
+    for (int i = 0; i < p->nranges; i++) {
+        md_tensor t = md_tensor_1d(g->data + p->ranges[i].offset, (int)p->ranges[i].count);
+        MD_TRY(md_zero(p->be, &t));
+    }
+    return MD_OK;
+}
+
+const md_range *md_plan_ranges(const md_plan *p, int *count) {
+    *count = p->nranges;
+    return p->ranges;
+}
+
+size_t md_plan_bytes(const md_plan *p) {
+    return (p->act_floats + p->grad_floats) * sizeof(float);
+}
+
+int md_plan_rows(const md_plan *p) {
+    return p->rows;
+}
+
+int md_plan_steps(const md_plan *p) {
+    return p->nsteps;
+}

@@ -1,0 +1,70 @@
+/* Private: the plan's steps and buffers, shared by the DARTS builder
+ * (darts.c), which emits steps, and the executor (plan.c). */
+#ifndef MDENAS_PLAN_IMPL_H
+#define MDENAS_PLAN_IMPL_H
+
+#include "mdenas/supernet.h"
+
+enum { MD_STEP_MAX_IN = 8 };
+
+typedef enum {
+    MD_STEP_CONV,
+    MD_STEP_BN,
+    MD_STEP_RELU,
+    MD_STEP_POOL,
+    MD_STEP_SUM, /* out = sum of inputs */
+    MD_STEP_CONCAT,
+    MD_STEP_SLICE, /* out = in[:, :, 1:, 1:] cropped to out's size */
+    MD_STEP_ZERO,
+    MD_STEP_GAP,
+    MD_STEP_LINEAR
+} md_step_kind;
+
+typedef struct {
+    md_step_kind kind;
+    int          in[MD_STEP_MAX_IN];
+    int          nin;
+    int          out;
+    md_conv     *conv;
+    md_pool_desc pool;
+    int          w, b;          /* params: conv/linear weight, linear bias (-1: none) */
+    int          gamma, beta;   /* BN affine params, -1 when affine = false */
+    int          rmean, rvar;   /* BN running statistics (stats arena) */
+    int          save;          /* BN: index of its saved mean/invstd pair in the plan */
+    int          zero[MD_STEP_MAX_IN + 1]; /* gradient buffers to zero before this backward */
+    int          nzero;
+} md_step;
+
+typedef struct {
+    md_tensor act;  /* activation */
+    md_tensor grad; /* gradient, data NULL when no gradient flows into it */
+    size_t    act_off, grad_off; /* planned offsets (floats) */
+    int       producer;          /* step index, -1 for the input image */
+    int       relu;              /* buffer holding relu(this), shared by all consumers; -1 */
+    int       needs_grad;
+} md_pbuf;
+
+struct md_plan {
+    md_supernet *net;
+    md_backend  *be;
+    int          rows;
+    md_step     *steps;
+    int          nsteps, cap_steps;
+    md_pbuf     *bufs;
+    int          nbufs, cap_bufs;
+    int          input, logits; /* buffer ids */
+    int          nsave;
+    float       *act_mem, *grad_mem, *save_mem;
+    size_t       act_floats, grad_floats;
+    int32_t     *labels_unused;
+    md_range    *ranges;
+    int          nranges;
+    int          grads_ready; /* loss gradient written, backward may run */
+};
+
+/* Builder services, implemented in plan.c. */
+int md_plan_add_buf(md_plan *p, int n, int c, int h, int w); /* returns id or -1 */
+md_status md_plan_add_step(md_plan *p, const md_step *st);
+md_status md_plan_finish(md_plan *p); /* memory planning and allocation */
+
+#endif
