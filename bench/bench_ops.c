@@ -6,7 +6,8 @@
  * CLOCK_MONOTONIC, and prints one JSON line with the medians:
  *   {"bench":"op","impl":"mdenas","op":"dw3x3_s1","shape":[64,16,32,32],
  *    "threads":2,"fwd_ms":..,"bwd_ms":..,"total_ms":..}
- * total_ms is the median of the per-iteration fwd+bwd sums. "shape" is the
+ * total_ms is the median of the per-iteration fwd+bwd sums, total_min_ms
+ * their minimum (steadier on a busy machine). "shape" is the
  * shape of the op's (first) input. bench/bench_ops_torch.py prints the same
  * lines for PyTorch; bench/compare_ops.sh joins the two.
  *
@@ -349,10 +350,12 @@ static void run_case(const bench_opts *o, bench_case *c, const char *op, const m
         }
     }
     double mf = median(tf, o->iters), mb = median(tb, o->iters), mt = median(tt, o->iters);
+    double nt = tt[0]; /* sorted by median() */
     printf("{\"bench\":\"op\",\"impl\":\"mdenas\",\"op\":\"%s\",\"shape\":[", op);
     for (int i = 0; i < shape->ndim; i++) printf("%s%d", i ? "," : "", shape->dim[i]);
-    printf("],\"threads\":%d,\"fwd_ms\":%.4f,\"bwd_ms\":%.4f,\"total_ms\":%.4f}\n", o->threads, mf,
-           mb, mt);
+    printf("],\"threads\":%d,\"fwd_ms\":%.4f,\"bwd_ms\":%.4f,\"total_ms\":%.4f,"
+           "\"total_min_ms\":%.4f}\n",
+           o->threads, mf, mb, mt, nt);
     fflush(stdout);
     free(tf);
     free(tb);

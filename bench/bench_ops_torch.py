@@ -8,8 +8,9 @@ as mdenas backward ops accumulate) separately with time.perf_counter.
 The medians are printed as one JSON line:
   {"bench":"op","impl":"pytorch","op":"dw3x3_s1","shape":[64,16,32,32],
    "threads":2,"fwd_ms":..,"bwd_ms":..,"total_ms":..}
-total_ms is the median of the per-iteration fwd+bwd sums; "shape" is the
-shape of the op's (first) input.
+total_ms is the median of the per-iteration fwd+bwd sums, total_min_ms their
+minimum (steadier on a busy machine); "shape" is the shape of the op's
+(first) input.
 
 Run with /usr/bin/python3 (Debian python3-torch, CPU).
 """
@@ -70,7 +71,8 @@ class Bench:
                "threads": self.a.threads,
                "fwd_ms": round(statistics.median(tf), 4),
                "bwd_ms": round(statistics.median(tb), 4),
-               "total_ms": round(statistics.median(tt), 4)}
+               "total_ms": round(statistics.median(tt), 4),
+               "total_min_ms": round(min(tt), 4)}
         print(json.dumps(rec, separators=(",", ":")), flush=True)
 
     # ---- cases -----------------------------------------------------------

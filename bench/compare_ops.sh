@@ -5,11 +5,12 @@
 #   cmake -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build --target bench_ops
 #
 # usage: bench/compare_ops.sh [-t THREADS] [-i ITERS] [-w WARMUP] [-n BATCH]
-#                             [-f FILTER] [-o OUT.jsonl] [BUILD_DIR]
+#                             [-f FILTER] [-o OUT.jsonl] [-m] [BUILD_DIR]
 # Options fall back to the environment: THREADS (default 2), ITERS (20),
 # WARMUP (3), BATCH (64), FILTER (none), OUT (bench/results/ops-<date>-t<THREADS>.jsonl),
 # BUILD_DIR (build). THREADS may list several counts ("1 2"); each is run in turn
-# and all go to the same OUT file and table.
+# and all go to the same OUT file and table. -m (or STAT=min) compares the minimum
+# total over iterations instead of the median: steadier when the CPUs are shared.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,10 +23,11 @@ WARMUP=${WARMUP:-3}
 BATCH=${BATCH:-64}
 FILTER=${FILTER:-}
 OUT=${OUT:-}
+STAT=${STAT:-median}
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
-while getopts "t:i:w:n:f:o:h" opt; do
+while getopts "t:i:w:n:f:o:mh" opt; do
     case $opt in
     t) THREADS=$OPTARG ;;
     i) ITERS=$OPTARG ;;
@@ -33,6 +35,7 @@ while getopts "t:i:w:n:f:o:h" opt; do
     n) BATCH=$OPTARG ;;
     f) FILTER=$OPTARG ;;
     o) OUT=$OPTARG ;;
+    m) STAT=min ;;
     h) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
@@ -75,4 +78,8 @@ for t in $THREADS; do
 done
 
 echo "results: $OUT" >&2
-"$PY" "$here/compare_ops.py" "$OUT"
+if [ "$STAT" = min ]; then
+    "$PY" "$here/compare_ops.py" --min "$OUT"
+else
+    "$PY" "$here/compare_ops.py" "$OUT"
+fi

@@ -21,8 +21,8 @@ typedef struct {
     size_t len, cap;
     int    indent; /* spaces per nesting level; 0 (the default) writes one line */
     int    depth;
-    int    state[32]; /* per level: 0 nothing yet, 1 after a value, 2 after a key */
-    int    failed;    /* allocation failed or nesting misused: the text is incomplete */
+    int    state[32]; /* per level: last thing written, and object or array */
+    int    failed;    /* 1: allocation failed, 2: keys/values/closes out of place */
 } md_json;
 
 void md_json_init(md_json *j);
@@ -32,7 +32,7 @@ void md_json_begin_object(md_json *j);
 void md_json_end_object(md_json *j);
 void md_json_begin_array(md_json *j);
 void md_json_end_array(md_json *j);
-void md_json_key(md_json *j, const char *key); /* inside an object, before a value */
+void md_json_key(md_json *j, const char *key);  /* inside an object, before a value */
 void md_json_string(md_json *j, const char *s); /* NULL writes null */
 void md_json_int(md_json *j, long long v);
 void md_json_double(md_json *j, double v);
@@ -64,9 +64,9 @@ struct md_jvalue {
 md_status        md_json_parse(const char *text, const char *source, md_jvalue *out);
 void             md_json_value_free(md_jvalue *v);
 const md_jvalue *md_json_get(const md_jvalue *obj, const char *key); /* NULL if absent */
-const char      *md_json_type_name(md_jtype t);                   /* "number", ... */
+const char      *md_json_type_name(md_jtype t);                      /* "number", ... */
 /* Write a parsed value back out (e.g. to echo a config into the run directory). */
-void             md_json_value(md_json *j, const md_jvalue *v);
+void md_json_value(md_json *j, const md_jvalue *v);
 
 /* ---- TensorBoard event file (scalars) ------------------------------------------ */
 
@@ -75,14 +75,14 @@ typedef struct md_tb md_tb;
 /* Creates dir (one level) if needed and dir/events.out.tfevents.<unix time>.<host>
  * (".1", ".2", ... appended if that name is taken) with a file_version record.
  * Records are TFRecord-framed Event protos, as TensorFlow writes them. */
-md_status md_tb_open(const char *dir, md_tb **out);
+md_status   md_tb_open(const char *dir, md_tb **out);
 const char *md_tb_path(const md_tb *tb);
 /* One Event with one simple_value; the tag is at most 256 bytes of UTF-8. */
 md_status md_tb_scalar(md_tb *tb, const char *tag, long step, float value);
 md_status md_tb_flush(md_tb *tb); /* fflush, so a running TensorBoard sees the records */
 md_status md_tb_close(md_tb *tb); /* flushes and frees (also on error); NULL is fine */
 /* CRC-32C (Castagnoli), as TFRecord uses; exposed for tests. */
-uint32_t  md_crc32c(const void *data, size_t len);
+uint32_t md_crc32c(const void *data, size_t len);
 
 /* ---- heatmap of p over periods -------------------------------------------------- */
 
@@ -92,15 +92,15 @@ uint32_t  md_crc32c(const void *data, size_t len);
  * and a sparkline of p over all periods. hist[t][e][k] = p of op k on edge e
  * after period t, for e in [0, edges). */
 typedef struct {
-    const char         *title;
-    const char *const  *op_names; /* k names */
-    int                 k;
-    int                 groups;       /* panels */
-    const char *const  *group_names;  /* groups names */
-    int                 edges_per_group;
-    int                 periods;
-    const double       *hist; /* periods * groups * edges_per_group * k */
-    const char *const  *edge_names; /* groups * edges_per_group row labels, or NULL: "edge i" */
+    const char        *title;
+    const char *const *op_names; /* k names */
+    int                k;
+    int                groups;      /* panels */
+    const char *const *group_names; /* groups names */
+    int                edges_per_group;
+    int                periods;
+    const double      *hist;       /* periods * groups * edges_per_group * k */
+    const char *const *edge_names; /* groups * edges_per_group row labels, or NULL: "edge i" */
 } md_heatmap;
 
 /* Colour runs from white (p = 0) to dark blue (p = the largest p in hist); the

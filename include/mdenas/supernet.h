@@ -14,6 +14,7 @@
 
 #include "mdenas/arena.h"
 #include "mdenas/backend.h"
+#include "mdenas/mdl.h"
 #include "mdenas/optim.h"
 
 /* DARTS candidate ops, in DARTS's order. */
@@ -80,5 +81,12 @@ const md_range *md_plan_ranges(const md_plan *p, int *count);
 /* Bytes of activation and gradient memory the plan holds. */
 size_t    md_plan_bytes(const md_plan *p);
 int       md_plan_steps(const md_plan *p);
+
+/* Derive the final normal and reduction cells (MDENAS.md step 6) from p
+ * (edges x MD_DARTS_OPS each) and write the DARTS genotype string, e.g.
+ * "Genotype(normal=[('sep_conv_5x5', 1), ...], normal_concat=range(2, 6), ...)".
+ * genes_normal / genes_reduce (may be NULL) receive 2 * nodes genes each. */
+md_status md_darts_genotype(const double *p_normal, const double *p_reduce, int nodes, char *str,
+                            size_t len, md_gene *genes_normal, md_gene *genes_reduce);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/commands.h"
 #include "mdenas/backend.h"
 #include "mdenas/version.h"
 
@@ -15,6 +16,8 @@ static void usage(FILE *f) {
             "as an MPI batch program (run it under mpirun or srun).\n"
             "\n"
             "commands:\n"
+            "  search [options]     run the MdeNAS search (mdenas_mpi search --help)\n"
+            "  derive RUNDIR        print the genotype of a run, finished or not\n"
             "  info [--threads N]   print the build, the compute backends and the MPI world,\n"
             "                       after a self-check that runs one op on each backend\n"
             "\n"
@@ -22,7 +25,7 @@ static void usage(FILE *f) {
             "  -h, --help           show this help and exit\n"
             "  --version            print the version and exit\n"
             "\n"
-            "The search itself (mdenas_mpi search) is not in this build yet; see README.md.\n");
+            "Exit status: 0 success, 1 failure (the message says why), 2 bad usage.\n");
 }
 
 static int parse_threads(const char *s, int *out) {
@@ -89,6 +92,42 @@ static int cmd_info(int argc, char **argv, int rank, int world) {
     return 0;
 }
 
+static int wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+static int cmd_search(int argc, char **argv, int rank, int world) {
+    if (wants_help(argc, argv)) {
+        if (rank == 0) md_search_usage(stdout);
+        return 0;
+    }
+    md_search_config c;
+    if (md_search_parse(argc, argv, &c)) return 2;
+    if (md_search_run(&c, rank, world) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_derive(int argc, char **argv, int rank) {
+    if (argc != 1 || wants_help(argc, argv)) {
+        if (rank == 0)
+            fprintf(argc == 1 ? stdout : stderr,
+                    "usage: mdenas_mpi derive RUNDIR\n"
+                    "Prints the DARTS genotype derived from the run's current distribution.\n");
+        return argc == 1 ? 0 : 2;
+    }
+    if (rank != 0) return 0;
+    if (md_search_derive(argv[0]) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi derive: %s\n", md_error_message());
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
@@ -102,6 +141,10 @@ int main(int argc, char **argv) {
         if (rank == 0) usage(stdout);
     } else if (!strcmp(argv[1], "--version")) {
         if (rank == 0) printf("mdenas_mpi %s\n", MDENAS_VERSION);
+    } else if (!strcmp(argv[1], "search")) {
+        rc = cmd_search(argc - 2, argv + 2, rank, world);
+    } else if (!strcmp(argv[1], "derive")) {
+        rc = cmd_derive(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "info")) {
         rc = cmd_info(argc - 2, argv + 2, rank, world);
     } else {

@@ -11,7 +11,7 @@
 
 #define SYN_GRID      4
 #define SYN_MID       128
-#define SYN_AMPLITUDE 56    /* pattern: SYN_MID +- this */
+#define SYN_AMPLITUDE 32    /* pattern: SYN_MID +- this */
 #define SYN_NOISE     0.35f /* noise: (a + b - 255) * this, a and b uniform bytes; std ~37 */
 
 /* One bit per (channel, block row, block col); classes get distinct patterns. */

@@ -58,9 +58,9 @@ static md_status fsync_parent_dir(const char *path) {
     if (!dir) return md_fail(MD_ERR_NOMEM, "atomic write: directory name of '%s'", path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) {
-        int err = errno;
-        md_status s = md_fail(MD_ERR_IO, "cannot open directory '%s' to fsync it: %s", dir,
-                              strerror(err));
+        int       err = errno;
+        md_status s =
+            md_fail(MD_ERR_IO, "cannot open directory '%s' to fsync it: %s", dir, strerror(err));
         free(dir);
         return s;
     }
@@ -88,16 +88,16 @@ md_status md_atomic_commit(md_atomic_file *a) {
     }
     a->f = NULL;
     if (bad) {
-        md_status s = md_fail(MD_ERR_IO, "writing '%s' failed: %s (disk full?)", a->tmp,
-                              strerror(err));
+        md_status s =
+            md_fail(MD_ERR_IO, "writing '%s' failed: %s (disk full?)", a->tmp, strerror(err));
         remove(a->tmp);
         md_atomic_abort(a);
         return s;
     }
     if (rename(a->tmp, a->path) != 0) {
         err = errno;
-        md_status s = md_fail(MD_ERR_IO, "cannot rename '%s' to '%s': %s", a->tmp, a->path,
-                              strerror(err));
+        md_status s =
+            md_fail(MD_ERR_IO, "cannot rename '%s' to '%s': %s", a->tmp, a->path, strerror(err));
         remove(a->tmp);
         md_atomic_abort(a);
         return s;
@@ -112,8 +112,8 @@ md_status md_atomic_write(const char *path, const void *data, size_t len) {
     MD_TRY(md_atomic_open(&a, path));
     if (len && fwrite(data, 1, len, a.f) != len) {
         int       err = errno;
-        md_status s = md_fail(MD_ERR_IO, "writing %zu bytes to '%s' failed: %s", len, a.tmp,
-                              strerror(err));
+        md_status s =
+            md_fail(MD_ERR_IO, "writing %zu bytes to '%s' failed: %s", len, a.tmp, strerror(err));
         md_atomic_abort(&a);
         return s;
     }

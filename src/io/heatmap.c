@@ -50,11 +50,21 @@ static void colour_of(double v, double vmax, char out[8]) {
 static void put_text(FILE *f, const char *s) {
     for (; *s; s++) {
         switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&apos;", f); break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        case '\'':
+            fputs("&apos;", f);
+            break;
         default:
             /* XML 1.0 forbids most control characters even when escaped. */
             if ((unsigned char)*s >= 0x20 || *s == '\t' || *s == '\n') fputc(*s, f);
@@ -100,7 +110,7 @@ static void plan_layout(const md_heatmap *h, layout *L) {
     size_t op_chars = 1;
     for (int i = 0; i < h->k; i++)
         if (strlen(h->op_names[i]) > op_chars) op_chars = strlen(h->op_names[i]);
-    double op_px = op_chars * CHAR_W, rad = HEADER_TILT * M_PI / 180.0, overhang = 0;
+    double op_px = op_chars * CHAR_W, rad = HEADER_TILT * 3.14159265358979 / 180.0, overhang = 0;
     L->tilt = op_px > CELL_W - 6;
     if (L->tilt) {
         L->header_h = op_px * sin(rad) + 16;
@@ -115,7 +125,7 @@ static void plan_layout(const md_heatmap *h, layout *L) {
     if (L->width < title_w) L->width = title_w;
     if (L->width < min_w) L->width = min_w;
     double panel_h = 22 + L->header_h + (double)h->edges_per_group * CELL_H;
-    L->height = 96 + h->groups * panel_h + (h->groups - 1) * PANEL_GAP + MARGIN;
+    L->height = 88 + h->groups * panel_h + (h->groups - 1) * PANEL_GAP + MARGIN;
 }
 
 static void write_header(FILE *f, const layout *L) {
@@ -133,9 +143,10 @@ static void write_header(FILE *f, const layout *L) {
     fprintf(f, "<rect x=\"0\" y=\"0\" width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
     fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"18\" font-weight=\"bold\">", MARGIN);
     put_text(f, h->title ? h->title : "Operation probabilities over the search");
-    fprintf(f, "</text>\n<text x=\"%d\" y=\"50\" font-size=\"12\" fill=\"#444444\">Colour and "
-               "number: p after period %d. Line: p over periods 1..%d. Outlined: the most "
-               "likely op of each edge.</text>\n",
+    fprintf(f,
+            "</text>\n<text x=\"%d\" y=\"50\" font-size=\"12\" fill=\"#444444\">Colour and "
+            "number: p after period %d. Line: p over periods 1..%d. Outlined: the most "
+            "likely op of each edge.</text>\n",
             MARGIN, h->periods, h->periods);
     int lx = MARGIN + 40;
     fprintf(f,
@@ -154,8 +165,9 @@ static void write_cell(FILE *f, const layout *L, int g, int e, int op, double x,
     char              fill[8], label[32];
     colour_of(v, L->vmax, fill);
     int dark = isfinite(v) && v / L->vmax > 0.55;
-    fprintf(f, "<rect class=\"cell\" x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"%s\" "
-               "stroke=\"#ffffff\"><title>",
+    fprintf(f,
+            "<rect class=\"cell\" x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"%s\" "
+            "stroke=\"#ffffff\"><title>",
             x, y, CELL_W, CELL_H, fill);
     put_text(f, h->group_names && h->group_names[g] ? h->group_names[g] : "");
     fputs(" ", f);
@@ -164,8 +176,9 @@ static void write_cell(FILE *f, const layout *L, int g, int e, int op, double x,
     put_text(f, h->op_names[op]);
     fprintf(f, ": p = %.4f (period 1: %.4f)</title></rect>\n", v, first);
     if (best)
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"none\" "
-                   "stroke=\"#e6550d\" stroke-width=\"2.5\"/>\n",
+        fprintf(f,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"none\" "
+                "stroke=\"#e6550d\" stroke-width=\"2.5\"/>\n",
                 x + 1.5, y + 1.5, CELL_W - 3, CELL_H - 3);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">%.3f</text>\n", x + 4,
             y + 12, dark ? "#ffffff" : "#222222", v);
@@ -193,14 +206,16 @@ static double write_panel(FILE *f, const layout *L, int g, double top) {
     double            grid_x = MARGIN + L->label_w, grid_y = top + 22 + L->header_h;
     fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"14\" font-weight=\"bold\">", MARGIN,
             top + 14);
-    if (h->group_names && h->group_names[g]) put_text(f, h->group_names[g]);
-    else fprintf(f, "group %d", g);
+    if (h->group_names && h->group_names[g])
+        put_text(f, h->group_names[g]);
+    else
+        fprintf(f, "group %d", g);
     fputs("</text>\n", f);
     for (int op = 0; op < h->k; op++) {
         double cx = grid_x + (op + 0.5) * CELL_W, by = grid_y - 6;
         if (L->tilt)
-            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" transform=\"rotate(-%.0f %.1f %.1f)\">",
-                    cx - 4, by, HEADER_TILT, cx - 4, by);
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" transform=\"rotate(-%.0f %.1f %.1f)\">", cx - 4,
+                    by, HEADER_TILT, cx - 4, by);
         else
             fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", cx, by);
         put_text(f, h->op_names[op]);
@@ -230,7 +245,8 @@ md_status md_heatmap_write_svg(const md_heatmap *h, const char *path) {
     MD_TRY(md_atomic_open(&a, path));
     write_header(a.f, &L);
     double top = 88;
-    for (int g = 0; g < h->groups; g++) top = write_panel(a.f, &L, g, top);
+    for (int g = 0; g < h->groups; g++)
+        top = write_panel(a.f, &L, g, top);
     fputs("</svg>\n", a.f);
     return md_atomic_commit(&a);
 }

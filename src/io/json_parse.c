@@ -30,12 +30,14 @@ static md_status syntax_error(const parser *ps, const char *at, const char *what
 }
 
 static void skip_space(parser *ps) {
-    while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r') ps->p++;
+    while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')
+        ps->p++;
 }
 
 static md_status expect_word(parser *ps, const char *word) {
     size_t n = strlen(word);
-    if (strncmp(ps->p, word, n) != 0) return syntax_error(ps, ps->p, "unknown word (expected a value)");
+    if (strncmp(ps->p, word, n) != 0)
+        return syntax_error(ps, ps->p, "unknown word (expected a value)");
     ps->p += n;
     return MD_OK;
 }
@@ -51,20 +53,23 @@ static md_status parse_number(parser *ps, md_jvalue *out) {
         c++;
         if (is_digit(*c)) return syntax_error(ps, s, "number with a leading zero");
     } else if (is_digit(*c)) {
-        while (is_digit(*c)) c++;
+        while (is_digit(*c))
+            c++;
     } else {
         return syntax_error(ps, s, "'-' without digits");
     }
     if (*c == '.') {
         c++;
         if (!is_digit(*c)) return syntax_error(ps, c, "expected a digit after '.'");
-        while (is_digit(*c)) c++;
+        while (is_digit(*c))
+            c++;
     }
     if (*c == 'e' || *c == 'E') {
         c++;
         if (*c == '+' || *c == '-') c++;
         if (!is_digit(*c)) return syntax_error(ps, c, "expected a digit in the exponent");
-        while (is_digit(*c)) c++;
+        while (is_digit(*c))
+            c++;
     }
     out->type = MD_JNUM;
     out->num = strtod(s, NULL); /* the grammar above is a subset of what strtod reads */
@@ -77,10 +82,14 @@ static int hex4(const char *s, unsigned *v) {
     for (int i = 0; i < 4; i++) {
         char     c = s[i];
         unsigned d;
-        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-        else return 0;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return 0;
         *v = *v * 16 + d;
     }
     return 1;
@@ -115,7 +124,8 @@ static md_status parse_u_escape(parser *ps, const char **s, char **o) {
     unsigned    cp, lo;
     if (!hex4(at + 2, &cp)) return syntax_error(ps, at, "\\u needs four hex digits");
     *s = at + 6;
-    if (cp >= 0xDC00 && cp <= 0xDFFF) return syntax_error(ps, at, "lone low surrogate in \\u escape");
+    if (cp >= 0xDC00 && cp <= 0xDFFF)
+        return syntax_error(ps, at, "lone low surrogate in \\u escape");
     if (cp >= 0xD800 && cp <= 0xDBFF) {
         if ((*s)[0] != '\\' || (*s)[1] != 'u' || !hex4(*s + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
             return syntax_error(ps, at, "high surrogate not followed by a low one");
@@ -130,32 +140,55 @@ static md_status parse_u_escape(parser *ps, const char **s, char **o) {
 /* ps->p at the opening quote. The decoded text is never longer than the source. */
 static md_status parse_string(parser *ps, char **out) {
     const char *start = ps->p + 1, *end = start;
-    while (*end && *end != '"') end += (*end == '\\' && end[1]) ? 2 : 1;
+    while (*end && *end != '"')
+        end += (*end == '\\' && end[1]) ? 2 : 1;
     if (!*end) return syntax_error(ps, ps->p, "string not closed");
     char *buf = malloc((size_t)(end - start) + 1), *o = buf;
-    if (!buf) return md_fail(MD_ERR_NOMEM, "%s: string of %zu bytes", ps->source, (size_t)(end - start));
+    if (!buf)
+        return md_fail(MD_ERR_NOMEM, "%s: string of %zu bytes", ps->source, (size_t)(end - start));
     const char *s = start;
     md_status   st = MD_OK;
     while (s < end && st == MD_OK) {
         unsigned char c = (unsigned char)*s;
         if (c < 0x20) {
-            st = syntax_error(ps, s, "control character in a string (write it as \\n, \\t or \\u00XX)");
+            st = syntax_error(ps, s,
+                              "control character in a string (write it as \\n, \\t or \\u00XX)");
         } else if (c != '\\') {
             *o++ = (char)c;
             s++;
         } else {
             char e = s[1], r = 0;
             switch (e) {
-            case '"': r = '"'; break;
-            case '\\': r = '\\'; break;
-            case '/': r = '/'; break;
-            case 'b': r = '\b'; break;
-            case 'f': r = '\f'; break;
-            case 'n': r = '\n'; break;
-            case 'r': r = '\r'; break;
-            case 't': r = '\t'; break;
-            case 'u': st = parse_u_escape(ps, &s, &o); continue;
-            default: st = syntax_error(ps, s, "unknown escape in a string"); continue;
+            case '"':
+                r = '"';
+                break;
+            case '\\':
+                r = '\\';
+                break;
+            case '/':
+                r = '/';
+                break;
+            case 'b':
+                r = '\b';
+                break;
+            case 'f':
+                r = '\f';
+                break;
+            case 'n':
+                r = '\n';
+                break;
+            case 'r':
+                r = '\r';
+                break;
+            case 't':
+                r = '\t';
+                break;
+            case 'u':
+                st = parse_u_escape(ps, &s, &o);
+                continue;
+            default:
+                st = syntax_error(ps, s, "unknown escape in a string");
+                continue;
             }
             *o++ = r;
             s += 2;
@@ -239,8 +272,9 @@ static md_status parse_container(parser *ps, md_jvalue *v) {
             ps->depth--;
             return MD_OK;
         }
-        return syntax_error(ps, ps->p, is_obj ? "expected ',' or '}' in the object"
-                                               : "expected ',' or ']' in the array");
+        return syntax_error(ps, ps->p,
+                            is_obj ? "expected ',' or '}' in the object"
+                                   : "expected ',' or ']' in the array");
     }
 }
 
@@ -248,12 +282,23 @@ static md_status parse_value(parser *ps, md_jvalue *out) {
     memset(out, 0, sizeof *out);
     switch (*ps->p) {
     case '{':
-    case '[': return parse_container(ps, out);
-    case '"': out->type = MD_JSTR; return parse_string(ps, &out->str);
-    case 't': out->type = MD_JBOOL; out->num = 1.0; return expect_word(ps, "true");
-    case 'f': out->type = MD_JBOOL; return expect_word(ps, "false");
-    case 'n': out->type = MD_JNULL; return expect_word(ps, "null");
-    case '\0': return syntax_error(ps, ps->p, "unexpected end of text (expected a value)");
+    case '[':
+        return parse_container(ps, out);
+    case '"':
+        out->type = MD_JSTR;
+        return parse_string(ps, &out->str);
+    case 't':
+        out->type = MD_JBOOL;
+        out->num = 1.0;
+        return expect_word(ps, "true");
+    case 'f':
+        out->type = MD_JBOOL;
+        return expect_word(ps, "false");
+    case 'n':
+        out->type = MD_JNULL;
+        return expect_word(ps, "null");
+    case '\0':
+        return syntax_error(ps, ps->p, "unexpected end of text (expected a value)");
     default:
         if (*ps->p == '-' || is_digit(*ps->p)) return parse_number(ps, out);
         return syntax_error(ps, ps->p, "unexpected character (expected a value)");
@@ -296,12 +341,18 @@ const md_jvalue *md_json_get(const md_jvalue *obj, const char *key) {
 
 const char *md_json_type_name(md_jtype t) {
     switch (t) {
-    case MD_JNULL: return "null";
-    case MD_JBOOL: return "boolean";
-    case MD_JNUM: return "number";
-    case MD_JSTR: return "string";
-    case MD_JARR: return "array";
-    case MD_JOBJ: return "object";
+    case MD_JNULL:
+        return "null";
+    case MD_JBOOL:
+        return "boolean";
+    case MD_JNUM:
+        return "number";
+    case MD_JSTR:
+        return "string";
+    case MD_JARR:
+        return "array";
+    case MD_JOBJ:
+        return "object";
     }
     return "unknown";
 }

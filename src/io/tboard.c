@@ -38,7 +38,8 @@ static uint32_t masked_crc(const unsigned char *data, size_t len) {
 }
 
 static unsigned char *put_le(unsigned char *o, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) o[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < bytes; i++)
+        o[i] = (unsigned char)(v >> (8 * i));
     return o + bytes;
 }
 
@@ -114,8 +115,8 @@ static md_status create_event_file(md_tb *tb, const char *dir) {
         }
         return MD_OK;
     }
-    return md_fail(MD_ERR_IO, "tensorboard: 1000 event files for second %lld already in '%s'",
-                   now, dir);
+    return md_fail(MD_ERR_IO, "tensorboard: 1000 event files for second %lld already in '%s'", now,
+                   dir);
 }
 
 md_status md_tb_open(const char *dir, md_tb **out) {
@@ -154,7 +155,7 @@ md_status md_tb_scalar(md_tb *tb, const char *tag, long step, float value) {
     size_t value_len = 1 + varint_size(tag_len) + tag_len + 1 + 4;
     size_t summary_len = 1 + varint_size(value_len) + value_len;
     /* wall time 9, step <= 11, summary key + length <= 3, the summary */
-    unsigned char ev[9 + 11 + 3 + 1 + 2 + 1 + 2 + TB_MAX_TAG + 5];
+    unsigned char  ev[9 + 11 + 3 + 1 + 2 + 1 + 2 + TB_MAX_TAG + 5];
     unsigned char *o = put_wall_time(ev);
     *o++ = KEY_STEP;
     o = put_varint(o, (uint64_t)(int64_t)step); /* int64: negatives take ten bytes */

@@ -451,3 +451,33 @@ md_status md_plan_create(md_supernet *s, md_backend *be, const md_arch *arch, in
     *out = p;
     return MD_OK;
 }
+
+/* ---- genotype ------------------------------------------------------------------- */
+
+static size_t genes_str(char *s, size_t len, const md_gene *g, int n) {
+    size_t pos = 0;
+    for (int i = 0; i < n && pos < len; i++)
+        pos += (size_t)snprintf(s + pos, len - pos, "%s('%s', %d)", i ? ", " : "",
+                                md_darts_op_names[g[i].op], g[i].input);
+    return pos < len ? pos : len;
+}
+
+md_status md_darts_genotype(const double *p_normal, const double *p_reduce, int nodes, char *str,
+                            size_t len, md_gene *genes_normal, md_gene *genes_reduce) {
+    md_gene gn[32], gr[32];
+    if (nodes < 1 || nodes > 16) return md_fail(MD_ERR_ARG, "genotype: %d nodes", nodes);
+    MD_TRY(md_derive_cell(p_normal, nodes, MD_DARTS_OPS, MD_OP_NONE, gn));
+    MD_TRY(md_derive_cell(p_reduce, nodes, MD_DARTS_OPS, MD_OP_NONE, gr));
+    if (genes_normal) memcpy(genes_normal, gn, (size_t)(2 * nodes) * sizeof *gn);
+    if (genes_reduce) memcpy(genes_reduce, gr, (size_t)(2 * nodes) * sizeof *gr);
+    size_t pos = (size_t)snprintf(str, len, "Genotype(normal=[");
+    if (pos < len) pos += genes_str(str + pos, len - pos, gn, 2 * nodes);
+    if (pos < len)
+        pos += (size_t)snprintf(str + pos, len - pos, "], normal_concat=range(2, %d), reduce=[",
+                                2 + nodes);
+    if (pos < len) pos += genes_str(str + pos, len - pos, gr, 2 * nodes);
+    if (pos < len) pos += (size_t)snprintf(str + pos, len - pos, "], reduce_concat=range(2, %d))",
+                                           2 + nodes);
+    if (pos >= len) return md_fail(MD_ERR_ARG, "genotype: string longer than %zu bytes", len);
+    return MD_OK;
+}

@@ -1,0 +1,157 @@
+/* `mdenas_mpi search` and `mdenas_mpi derive`: option parsing only. */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/commands.h"
+#include "mdenas/data.h"
+#include "mdenas/search.h"
+
+typedef enum { OPT_INT, OPT_DOUBLE, OPT_STR, OPT_U64, OPT_BOOL, OPT_RULE } opt_type;
+
+typedef struct {
+    const char *name;
+    opt_type    type;
+    size_t      offset, size;
+    const char *help;
+} option;
+
+#define OPT(n, t, field, h) {n, t, offsetof(md_search_config, field), sizeof(((md_search_config *)0)->field), h}
+
+static const option options[] = {
+    OPT("--dataset", OPT_STR, dataset, "fashion-mnist | cifar10 | synthetic"),
+    OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR ")"),
+    OPT("--subset", OPT_INT, subset, "use the first N training images (0: all)"),
+    OPT("--val-fraction", OPT_DOUBLE, val_fraction, "part of the training set held out"),
+    OPT("--epochs", OPT_INT, epochs, "training epochs"),
+    OPT("--batch", OPT_INT, batch, "global batch size"),
+    OPT("--lr", OPT_DOUBLE, lr, "initial learning rate (cosine schedule per epoch)"),
+    OPT("--lr-min", OPT_DOUBLE, lr_min, "final learning rate"),
+    OPT("--momentum", OPT_DOUBLE, momentum, "SGD momentum"),
+    OPT("--weight-decay", OPT_DOUBLE, weight_decay, "SGD weight decay"),
+    OPT("--clip", OPT_DOUBLE, clip, "global gradient-norm clip"),
+    OPT("--cells", OPT_INT, cells, "cells in the search network"),
+    OPT("--channels", OPT_INT, channels, "initial channels C"),
+    OPT("--nodes", OPT_INT, nodes, "intermediate nodes per cell"),
+    OPT("--alpha", OPT_DOUBLE, alpha, "step of the multinomial update"),
+    OPT("--update", OPT_RULE, rule, "paper | pairwise (the authors' lab code)"),
+    OPT("--period-steps", OPT_INT, period_steps, "steps per sampling period (0: one epoch)"),
+    OPT("--val-batches", OPT_INT, val_batches, "validation batches per period (0: all)"),
+    OPT("--crop-pad", OPT_INT, crop_pad, "random-crop padding in pixels (0: off)"),
+    OPT("--flip", OPT_BOOL, flip, "random horizontal flip: 1 or 0"),
+    OPT("--seed", OPT_U64, seed, "seed of every random choice"),
+    OPT("--threads", OPT_INT, threads, "CPU threads per rank (0: OpenMP default)"),
+    OPT("--log-every", OPT_INT, log_every, "steps between progress lines"),
+    OPT("--out", OPT_STR, out, "run directory (must not hold another run)"),
+};
+enum { NOPT = sizeof options / sizeof *options };
+
+static void show_value(const option *o, const md_search_config *c, char *buf, size_t len) {
+    const char *p = (const char *)c + o->offset;
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_BOOL: snprintf(buf, len, "%d", *(const int *)p); break;
+    case OPT_DOUBLE: snprintf(buf, len, "%g", *(const double *)p); break;
+    case OPT_STR: snprintf(buf, len, "%s", p[0] ? p : "(none)"); break;
+    case OPT_U64: snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case OPT_RULE: snprintf(buf, len, "%s", md_mdl_rule_name(*(const md_mdl_rule *)p)); break;
+    }
+}
+
+void md_search_usage(FILE *f) {
+    md_search_config d;
+    md_search_config_preset(&d, "");
+    fprintf(f, "usage: mdenas_mpi search [--preset cifar10|tiny] [options]\n\n"
+               "Runs the MdeNAS search on the DARTS space and writes a run directory.\n"
+               "  --preset NAME          cifar10: 8 cells, C=16, batch 256, lr 0.025 cosine,\n"
+               "                         momentum 0.9, wd 3e-4, clip 5 on CIFAR-10 (--data DIR);\n"
+               "                         tiny: a few-minute CPU run on a Fashion-MNIST subset.\n"
+               "                         Options after it override it.\n");
+    for (int i = 0; i < NOPT; i++) {
+        char v[64];
+        show_value(&options[i], &d, v, sizeof v);
+        fprintf(f, "  %-22s %s (default %s)\n", options[i].name, options[i].help, v);
+    }
+}
+
+static int parse_value(const option *o, const char *s, md_search_config *c) {
+    char *p = (char *)c + o->offset, *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_BOOL: {
+        long v = strtol(s, &end, 10);
+        if (!*s || *end || errno || v < INT_MIN || v > INT_MAX) return -1;
+        if (o->type == OPT_BOOL && v != 0 && v != 1) return -1;
+        *(int *)p = (int)v;
+        return 0;
+    }
+    case OPT_DOUBLE: {
+        double v = strtod(s, &end);
+        if (!*s || *end || errno) return -1;
+        *(double *)p = v;
+        return 0;
+    }
+    case OPT_U64: {
+        if (*s == '-') return -1;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (!*s || *end || errno) return -1;
+        *(uint64_t *)p = v;
+        return 0;
+    }
+    case OPT_STR:
+        if (strlen(s) >= o->size) return -1;
+        memcpy(p, s, strlen(s) + 1);
+        return 0;
+    case OPT_RULE: return md_mdl_rule_parse(s, (md_mdl_rule *)p) == MD_OK ? 0 : -1;
+    }
+    return -1;
+}
+
+/* 0: parsed; 2: usage error (message printed). */
+int md_search_parse(int argc, char **argv, md_search_config *c) {
+    const char *preset = "";
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--preset")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mdenas_mpi search: --preset needs a value\n");
+                return 2;
+            }
+            preset = argv[++i];
+        }
+    if (md_search_config_preset(c, preset) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        return 2;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--preset")) {
+            i++;
+            continue;
+        }
+        const option *o = NULL;
+        for (int k = 0; k < NOPT && !o; k++)
+            if (!strcmp(argv[i], options[k].name)) o = &options[k];
+        if (!o) {
+            fprintf(stderr, "mdenas_mpi search: unknown option '%s'\n\n", argv[i]);
+            md_search_usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "mdenas_mpi search: %s needs a value (%s)\n", o->name, o->help);
+            return 2;
+        }
+        if (parse_value(o, argv[++i], c)) {
+            fprintf(stderr, "mdenas_mpi search: %s '%s' is not a valid value (%s)\n", o->name,
+                    argv[i], o->help);
+            return 2;
+        }
+    }
+    if (md_search_config_check(c) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        return 2;
+    }
+    return 0;
+}

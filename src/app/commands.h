@@ -1,0 +1,12 @@
+/* The subcommands of mdenas_mpi. */
+#ifndef MDENAS_APP_COMMANDS_H
+#define MDENAS_APP_COMMANDS_H
+
+#include <stdio.h>
+
+#include "mdenas/search.h"
+
+void md_search_usage(FILE *f);
+int  md_search_parse(int argc, char **argv, md_search_config *c);
+
+#endif

@@ -1,0 +1,704 @@
+/* The search loop (MDENAS.md, "The learning loop") and the run directory. */
+#include "mdenas/search.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mdenas/backend.h"
+#include "mdenas/data.h"
+#include "mdenas/runlog.h"
+#include "mdenas/supernet.h"
+
+
+/* ---- configuration --------------------------------------------------------- */
+
+md_status md_search_config_preset(md_search_config *c, const char *preset) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", MD_FASHION_MNIST_DIR);
+    c->val_fraction = 0.5; /* DARTS's split of the training set */
+    c->epochs = 50;
+    c->batch = 256;
+    c->lr = 0.025, c->lr_min = 0.001, c->momentum = 0.9, c->weight_decay = 3e-4, c->clip = 5.0;
+    c->cells = 8, c->channels = 16, c->nodes = 4;
+    c->alpha = 0.01;
+    c->rule = MD_UPDATE_PAPER;
+    c->crop_pad = 2, c->flip = 1;
+    c->seed = 1;
+    c->log_every = 20;
+    snprintf(c->out, sizeof c->out, "run");
+    if (!preset || !preset[0]) return MD_OK;
+    snprintf(c->preset, sizeof c->preset, "%s", preset);
+    if (!strcmp(preset, "cifar10")) {
+        snprintf(c->dataset, sizeof c->dataset, "cifar10");
+        c->data_dir[0] = '\0'; /* the user must say where CIFAR-10 is */
+        c->crop_pad = 4;
+        return MD_OK;
+    }
+    if (!strcmp(preset, "tiny")) {
+        c->subset = 6000;
+        c->epochs = 8;
+        c->batch = 64;
+        c->cells = 5;
+        c->channels = 8;
+        c->lr = 0.05;
+        c->alpha = 0.02;
+        c->log_every = 10;
+        return MD_OK;
+    }
+    return md_fail(MD_ERR_ARG, "unknown preset '%s' (use cifar10 or tiny)", preset);
+}
+
+md_status md_search_config_check(const md_search_config *c) {
+    if (strcmp(c->dataset, "fashion-mnist") && strcmp(c->dataset, "cifar10") &&
+        strcmp(c->dataset, "synthetic"))
+        return md_fail(MD_ERR_ARG, "--dataset '%s': use fashion-mnist, cifar10 or synthetic",
+                       c->dataset);
+    if (!strcmp(c->dataset, "cifar10") && !c->data_dir[0])
+        return md_fail(MD_ERR_ARG, "--dataset cifar10 needs --data DIR (the folder holding "
+                                   "data_batch_1.bin ... test_batch.bin)");
+    if (!(c->val_fraction > 0.0 && c->val_fraction < 1.0))
+        return md_fail(MD_ERR_ARG, "--val-fraction %g must be in (0, 1)", c->val_fraction);
+    if (c->epochs < 1) return md_fail(MD_ERR_ARG, "--epochs %d must be >= 1", c->epochs);
+    if (c->batch < 2) return md_fail(MD_ERR_ARG, "--batch %d must be >= 2", c->batch);
+    if (!(c->lr > 0) || !(c->lr_min >= 0) || c->lr_min > c->lr)
+        return md_fail(MD_ERR_ARG, "--lr %g and --lr-min %g: need lr > 0 and 0 <= lr-min <= lr",
+                       c->lr, c->lr_min);
+    if (!(c->momentum >= 0 && c->momentum < 1) || !(c->weight_decay >= 0) || !(c->clip > 0))
+        return md_fail(MD_ERR_ARG,
+                       "--momentum %g in [0,1), --weight-decay %g >= 0, --clip %g > 0 required",
+                       c->momentum, c->weight_decay, c->clip);
+    if (c->subset < 0 || c->period_steps < 0 || c->val_batches < 0 || c->log_every < 1 ||
+        c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
+        return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
+                                   ">= 0, --log-every >= 1, --crop-pad in 0..16");
+    if (!c->out[0]) return md_fail(MD_ERR_ARG, "--out: the run directory must be named");
+    return MD_OK;
+}
+
+/* ---- run directory ------------------------------------------------------------ */
+
+static md_status make_dirs(const char *path) {
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0777) && errno != EEXIST)
+                return md_fail(MD_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(tmp, 0777) && errno != EEXIST)
+        return md_fail(MD_ERR_IO, "cannot create run directory %s: %s", tmp, strerror(errno));
+    return MD_OK;
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char        p[700];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0;
+}
+
+/* A fresh run never writes into a directory that holds another run. */
+static md_status claim_run_dir(const char *dir) {
+    static const char *const owned[] = {"config.json", "state.json", "metrics.jsonl",
+                                        "history.jsonl", "genotype.json"};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        if (file_exists(dir, owned[i]))
+            return md_fail(MD_ERR_ARG,
+                           "run directory %s already holds a run (%s exists); nothing was "
+                           "changed. Choose another --out, or remove that directory",
+                           dir, owned[i]);
+    return make_dirs(dir);
+}
+
+static void config_json(md_json *j, const md_search_config *c, int world) {
+    md_json_begin_object(j);
+    md_json_key(j, "preset"), md_json_string(j, c->preset);
+    md_json_key(j, "dataset"), md_json_string(j, c->dataset);
+    md_json_key(j, "data_dir"), md_json_string(j, c->data_dir);
+    md_json_key(j, "subset"), md_json_int(j, c->subset);
+    md_json_key(j, "val_fraction"), md_json_double(j, c->val_fraction);
+    md_json_key(j, "epochs"), md_json_int(j, c->epochs);
+    md_json_key(j, "batch"), md_json_int(j, c->batch);
+    md_json_key(j, "lr"), md_json_double(j, c->lr);
+    md_json_key(j, "lr_min"), md_json_double(j, c->lr_min);
+    md_json_key(j, "momentum"), md_json_double(j, c->momentum);
+    md_json_key(j, "weight_decay"), md_json_double(j, c->weight_decay);
+    md_json_key(j, "clip"), md_json_double(j, c->clip);
+    md_json_key(j, "cells"), md_json_int(j, c->cells);
+    md_json_key(j, "channels"), md_json_int(j, c->channels);
+    md_json_key(j, "nodes"), md_json_int(j, c->nodes);
+    md_json_key(j, "alpha"), md_json_double(j, c->alpha);
+    md_json_key(j, "update"), md_json_string(j, md_mdl_rule_name(c->rule));
+    md_json_key(j, "period_steps"), md_json_int(j, c->period_steps);
+    md_json_key(j, "val_batches"), md_json_int(j, c->val_batches);
+    md_json_key(j, "crop_pad"), md_json_int(j, c->crop_pad);
+    md_json_key(j, "flip"), md_json_bool(j, c->flip);
+    md_json_key(j, "seed"), md_json_int(j, (long long)c->seed);
+    md_json_key(j, "threads"), md_json_int(j, c->threads);
+    md_json_key(j, "log_every"), md_json_int(j, c->log_every);
+    md_json_key(j, "out"), md_json_string(j, c->out);
+    md_json_key(j, "world_size"), md_json_int(j, world);
+    md_json_end_object(j);
+}
+
+/* ---- the run ---------------------------------------------------------------------- */
+
+typedef struct {
+    const md_search_config *cfg;
+    int                     rank, world;
+    md_backend             *be;
+    md_dataset              ds;
+    int                    *train_idx, *val_idx, ntrain, nval;
+    md_loader              *train, *val;
+    md_supernet            *net;
+    md_mdl                  mdl; /* normal edges first, then reduction edges */
+    int                     edges;
+    FILE                   *log, *metrics, *history;
+    md_tb                  *tb;
+    md_plan                *plans[2]; /* of the current architecture, by row count */
+    double                  t0;
+} run_t;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A line on the terminal and in the log, rank 0 only. */
+static void say(run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(run_t *r, const char *fmt, ...) {
+    if (r->rank != 0) return;
+    char    line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fputs(line, stdout);
+    fflush(stdout);
+    if (r->log) {
+        fputs(line, r->log);
+        fflush(r->log);
+    }
+}
+
+static FILE *open_in(const char *dir, const char *name, const char *mode) {
+    char p[700];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, mode);
+    if (!f) md_fail(MD_ERR_IO, "cannot open %s: %s", p, strerror(errno));
+    return f;
+}
+
+static void path_in(char *buf, size_t len, const char *dir, const char *name) {
+    snprintf(buf, len, "%s/%s", dir, name);
+}
+
+static md_status load_data(run_t *r) {
+    const md_search_config *c = r->cfg;
+    if (!strcmp(c->dataset, "fashion-mnist"))
+        MD_TRY(md_dataset_fashion_mnist(c->data_dir, 1, &r->ds));
+    else if (!strcmp(c->dataset, "cifar10"))
+        MD_TRY(md_dataset_cifar10(c->data_dir, 1, &r->ds));
+    else
+        MD_TRY(md_dataset_synthetic(c->subset ? c->subset : 4096, 3, 32, 32, 10, c->seed, &r->ds));
+    int n = c->subset && c->subset < r->ds.n ? c->subset : r->ds.n;
+    MD_TRY(md_dataset_split(n, c->val_fraction, c->seed, &r->train_idx, &r->ntrain, &r->val_idx,
+                            &r->nval));
+    if (r->ntrain < c->batch)
+        return md_fail(MD_ERR_ARG, "--batch %d is larger than the search-train split (%d images)",
+                       c->batch, r->ntrain);
+    md_loader_config t = {.ds = &r->ds, .idx = r->train_idx, .n = r->ntrain, .batch = c->batch,
+                          .shuffle = 1, .drop_last = 1,
+                          .aug = {.crop_pad = c->crop_pad, .flip = c->flip},
+                          .seed = c->seed, .rank = r->rank, .world = r->world};
+    MD_TRY(md_loader_create(&t, &r->train));
+    md_loader_config v = t;
+    v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;
+    v.aug = (md_augment){0, 0};
+    return md_loader_create(&v, &r->val);
+}
+
+static void free_plans(run_t *r) {
+    for (int i = 0; i < 2; i++) {
+        md_plan_destroy(r->plans[i]);
+        r->plans[i] = NULL;
+    }
+}
+
+static md_status plan_for(run_t *r, const md_arch *a, int rows, md_plan **out) {
+    for (int i = 0; i < 2; i++)
+        if (r->plans[i] && md_plan_rows(r->plans[i]) == rows) {
+            *out = r->plans[i];
+            return MD_OK;
+        }
+    int slot = r->plans[0] ? 1 : 0;
+    if (r->plans[slot]) md_plan_destroy(r->plans[slot]);
+    r->plans[slot] = NULL;
+    MD_TRY(md_plan_create(r->net, r->be, a, rows, &r->plans[slot]));
+    *out = r->plans[slot];
+    return MD_OK;
+}
+
+static void arch_json(md_json *j, const md_arch *a, int edges) {
+    md_json_begin_object(j);
+    md_json_key(j, "normal");
+    md_json_begin_array(j);
+    for (int e = 0; e < edges; e++) md_json_string(j, md_darts_op_names[a->normal[e]]);
+    md_json_end_array(j);
+    md_json_key(j, "reduce");
+    md_json_begin_array(j);
+    for (int e = 0; e < edges; e++) md_json_string(j, md_darts_op_names[a->reduce[e]]);
+    md_json_end_array(j);
+    md_json_end_object(j);
+}
+
+static void matrix_json(md_json *j, const double *m, int rows, int cols) {
+    md_json_begin_array(j);
+    for (int i = 0; i < rows; i++) {
+        md_json_begin_array(j);
+        for (int k = 0; k < cols; k++) md_json_double(j, m[(size_t)i * cols + k]);
+        md_json_end_array(j);
+    }
+    md_json_end_array(j);
+}
+
+static md_status json_line(FILE *f, md_json *j) {
+    if (j->failed) return md_fail(MD_ERR_NOMEM, "metrics line");
+    if (fprintf(f, "%s\n", j->buf) < 0 || fflush(f))
+        return md_fail(MD_ERR_IO, "cannot write a metrics line: %s", strerror(errno));
+    return MD_OK;
+}
+
+static double mean_entropy(const md_mdl *m, int first, int n) {
+    double h = 0;
+    for (int e = first; e < first + n; e++) h += md_mdl_entropy(m, e);
+    return h / n;
+}
+
+/* state.json: what `derive` reads, rewritten atomically after every period. */
+static md_status write_state(run_t *r, char *genotype, size_t glen) {
+    int       E = r->edges, K = MD_DARTS_OPS;
+    md_gene   gn[32], gr[32];
+    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, r->cfg->nodes, genotype, glen,
+                             gn, gr));
+    md_json j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "format"), md_json_string(&j, "mdenas-state-1");
+    md_json_key(&j, "nodes"), md_json_int(&j, r->cfg->nodes);
+    md_json_key(&j, "edges"), md_json_int(&j, E);
+    md_json_key(&j, "ops");
+    md_json_begin_array(&j);
+    for (int k = 0; k < K; k++) md_json_string(&j, md_darts_op_names[k]);
+    md_json_end_array(&j);
+    md_json_key(&j, "periods"), md_json_int(&j, r->mdl.periods);
+    md_json_key(&j, "p_normal"), matrix_json(&j, r->mdl.p, E, K);
+    md_json_key(&j, "p_reduce"), matrix_json(&j, r->mdl.p + (size_t)E * K, E, K);
+    md_json_key(&j, "genotype"), md_json_string(&j, genotype);
+    md_json_end_object(&j);
+    char p[700];
+    path_in(p, sizeof p, r->cfg->out, "state.json");
+    md_status s = md_json_write_file(&j, p);
+    md_json_free(&j);
+    return s;
+}
+
+static md_status write_heatmap(run_t *r) {
+    static const char *const groups[2] = {"normal cell", "reduction cell"};
+    md_heatmap h = {.title = "MdeNAS: p of every op on every edge (colour: last period; line: "
+                             "history)",
+                    .op_names = md_darts_op_names, .k = MD_DARTS_OPS, .groups = 2,
+                    .group_names = groups, .edges_per_group = r->edges,
+                    .periods = r->mdl.periods, .hist = r->mdl.hist_p};
+    char p[700];
+    path_in(p, sizeof p, r->cfg->out, "p_heatmap.svg");
+    return md_heatmap_write_svg(&h, p);
+}
+
+static md_status write_genotype(run_t *r, const char *genotype) {
+    int     E = r->edges, K = MD_DARTS_OPS, nodes = r->cfg->nodes;
+    md_gene g[2][32];
+    char    tmp[4096];
+    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, nodes, tmp, sizeof tmp, g[0],
+                             g[1]));
+    md_json j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "genotype"), md_json_string(&j, genotype);
+    static const char *const names[2] = {"normal", "reduce"};
+    for (int c = 0; c < 2; c++) {
+        md_json_key(&j, names[c]);
+        md_json_begin_array(&j);
+        for (int i = 0; i < 2 * nodes; i++) {
+            md_json_begin_array(&j);
+            md_json_string(&j, md_darts_op_names[g[c][i].op]);
+            md_json_int(&j, g[c][i].input);
+            md_json_end_array(&j);
+        }
+        md_json_end_array(&j);
+        char key[32];
+        snprintf(key, sizeof key, "%s_concat", names[c]);
+        md_json_key(&j, key);
+        md_json_begin_array(&j);
+        for (int i = 2; i < 2 + nodes; i++) md_json_int(&j, i);
+        md_json_end_array(&j);
+    }
+    md_json_end_object(&j);
+    char p[700];
+    path_in(p, sizeof p, r->cfg->out, "genotype.json");
+    md_status s = md_json_write_file(&j, p);
+    md_json_free(&j);
+    if (s != MD_OK) return s;
+    path_in(p, sizeof p, r->cfg->out, "genotype.txt");
+    FILE *f = fopen(p, "w");
+    if (!f || fprintf(f, "%s\n", genotype) < 0 || fclose(f))
+        return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
+    return MD_OK;
+}
+
+static void fmt_eta(char *buf, size_t len, double s) {
+    if (s < 0 || !isfinite(s)) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
+}
+
+typedef struct {
+    long   period, periods, steps_per_epoch, total_steps;
+    long   step; /* global step at the start of the period */
+    int    period_len;
+} schedule;
+
+/* Train one sampling period; returns train accuracy and the mean loss. */
+static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, double *train_acc,
+                              double *train_loss) {
+    const md_search_config *c = r->cfg;
+    long   correct_all = 0, seen_all = 0;
+    double loss_all = 0, loss_iv = 0, t_iv = now_s();
+    long   correct_iv = 0, seen_iv = 0;
+    for (int i = 0; i < sc->period_len; i++) {
+        long           step = sc->step + i;
+        long           epoch = step / sc->steps_per_epoch;
+        float          lr = md_lr_cosine((float)c->lr, (float)c->lr_min, epoch, c->epochs);
+        const float   *x;
+        const int32_t *y;
+        int            rows, grows;
+        MD_TRY(md_loader_next(r->train, &x, &y, &rows, &grows));
+        md_plan *p;
+        MD_TRY(plan_for(r, a, rows, &p));
+        float loss;
+        int   correct;
+        MD_TRY(md_plan_zero_grads(p));
+        MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
+        MD_TRY(md_plan_loss(p, y, &loss, &correct));
+        MD_TRY(md_plan_backward(p));
+        int             nr;
+        const md_range *ranges = md_plan_ranges(p, &nr);
+        md_arena       *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
+                 *ma = md_supernet_momentum(r->net);
+        MD_TRY(md_clip_grad_norm(r->be, ga->data, ranges, nr, (float)c->clip, NULL));
+        MD_TRY(md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr,
+                           (float)c->momentum, (float)c->weight_decay));
+        loss_all += loss, loss_iv += loss;
+        correct_all += correct, correct_iv += correct;
+        seen_all += rows, seen_iv += rows;
+        if ((step + 1) % c->log_every == 0 || i + 1 == sc->period_len) {
+            double t = now_s(), ips = seen_iv / fmax(t - t_iv, 1e-9);
+            double per_step = (t - r->t0) / (double)(step + 1);
+            char   eta[32];
+            fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - step - 1));
+            int n_iv = (int)(seen_iv / (rows ? rows : 1));
+            say(r,
+                "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
+                "%.0f img/s | ETA %s\n",
+                sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps,
+                loss_iv / fmax(n_iv, 1), 100.0 * correct_iv / fmax((double)seen_iv, 1), lr, ips,
+                eta);
+            md_json j;
+            md_json_init(&j);
+            md_json_begin_object(&j);
+            md_json_key(&j, "type"), md_json_string(&j, "interval");
+            md_json_key(&j, "step"), md_json_int(&j, step + 1);
+            md_json_key(&j, "epoch"), md_json_int(&j, epoch + 1);
+            md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
+            md_json_key(&j, "loss"), md_json_double(&j, loss_iv / fmax(n_iv, 1));
+            md_json_key(&j, "acc"), md_json_double(&j, correct_iv / fmax((double)seen_iv, 1));
+            md_json_key(&j, "lr"), md_json_double(&j, lr);
+            md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
+            md_json_end_object(&j);
+            md_status s = r->metrics ? json_line(r->metrics, &j) : MD_OK;
+            md_json_free(&j);
+            MD_TRY(s);
+            if (r->tb) {
+                MD_TRY(md_tb_scalar(r->tb, "train/loss", step + 1, (float)(loss_iv / fmax(n_iv, 1))));
+                MD_TRY(md_tb_scalar(r->tb, "train/acc", step + 1,
+                                    (float)(correct_iv / fmax((double)seen_iv, 1))));
+                MD_TRY(md_tb_scalar(r->tb, "train/lr", step + 1, lr));
+            }
+            loss_iv = 0, correct_iv = 0, seen_iv = 0, t_iv = now_s();
+        }
+    }
+    *train_acc = correct_all / fmax((double)seen_all, 1);
+    *train_loss = loss_all / fmax(sc->period_len, 1);
+    return MD_OK;
+}
+
+/* Top-1 accuracy of the sampled network on the held-out split, BN on batch statistics. */
+static md_status validate(run_t *r, const md_arch *a, double *acc) {
+    int  batches = r->cfg->val_batches ? r->cfg->val_batches : md_loader_batches(r->val);
+    long correct = 0, seen = 0;
+    if (!r->cfg->val_batches) MD_TRY(md_loader_seek(r->val, 0, 0));
+    for (int b = 0; b < batches; b++) {
+        const float   *x;
+        const int32_t *y;
+        int            rows, grows;
+        MD_TRY(md_loader_next(r->val, &x, &y, &rows, &grows));
+        if (rows == 0) continue;
+        md_plan *p;
+        MD_TRY(plan_for(r, a, rows, &p));
+        float loss;
+        int   ok = 0;
+        MD_TRY(md_plan_forward(p, x, MD_MODE_EVAL_BATCH_STATS));
+        MD_TRY(md_plan_loss(p, y, &loss, &ok));
+        correct += ok, seen += rows;
+    }
+    *acc = correct / fmax((double)seen, 1);
+    return MD_OK;
+}
+
+static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double train_acc,
+                               double train_loss, double val_acc, double secs) {
+    int E = r->edges, K = MD_DARTS_OPS, choice[64];
+    for (int e = 0; e < E; e++) choice[e] = a->normal[e], choice[E + e] = a->reduce[e];
+    MD_TRY(md_mdl_record(&r->mdl, choice, val_acc));
+    MD_TRY(md_mdl_update(&r->mdl));
+    if (r->rank != 0) return MD_OK;
+    char genotype[4096];
+    MD_TRY(write_state(r, genotype, sizeof genotype));
+    MD_TRY(write_heatmap(r));
+    double hn = mean_entropy(&r->mdl, 0, E), hr = mean_entropy(&r->mdl, E, E);
+    md_json j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "type"), md_json_string(&j, "period");
+    md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
+    md_json_key(&j, "epoch"), md_json_int(&j, (sc->step + sc->period_len - 1) / sc->steps_per_epoch + 1);
+    md_json_key(&j, "step"), md_json_int(&j, sc->step + sc->period_len);
+    md_json_key(&j, "train_loss"), md_json_double(&j, train_loss);
+    md_json_key(&j, "train_acc"), md_json_double(&j, train_acc);
+    md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
+    md_json_key(&j, "period_time_s"), md_json_double(&j, secs);
+    md_json_key(&j, "entropy_normal"), md_json_double(&j, hn);
+    md_json_key(&j, "entropy_reduce"), md_json_double(&j, hr);
+    md_json_key(&j, "arch"), arch_json(&j, a, E);
+    md_json_end_object(&j);
+    md_status s = json_line(r->metrics, &j);
+    md_json_free(&j);
+    MD_TRY(s);
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
+    md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
+    md_json_key(&j, "arch"), arch_json(&j, a, E);
+    md_json_key(&j, "p"), matrix_json(&j, r->mdl.p, 2 * E, K);
+    md_json_key(&j, "he"), matrix_json(&j, r->mdl.he, 2 * E, K);
+    md_json_key(&j, "ha"), matrix_json(&j, r->mdl.ha, 2 * E, K);
+    md_json_end_object(&j);
+    s = json_line(r->history, &j);
+    md_json_free(&j);
+    MD_TRY(s);
+    long step = sc->step + sc->period_len;
+    MD_TRY(md_tb_scalar(r->tb, "val/acc", step, (float)val_acc));
+    MD_TRY(md_tb_scalar(r->tb, "period/train_acc", step, (float)train_acc));
+    MD_TRY(md_tb_scalar(r->tb, "entropy/normal", step, (float)hn));
+    MD_TRY(md_tb_scalar(r->tb, "entropy/reduce", step, (float)hr));
+    MD_TRY(md_tb_flush(r->tb));
+    say(r, "period %ld/%ld done | train acc %.1f%% | val acc %.1f%% | %.1f s | entropy %.3f/%.3f "
+           "| %s\n",
+        sc->period + 1, sc->periods, 100 * train_acc, 100 * val_acc, secs, hn, hr, genotype);
+    return MD_OK;
+}
+
+static md_status open_outputs(run_t *r, const md_search_config *c) {
+    if (r->rank != 0) return MD_OK;
+    MD_TRY(claim_run_dir(c->out));
+    md_json j;
+    md_json_init(&j);
+    config_json(&j, c, r->world);
+    char p[700];
+    path_in(p, sizeof p, c->out, "config.json");
+    md_status s = md_json_write_file(&j, p);
+    md_json_free(&j);
+    MD_TRY(s);
+    if (!(r->log = open_in(c->out, "search.log", "a"))) return MD_ERR_IO;
+    if (!(r->metrics = open_in(c->out, "metrics.jsonl", "a"))) return MD_ERR_IO;
+    if (!(r->history = open_in(c->out, "history.jsonl", "a"))) return MD_ERR_IO;
+    path_in(p, sizeof p, c->out, "tb");
+    MD_TRY(make_dirs(p));
+    return md_tb_open(p, &r->tb);
+}
+
+static void close_run(run_t *r) {
+    free_plans(r);
+    md_loader_destroy(r->train);
+    md_loader_destroy(r->val);
+    free(r->train_idx);
+    free(r->val_idx);
+    md_dataset_free(&r->ds);
+    md_supernet_destroy(r->net);
+    md_mdl_free(&r->mdl);
+    md_backend_destroy(r->be);
+    if (r->log) fclose(r->log);
+    if (r->metrics) fclose(r->metrics);
+    if (r->history) fclose(r->history);
+    md_tb_close(r->tb);
+}
+
+static md_status search(run_t *r) {
+    const md_search_config *c = r->cfg;
+    MD_TRY(md_search_config_check(c));
+    MD_TRY(open_outputs(r, c));
+    MD_TRY(md_backend_cpu_create(c->threads, &r->be));
+    MD_TRY(load_data(r));
+    md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
+                          .classes = r->ds.classes, .cells = c->cells,
+                          .channels = c->channels, .nodes = c->nodes};
+    MD_TRY(md_supernet_create(&dc, c->seed, &r->net));
+    r->edges = md_supernet_edges(r->net);
+    MD_TRY(md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule));
+    schedule sc = {0};
+    sc.steps_per_epoch = md_loader_batches(r->train);
+    sc.total_steps = sc.steps_per_epoch * c->epochs;
+    long plen = c->period_steps ? c->period_steps : sc.steps_per_epoch;
+    sc.periods = (sc.total_steps + plen - 1) / plen;
+    say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %d cells, C=%d, "
+           "batch %d, %ld periods of %ld steps, %s\n",
+        c->dataset, r->ntrain, r->nval, r->ds.name, c->cells, c->channels, c->batch, sc.periods,
+        plen, md_backend_describe(r->be));
+    md_rng root;
+    md_rng_seed(&root, c->seed, 0x5a3b1e);
+    r->t0 = now_s();
+    char genotype[4096] = "";
+    for (sc.period = 0; sc.period < sc.periods; sc.period++) {
+        sc.step = sc.period * plen;
+        sc.period_len = (int)(sc.step + plen <= sc.total_steps ? plen : sc.total_steps - sc.step);
+        md_rng rng = md_rng_split(&root, (uint64_t)sc.period);
+        int    choice[64];
+        md_mdl_sample(&r->mdl, &rng, choice);
+        md_arch a;
+        for (int e = 0; e < r->edges; e++) a.normal[e] = choice[e], a.reduce[e] = choice[r->edges + e];
+        double t = now_s(), tacc, tloss, vacc;
+        MD_TRY(train_period(r, &a, &sc, &tacc, &tloss));
+        MD_TRY(validate(r, &a, &vacc));
+        MD_TRY(record_period(r, &a, &sc, tacc, tloss, vacc, now_s() - t));
+        free_plans(r);
+    }
+    if (r->rank == 0) {
+        MD_TRY(write_state(r, genotype, sizeof genotype));
+        MD_TRY(write_genotype(r, genotype));
+        say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
+               "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
+               "genotype.txt, p_heatmap.svg, tb/\n",
+            now_s() - r->t0, genotype, c->out);
+    }
+    return MD_OK;
+}
+
+md_status md_search_run(const md_search_config *c, int rank, int world) {
+    run_t r;
+    memset(&r, 0, sizeof r);
+    r.cfg = c, r.rank = rank, r.world = world;
+    md_status s = search(&r);
+    char      saved[1024];
+    snprintf(saved, sizeof saved, "%s", md_error_message());
+    close_run(&r);
+    if (s != MD_OK) md_fail(s, "%s", saved);
+    return s;
+}
+
+/* ---- derive ---------------------------------------------------------------------------- */
+
+static md_status read_file(const char *path, char **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(buf);
+        return md_fail(MD_ERR_IO, "cannot read %s", path);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *out = buf;
+    return MD_OK;
+}
+
+static md_status read_matrix(const md_jvalue *v, const char *name, const char *path, int rows,
+                             int cols, double *out) {
+    if (!v || v->type != MD_JARR || v->count != rows)
+        return md_fail(MD_ERR_DATA, "%s: '%s' must be an array of %d rows", path, name, rows);
+    for (int i = 0; i < rows; i++) {
+        const md_jvalue *row = &v->items[i];
+        if (row->type != MD_JARR || row->count != cols)
+            return md_fail(MD_ERR_DATA, "%s: '%s' row %d must hold %d numbers", path, name, i, cols);
+        for (int k = 0; k < cols; k++) {
+            if (row->items[k].type != MD_JNUM)
+                return md_fail(MD_ERR_DATA, "%s: '%s'[%d][%d] is not a number", path, name, i, k);
+            out[(size_t)i * cols + k] = row->items[k].num;
+        }
+    }
+    return MD_OK;
+}
+
+md_status md_search_derive(const char *dir) {
+    char path[700];
+    path_in(path, sizeof path, dir, "state.json");
+    char *text = NULL;
+    if (!file_exists(dir, "state.json"))
+        return md_fail(MD_ERR_IO, "%s not found: %s is not a run directory, or its first sampling "
+                                  "period has not finished yet", path, dir);
+    MD_TRY(read_file(path, &text));
+    md_jvalue v;
+    md_status s = md_json_parse(text, path, &v);
+    free(text);
+    MD_TRY(s);
+    const md_jvalue *nodes = md_json_get(&v, "nodes");
+    int              n = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
+    if (n < 1 || n > 8) {
+        md_json_value_free(&v);
+        return md_fail(MD_ERR_DATA, "%s: 'nodes' missing or outside 1..8", path);
+    }
+    int     E = md_cell_edges(n);
+    double *p = malloc(sizeof(double) * 2 * (size_t)E * MD_DARTS_OPS);
+    if (!p) s = md_fail(MD_ERR_NOMEM, "derive");
+    if (s == MD_OK)
+        s = read_matrix(md_json_get(&v, "p_normal"), "p_normal", path, E, MD_DARTS_OPS, p);
+    if (s == MD_OK)
+        s = read_matrix(md_json_get(&v, "p_reduce"), "p_reduce", path, E, MD_DARTS_OPS,
+                        p + (size_t)E * MD_DARTS_OPS);
+    char g[4096];
+    if (s == MD_OK)
+        s = md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, n, g, sizeof g, NULL, NULL);
+    if (s == MD_OK) {
+        const md_jvalue *per = md_json_get(&v, "periods");
+        printf("%s\n", g);
+        fprintf(stderr, "(%s after %d sampling period(s))\n", dir,
+                per && per->type == MD_JNUM ? (int)per->num : -1);
+    }
+    free(p);
+    md_json_value_free(&v);
+    return s;
+}
