@@ -86,17 +86,19 @@ static void check_fashion(int train) {
     const uint8_t *row = train ? fm_train_row14 : fm_test_row14;
     CHECK(memcmp(ds.images + 14 * 28, row, 28) == 0, "row 14 of image 0 differs");
     long sum1 = 0, hist[10] = {0};
-    for (int i = 0; i < 784; i++) sum1 += ds.images[784 + i];
+    for (int i = 0; i < 784; i++)
+        sum1 += ds.images[784 + i];
     CHECK(sum1 == (train ? 84598 : 100994), "byte sum of image 1: %ld", sum1);
     double total = 0.0;
-    for (size_t i = 0; i < (size_t)ds.n * 784; i++) total += ds.images[i];
+    for (size_t i = 0; i < (size_t)ds.n * 784; i++)
+        total += ds.images[i];
     double mean = total / ((double)ds.n * 784) / 255.0;
     CHECK(fabs(mean - (train ? 0.2860406 : 0.2868493)) < 1e-6, "pixel mean %.7f", mean);
-    for (int i = 0; i < ds.n; i++) hist[ds.labels[i]]++;
+    for (int i = 0; i < ds.n; i++)
+        hist[ds.labels[i]]++;
     for (int k = 0; k < 10; k++) /* both sets are balanced */
         CHECK(hist[k] == ds.n / 10, "class %d has %ld samples", k, hist[k]);
-    CHECK(ds.mean[0] == 0.2860f && ds.std[0] == 0.3530f, "mean %g std %g", ds.mean[0],
-          ds.std[0]);
+    CHECK(ds.mean[0] == 0.2860f && ds.std[0] == 0.3530f, "mean %g std %g", ds.mean[0], ds.std[0]);
     md_dataset_free(&ds);
     CHECK(ds.images == NULL && ds.labels == NULL && ds.n == 0, "free must clear the dataset");
 }
@@ -107,19 +109,21 @@ static void be32(uint8_t *p, uint32_t v) {
 }
 
 /* A t10k pair in scratch/sub: n images of rows x cols (pixel = 3*i + j), n_labels labels. */
-static void write_idx(const char *sub, uint32_t img_magic, int n, int rows, int cols,
-                      int n_labels, int bad_label_at, int trailing) {
+static void write_idx(const char *sub, uint32_t img_magic, int n, int rows, int cols, int n_labels,
+                      int bad_label_at, int trailing) {
     make_dir(sub);
     size_t   len = 16 + (size_t)n * rows * cols + (size_t)trailing;
     uint8_t *b = calloc(len, 1);
     if (!b) fatal("calloc");
     be32(b, img_magic), be32(b + 4, (uint32_t)n), be32(b + 8, (uint32_t)rows);
     be32(b + 12, (uint32_t)cols);
-    for (size_t j = 16; j < len; j++) b[j] = (uint8_t)(3 * ((j - 16) / 784) + (j - 16) % 784);
+    for (size_t j = 16; j < len; j++)
+        b[j] = (uint8_t)(3 * ((j - 16) / 784) + (j - 16) % 784);
     write_file(path_in(sub, "t10k-images-idx3-ubyte.gz"), b, len, 1);
     uint8_t lb[8 + 16] = {0};
     be32(lb, 2049), be32(lb + 4, (uint32_t)n_labels);
-    for (int i = 0; i < n_labels; i++) lb[8 + i] = (uint8_t)(i == bad_label_at ? 10 : 7 - i);
+    for (int i = 0; i < n_labels; i++)
+        lb[8 + i] = (uint8_t)(i == bad_label_at ? 10 : 7 - i);
     write_file(path_in(sub, "t10k-labels-idx1-ubyte.gz"), lb, 8 + (size_t)n_labels, 1);
     free(b);
 }
@@ -131,8 +135,8 @@ static void expect_fashion_fail(const char *sub, md_status want, const char *fil
     md_status  s = md_dataset_fashion_mnist(path_in(sub, ""), 0, &ds);
     CHECK(s == want, "%s: status %s, want %s (%s)", sub, md_status_name(s), md_status_name(want),
           md_error_message());
-    CHECK(message_has(path_in(sub, file), problem), "%s: message '%s' should name %s and '%s'",
-          sub, md_error_message(), file, problem);
+    CHECK(message_has(path_in(sub, file), problem), "%s: message '%s' should name %s and '%s'", sub,
+          md_error_message(), file, problem);
     CHECK(ds.images == NULL && ds.labels == NULL, "%s: failed load left data behind", sub);
     if (s == MD_OK) md_dataset_free(&ds);
 }
@@ -153,8 +157,8 @@ static void test_fashion_files(void) {
         md_dataset_free(&ds);
     }
     expect_fashion_fail("missing", MD_ERR_IO, "", "apt-get install dataset-fashion-mnist");
-    CHECK(message_has("missing/t10k-images-idx3-ubyte.gz", "dataset-fashion-mnist"),
-          "message '%s'", md_error_message());
+    CHECK(message_has("missing/t10k-images-idx3-ubyte.gz", "dataset-fashion-mnist"), "message '%s'",
+          md_error_message());
     write_idx("fm_magic", 2049, 3, 28, 28, 3, -1, 0);
     expect_fashion_fail("fm_magic", MD_ERR_DATA, img, "magic");
     write_idx("fm_dims", 2051, 3, 27, 28, 3, -1, 0);
@@ -179,7 +183,7 @@ static void test_fashion_files(void) {
     uint8_t part[100000];
     if (f && fread(part, 1, sizeof part, f) == sizeof part) {
         write_file(path_in("fm_cut", img), part, sizeof part, 0);
-        FILE *g = fopen(MD_FASHION_MNIST_DIR "/t10k-labels-idx1-ubyte.gz", "rb");
+        FILE  *g = fopen(MD_FASHION_MNIST_DIR "/t10k-labels-idx1-ubyte.gz", "rb");
         size_t got = g ? fread(part, 1, sizeof part, g) : 0;
         write_file(path_in("fm_cut", lab), part, got, 0);
         if (g) fclose(g);
@@ -204,8 +208,8 @@ static void expect_cifar_fail(const char *sub, int train, md_status want, const 
     md_status  s = md_dataset_cifar10(path_in(sub, ""), train, &ds);
     CHECK(s == want, "%s: status %s, want %s (%s)", sub, md_status_name(s), md_status_name(want),
           md_error_message());
-    CHECK(message_has(path_in(sub, file), problem), "%s: message '%s' should name %s and '%s'",
-          sub, md_error_message(), file, problem);
+    CHECK(message_has(path_in(sub, file), problem), "%s: message '%s' should name %s and '%s'", sub,
+          md_error_message(), file, problem);
     CHECK(ds.images == NULL, "%s: failed load left data behind", sub);
     if (s == MD_OK) md_dataset_free(&ds);
 }
@@ -219,7 +223,8 @@ static void test_cifar(void) {
         r[0] = (uint8_t)(i % 10);
         for (int c = 0; c < 3; c++)
             for (int y = 0; y < 32; y++)
-                for (int x = 0; x < 32; x++) r[1 + c * 1024 + y * 32 + x] = cifar_pixel(i, c, y, x);
+                for (int x = 0; x < 32; x++)
+                    r[1 + c * 1024 + y * 32 + x] = cifar_pixel(i, c, y, x);
     }
     make_dir("cifar");
     char test_batch[512];
@@ -248,9 +253,8 @@ static void test_cifar(void) {
     CHECK_OK(md_dataset_cifar10(path_in("cifar", ""), 1, &ds));
     if (ds.images) {
         CHECK(ds.n == 50000, "train n %d", ds.n);
-        CHECK(ds.labels[40003] == 3 &&
-                  memcmp(ds.images + (size_t)40003 * 3072, b + (size_t)3 * CIFAR_REC + 1, 3072) ==
-                      0,
+        CHECK(ds.labels[40003] == 3 && memcmp(ds.images + (size_t)40003 * 3072,
+                                              b + (size_t)3 * CIFAR_REC + 1, 3072) == 0,
               "record 40003 should equal record 3");
         md_dataset_free(&ds);
     }
@@ -285,7 +289,8 @@ static double nearest_mean_accuracy(const md_dataset *ds) {
             mean[ds->labels[i] * chw + j] += ds->images[i * chw + j];
     }
     for (int k = 0; k < ds->classes; k++)
-        for (size_t j = 0; j < chw; j++) mean[k * chw + j] /= count[k] ? count[k] : 1;
+        for (size_t j = 0; j < chw; j++)
+            mean[k * chw + j] /= count[k] ? count[k] : 1;
     for (int i = half; i < ds->n; i++) {
         int    best = -1;
         double best_d = INFINITY;
@@ -317,14 +322,18 @@ static void test_synthetic(void) {
     CHECK(memcmp(b.images, c.images, 300 * chw) != 0, "another seed gave the same images");
     int hist[10] = {0}, bad = 0;
     for (int i = 0; i < a.n; i++) {
-        if (a.labels[i] < 0 || a.labels[i] >= 10) bad++;
-        else hist[a.labels[i]]++;
+        if (a.labels[i] < 0 || a.labels[i] >= 10)
+            bad++;
+        else
+            hist[a.labels[i]]++;
     }
     CHECK(bad == 0, "%d labels out of range", bad);
-    for (int k = 0; k < 10; k++) CHECK(hist[k] >= 20, "class %d has %d of 400 samples", k, hist[k]);
+    for (int k = 0; k < 10; k++)
+        CHECK(hist[k] >= 20, "class %d has %d of 400 samples", k, hist[k]);
     double s = 0.0;
     for (int i = 0; i < a.n; i++)
-        for (int j = 0; j < 256; j++) s += a.images[i * chw + 256 + j];
+        for (int j = 0; j < 256; j++)
+            s += a.images[i * chw + 256 + j];
     CHECK(fabs(s / (a.n * 256.0) / 255.0 - a.mean[1]) < 1e-5 && a.std[1] > 0.1f && a.std[1] < 0.5f,
           "channel 1 mean %g (data %g), std %g", a.mean[1], s / (a.n * 256.0) / 255.0, a.std[1]);
     double acc = nearest_mean_accuracy(&a);
@@ -349,15 +358,19 @@ static void test_split(void) {
     if (!tr || !va || !tr2 || !va2) return;
     CHECK(nt == 900 && nv == 100, "sizes %d %d", nt, nv);
     int seen[1000] = {0}, twice = 0, missing = 0;
-    for (int i = 0; i < nt; i++) seen[tr[i]]++;
-    for (int i = 0; i < nv; i++) seen[va[i]]++;
-    for (int i = 0; i < 1000; i++) twice += seen[i] > 1, missing += seen[i] == 0;
+    for (int i = 0; i < nt; i++)
+        seen[tr[i]]++;
+    for (int i = 0; i < nv; i++)
+        seen[va[i]]++;
+    for (int i = 0; i < 1000; i++)
+        twice += seen[i] > 1, missing += seen[i] == 0;
     CHECK(twice == 0 && missing == 0, "%d indices twice, %d missing", twice, missing);
     CHECK(nt == nt2 && memcmp(tr, tr2, sizeof(int) * nt) == 0 &&
               memcmp(va, va2, sizeof(int) * nv) == 0,
           "same seed, different split");
     int in_order = 1;
-    for (int i = 1; i < nt; i++) in_order &= tr[i] > tr[i - 1];
+    for (int i = 1; i < nt; i++)
+        in_order &= tr[i] > tr[i - 1];
     CHECK(!in_order, "the split is not shuffled");
     free(tr2), free(va2);
     CHECK_OK(md_dataset_split(1000, 0.1, 6, &tr2, &nt2, &va2, &nv2));
@@ -391,13 +404,15 @@ static void make_indexed(md_dataset *ds, int n, int c, int h, int w, uint64_t se
     if (!ds->images || !ds->labels) fatal("malloc");
     md_rng r;
     md_rng_seed(&r, seed, 0);
-    for (size_t j = 0; j < (size_t)n * chw; j++) ds->images[j] = (uint8_t)md_rng_u32(&r);
+    for (size_t j = 0; j < (size_t)n * chw; j++)
+        ds->images[j] = (uint8_t)md_rng_u32(&r);
     for (int i = 0; i < n; i++) {
         ds->images[i * chw] = (uint8_t)(i & 255);
         ds->images[i * chw + 1] = (uint8_t)(i >> 8);
         ds->labels[i] = i % 10;
     }
-    for (int k = 0; k < 3; k++) ds->mean[k] = 0.0f, ds->std[k] = 1.0f;
+    for (int k = 0; k < 3; k++)
+        ds->mean[k] = 0.0f, ds->std[k] = 1.0f;
 }
 
 static int decode_index(const float *x) {
@@ -420,17 +435,23 @@ static void test_loader_coverage(void) {
     int *sub = NULL, *rest = NULL, nsub = 0, nrest = 0;
     CHECK_OK(md_dataset_split(300, 0.5, 3, &sub, &nsub, &rest, &nrest));
     if (!sub) return;
-    md_loader_config cfg = {.ds = &ds, .idx = rest, .n = nrest, .batch = 32, .shuffle = 1,
-                            .seed = 11, .rank = 0, .world = 1};
-    md_loader *l = make_loader(&cfg);
+    md_loader_config cfg = {.ds = &ds,
+                            .idx = rest,
+                            .n = nrest,
+                            .batch = 32,
+                            .shuffle = 1,
+                            .seed = 11,
+                            .rank = 0,
+                            .world = 1};
+    md_loader       *l = make_loader(&cfg);
     CHECK(md_loader_batches(l) == 5, "150 samples in batches of 32: %d", md_loader_batches(l));
     int order[2][150];
     for (int e = 0; e < 2; e++) {
         int seen[300] = {0}, pos = 0;
         for (int b = 0; b < 5; b++) {
-            long       te;
-            int        tb, rows, grows;
-            const float *x;
+            long           te;
+            int            tb, rows, grows;
+            const float   *x;
             const int32_t *y;
             md_loader_tell(l, &te, &tb);
             CHECK(te == e && tb == b, "tell (%ld, %d), want (%d, %d)", te, tb, e, b);
@@ -445,8 +466,10 @@ static void test_loader_coverage(void) {
             }
         }
         int bad = 0;
-        for (int i = 0; i < 300; i++) bad += seen[i] != 0;
-        for (int i = 0; i < nrest; i++) bad -= seen[rest[i]] == 1;
+        for (int i = 0; i < 300; i++)
+            bad += seen[i] != 0;
+        for (int i = 0; i < nrest; i++)
+            bad -= seen[rest[i]] == 1;
         CHECK(bad == 0 && pos == 150, "epoch %d does not visit the subset exactly once", e);
     }
     CHECK(memcmp(order[0], order[1], sizeof order[0]) != 0, "epochs 0 and 1 in the same order");
@@ -464,7 +487,8 @@ static void test_loader_coverage(void) {
         int            rows, grows;
         CHECK_OK(md_loader_next(l, &x, &y, &rows, &grows));
         CHECK(grows == 32, "drop_last: batch of %d", grows);
-        for (int i = 0; i < rows; i++) mismatch += decode_index(x + i * 16) != rest[(b % 4) * 32 + i];
+        for (int i = 0; i < rows; i++)
+            mismatch += decode_index(x + i * 16) != rest[(b % 4) * 32 + i];
     }
     CHECK(mismatch == 0, "unshuffled order differs from idx in %d rows", mismatch);
     long te;
@@ -482,13 +506,21 @@ static void test_loader_ranks(void) {
     CHECK_OK(md_dataset_synthetic(200, 3, 12, 12, 10, 4, &ds));
     if (!ds.images) return;
     int idx[200];
-    for (int i = 0; i < 200; i++) idx[i] = 199 - i;
-    md_loader_config cfg = {.ds = &ds, .idx = idx, .n = 200, .batch = 32, .shuffle = 1,
-                            .aug = {.crop_pad = 3, .flip = 1}, .seed = 9, .rank = 0, .world = 1};
-    md_loader *one = make_loader(&cfg);
-    size_t     chw = 3 * 12 * 12;
-    float     *cat = malloc(32 * chw * sizeof(float));
-    int32_t    ycat[32];
+    for (int i = 0; i < 200; i++)
+        idx[i] = 199 - i;
+    md_loader_config cfg = {.ds = &ds,
+                            .idx = idx,
+                            .n = 200,
+                            .batch = 32,
+                            .shuffle = 1,
+                            .aug = {.crop_pad = 3, .flip = 1},
+                            .seed = 9,
+                            .rank = 0,
+                            .world = 1};
+    md_loader       *one = make_loader(&cfg);
+    size_t           chw = 3 * 12 * 12;
+    float           *cat = malloc(32 * chw * sizeof(float));
+    int32_t          ycat[32];
     if (!cat) fatal("malloc");
     static const int worlds[3] = {2, 3, 12};
     md_loader       *part[12];
@@ -521,7 +553,8 @@ static void test_loader_ranks(void) {
                   "world %d batch %d: ranks' slices differ from the whole batch", W, b);
         }
         if (W == 12) CHECK(zero_rows > 0, "8-row batch over 12 ranks should leave ranks empty");
-        for (int r = 0; r < W; r++) md_loader_destroy(part[r]);
+        for (int r = 0; r < W; r++)
+            md_loader_destroy(part[r]);
     }
     free(cat);
     md_loader_destroy(one);
@@ -539,13 +572,20 @@ static void test_loader_resume(void) {
     CHECK_OK(md_dataset_synthetic(100, 1, 8, 8, 10, 2, &ds));
     if (!ds.images) return;
     int idx[100];
-    for (int i = 0; i < 100; i++) idx[i] = i;
-    md_loader_config cfg = {.ds = &ds, .idx = idx, .n = 100, .batch = 16, .shuffle = 1,
-                            .aug = {.crop_pad = 2, .flip = 1}, .seed = 21, .world = 1};
-    md_loader  *a = make_loader(&cfg), *b = make_loader(&cfg);
-    saved_batch rec[21];
-    size_t      bytes = 16 * 64 * sizeof(float);
-    int         same = 1;
+    for (int i = 0; i < 100; i++)
+        idx[i] = i;
+    md_loader_config cfg = {.ds = &ds,
+                            .idx = idx,
+                            .n = 100,
+                            .batch = 16,
+                            .shuffle = 1,
+                            .aug = {.crop_pad = 2, .flip = 1},
+                            .seed = 21,
+                            .world = 1};
+    md_loader       *a = make_loader(&cfg), *b = make_loader(&cfg);
+    saved_batch      rec[21];
+    size_t           bytes = 16 * 64 * sizeof(float);
+    int              same = 1;
     for (int k = 0; k < 21; k++) { /* 7 batches per epoch: three epochs */
         const float   *x, *xb;
         const int32_t *y, *yb;
@@ -601,7 +641,8 @@ static void test_loader_resume(void) {
     CHECK(memcmp(x, rec[0].x, bytes) != 0, "another seed gave the same first batch");
     md_loader_destroy(b);
     md_loader_destroy(a);
-    for (int k = 0; k < 21; k++) free(rec[k].x);
+    for (int k = 0; k < 21; k++)
+        free(rec[k].x);
     md_dataset_free(&ds);
 }
 
@@ -649,7 +690,8 @@ static void test_loader_augment(void) {
     md_dataset ds;
     make_indexed(&ds, 64, 2, 6, 7, 5);
     int idx[64];
-    for (int i = 0; i < 64; i++) idx[i] = i;
+    for (int i = 0; i < 64; i++)
+        idx[i] = i;
     size_t           chw = 2 * 6 * 7;
     md_loader_config cfg = {.ds = &ds, .idx = idx, .n = 64, .batch = 64, .world = 1, .seed = 3};
     for (int mode = 0; mode < 3; mode++) { /* flip, crop, both */
@@ -719,12 +761,12 @@ static void test_loader_errors(void) {
 }
 
 static void remove_scratch(void) {
-    static const char *const subs[] = {"fm_ok",    "fm_magic", "fm_dims",  "fm_count", "fm_label",
+    static const char *const subs[] = {"fm_ok",    "fm_magic", "fm_dims",   "fm_count", "fm_label",
                                        "fm_trail", "fm_short", "fm_short2", "fm_cut",   "cifar"};
-    static const char *const files[] = {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-                                        "test_batch.bin",            "data_batch_1.bin",
-                                        "data_batch_2.bin",          "data_batch_3.bin",
-                                        "data_batch_4.bin",          "data_batch_5.bin"};
+    static const char *const files[] = {
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "test_batch.bin",
+        "data_batch_1.bin",          "data_batch_2.bin",          "data_batch_3.bin",
+        "data_batch_4.bin",          "data_batch_5.bin"};
     for (size_t s = 0; s < sizeof subs / sizeof *subs; s++) {
         for (size_t f = 0; f < sizeof files / sizeof *files; f++)
             unlink(path_in(subs[s], files[f]));

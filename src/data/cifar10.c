@@ -12,8 +12,7 @@
 #define CIFAR_IMAGE    (3 * CIFAR_SIDE * CIFAR_SIDE)
 #define CIFAR_RECORD   (1 + CIFAR_IMAGE)
 #define CIFAR_PER_FILE 10000
-#define CIFAR_HINT                                                                                 \
-    "the binary version is https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+#define CIFAR_HINT     "the binary version is https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 
 /* Reads one batch file into images/labels starting at record `first`. */
 static md_status read_batch(const char *path, md_dataset *ds, int first) {
@@ -40,8 +39,8 @@ static md_status read_batch(const char *path, md_dataset *ds, int first) {
             s = md_fail(MD_ERR_IO, "cifar10: %s: read failed at record %d: %s", path, i,
                         ferror(f) ? strerror(errno) : "unexpected end of file");
         else if (label >= CIFAR_CLASSES)
-            s = md_fail(MD_ERR_DATA, "cifar10: %s: record %d has label %d (not in [0, %d))",
-                        path, i, label, CIFAR_CLASSES);
+            s = md_fail(MD_ERR_DATA, "cifar10: %s: record %d has label %d (not in [0, %d))", path,
+                        i, label, CIFAR_CLASSES);
         else
             ds->labels[k] = label;
     }

@@ -46,8 +46,10 @@ static md_status idx_read(idx_file *in, void *buf, size_t len, const char *what)
             if (zerr == Z_ERRNO)
                 return md_fail(MD_ERR_IO, "fashion-mnist: %s: reading %s: %s", in->path, what,
                                strerror(errno));
-            return md_fail(MD_ERR_DATA, "fashion-mnist: %s: corrupt or truncated in %s (%zu of "
-                           "%zu bytes read): %s", in->path, what, done, len, msg);
+            return md_fail(MD_ERR_DATA,
+                           "fashion-mnist: %s: corrupt or truncated in %s (%zu of "
+                           "%zu bytes read): %s",
+                           in->path, what, done, len, msg);
         }
         if (got == 0)
             return md_fail(MD_ERR_DATA, "fashion-mnist: %s: truncated in %s (%zu of %zu bytes)",
@@ -67,10 +69,12 @@ static md_status idx_header(idx_file *in, uint32_t magic, int ndims, uint32_t *d
     MD_TRY(idx_read(in, hdr, 4 * (size_t)(1 + ndims), "the header"));
     uint32_t got = be32(hdr);
     if (got != magic)
-        return md_fail(MD_ERR_DATA, "fashion-mnist: %s: bad magic number 0x%08x (expected 0x%08x, "
-                       "an IDX %s file)", in->path, got, magic,
-                       magic == IDX_MAGIC_IMAGES ? "image" : "label");
-    for (int i = 0; i < ndims; i++) dims[i] = be32(hdr + 4 * (i + 1));
+        return md_fail(MD_ERR_DATA,
+                       "fashion-mnist: %s: bad magic number 0x%08x (expected 0x%08x, "
+                       "an IDX %s file)",
+                       in->path, got, magic, magic == IDX_MAGIC_IMAGES ? "image" : "label");
+    for (int i = 0; i < ndims; i++)
+        dims[i] = be32(hdr + 4 * (i + 1));
     return MD_OK;
 }
 

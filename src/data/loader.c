@@ -61,7 +61,8 @@ static void advance(const md_loader *l, long *epoch, int *batch) {
 
 static void ensure_perm(md_loader *l, long epoch) {
     if (l->perm_epoch == epoch) return;
-    for (int i = 0; i < l->cfg.n; i++) l->perm[i] = i;
+    for (int i = 0; i < l->cfg.n; i++)
+        l->perm[i] = i;
     if (l->cfg.shuffle) {
         md_rng e, r;
         md_rng_seed(&e, l->cfg.seed, (uint64_t)epoch);
@@ -88,7 +89,8 @@ static void make_image(const md_loader *l, const uint8_t *src, md_rng *r, float 
         for (int y = 0; y < h; y++, dst += w) {
             int sy = y + dy;
             if (sy < 0 || sy >= h) {
-                for (int x = 0; x < w; x++) dst[x] = lut[0];
+                for (int x = 0; x < w; x++)
+                    dst[x] = lut[0];
                 continue;
             }
             const uint8_t *row = plane + (size_t)sy * w;
@@ -104,10 +106,10 @@ static void make_image(const md_loader *l, const uint8_t *src, md_rng *r, float 
 static void fill_slot(md_loader *l, md_slot *s, long epoch, int batch) {
     const md_loader_config *c = &l->cfg;
     ensure_perm(l, epoch);
-    long start = (long)batch * c->batch;
-    long g = c->n - start < c->batch ? c->n - start : c->batch;
-    long lo = c->rank * g / c->world, hi = (c->rank + 1) * g / c->world;
-    int  augment = c->aug.crop_pad > 0 || c->aug.flip;
+    long   start = (long)batch * c->batch;
+    long   g = c->n - start < c->batch ? c->n - start : c->batch;
+    long   lo = c->rank * g / c->world, hi = (c->rank + 1) * g / c->world;
+    int    augment = c->aug.crop_pad > 0 || c->aug.flip;
     md_rng ep;
     md_rng_seed(&ep, c->seed, (uint64_t)epoch);
     for (long i = lo; i < hi; i++) {
@@ -161,19 +163,19 @@ static md_status check_config(const md_loader_config *c) {
             return md_fail(MD_ERR_ARG, "loader: %s channel %d has std %g", ds->name, ch,
                            ds->std[ch]);
     if (!c->idx || c->n < 1 || c->batch < 1)
-        return md_fail(MD_ERR_ARG, "loader: %d samples in batches of %d (both must be >= 1)",
-                       c->n, c->batch);
+        return md_fail(MD_ERR_ARG, "loader: %d samples in batches of %d (both must be >= 1)", c->n,
+                       c->batch);
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
         return md_fail(MD_ERR_ARG, "loader: rank %d of world %d", c->rank, c->world);
     if (c->aug.crop_pad < 0 || c->aug.crop_pad > 4096)
         return md_fail(MD_ERR_ARG, "loader: crop padding %d", c->aug.crop_pad);
     if (c->drop_last && c->n < c->batch)
-        return md_fail(MD_ERR_ARG, "loader: %d samples make no full batch of %d (drop_last)",
-                       c->n, c->batch);
+        return md_fail(MD_ERR_ARG, "loader: %d samples make no full batch of %d (drop_last)", c->n,
+                       c->batch);
     for (int i = 0; i < c->n; i++)
         if (c->idx[i] < 0 || c->idx[i] >= ds->n)
-            return md_fail(MD_ERR_ARG, "loader: index %d at position %d is outside %s's %d "
-                           "samples", c->idx[i], i, ds->name, ds->n);
+            return md_fail(MD_ERR_ARG, "loader: index %d at position %d is outside %s's %d samples",
+                           c->idx[i], i, ds->name, ds->n);
     return MD_OK;
 }
 
@@ -196,7 +198,8 @@ static md_status alloc_buffers(md_loader *l) {
         l->slot[k].y = malloc(rows * sizeof(int32_t));
         ok = ok && l->slot[k].x && l->slot[k].y;
     }
-    if (!ok) return md_fail(MD_ERR_NOMEM, "loader: buffers for %zu rows of %zu floats", rows, l->chw);
+    if (!ok)
+        return md_fail(MD_ERR_NOMEM, "loader: buffers for %zu rows of %zu floats", rows, l->chw);
     return MD_OK;
 }
 
@@ -268,7 +271,8 @@ md_status md_loader_seek(md_loader *l, long epoch, int batch) {
     }
     pthread_mutex_lock(&l->mu);
     l->generation++;
-    while (l->busy) pthread_cond_wait(&l->wake_consumer, &l->mu);
+    while (l->busy)
+        pthread_cond_wait(&l->wake_consumer, &l->mu);
     l->produced = l->consumed = 0;
     l->next_epoch = epoch;
     l->next_batch = batch;
@@ -282,7 +286,8 @@ md_status md_loader_seek(md_loader *l, long epoch, int batch) {
 md_status md_loader_next(md_loader *l, const float **x, const int32_t **y, int *rows,
                          int *global_rows) {
     pthread_mutex_lock(&l->mu);
-    while (l->produced <= l->consumed) pthread_cond_wait(&l->wake_consumer, &l->mu);
+    while (l->produced <= l->consumed)
+        pthread_cond_wait(&l->wake_consumer, &l->mu);
     const md_slot *s = &l->slot[l->consumed % 2];
     l->consumed++;
     pthread_cond_broadcast(&l->wake_producer);

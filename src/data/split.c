@@ -25,8 +25,7 @@ void md_data_shuffle(int *a, int n, md_rng *r) {
     }
 }
 
-md_status md_data_alloc(md_dataset *ds, const char *name, int n, int c, int h, int w,
-                        int classes) {
+md_status md_data_alloc(md_dataset *ds, const char *name, int n, int c, int h, int w, int classes) {
     memset(ds, 0, sizeof *ds);
     size_t bytes = (size_t)n * c * h * w;
     snprintf(ds->name, sizeof ds->name, "%s", name);
@@ -47,13 +46,12 @@ void md_dataset_free(md_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
-md_status md_dataset_split(int n, double val_fraction, uint64_t seed, int **train_idx,
-                           int *ntrain, int **val_idx, int *nval) {
+md_status md_dataset_split(int n, double val_fraction, uint64_t seed, int **train_idx, int *ntrain,
+                           int **val_idx, int *nval) {
     *train_idx = *val_idx = NULL;
     *ntrain = *nval = 0;
     if (!(val_fraction >= 0.0 && val_fraction < 1.0))
-        return md_fail(MD_ERR_ARG, "split: validation fraction %g must be in [0, 1)",
-                       val_fraction);
+        return md_fail(MD_ERR_ARG, "split: validation fraction %g must be in [0, 1)", val_fraction);
     long nv = lround(n * val_fraction), nt = n - nv;
     if (n < 1 || nt < 1 || (val_fraction > 0.0 && nv < 1))
         return md_fail(MD_ERR_ARG,
@@ -69,7 +67,8 @@ md_status md_dataset_split(int n, double val_fraction, uint64_t seed, int **trai
     }
     md_rng r;
     md_rng_seed(&r, seed, MD_SPLIT_STREAM);
-    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = 0; i < n; i++)
+        perm[i] = i;
     md_data_shuffle(perm, n, &r);
     if (nv) memcpy(val, perm + nt, (size_t)nv * sizeof(int));
     int *train = realloc(perm, (size_t)nt * sizeof(int)); /* shrinking: keeps the head */

@@ -22,7 +22,8 @@ static void class_patterns(md_rng *r, int classes, int bits, uint64_t *pat) {
         do {
             pat[k] = ((uint64_t)md_rng_u32(r) << 32 | md_rng_u32(r)) & mask;
             fresh = 1;
-            for (int j = 0; j < k; j++) fresh &= pat[j] != pat[k];
+            for (int j = 0; j < k; j++)
+                fresh &= pat[j] != pat[k];
         } while (!fresh);
     }
 }
@@ -45,8 +46,8 @@ static void make_sample(const md_rng *base, int i, const uint64_t *pat, md_datas
         for (int y = 0; y < ds->h; y++)
             for (int x = 0; x < ds->w; x++, p++) {
                 int bit = (ch * gh + y * gh / ds->h) * gw + x * gw / ds->w;
-                int base_px = pat[label] >> bit & 1 ? SYN_MID + SYN_AMPLITUDE
-                                                    : SYN_MID - SYN_AMPLITUDE;
+                int base_px =
+                    pat[label] >> bit & 1 ? SYN_MID + SYN_AMPLITUDE : SYN_MID - SYN_AMPLITUDE;
                 if ((p & 1) == 0) word = md_rng_u32(&r);
                 img[p] = noisy(base_px, (p & 1) ? word >> 16 : word);
             }
@@ -81,9 +82,10 @@ md_status md_dataset_synthetic(int n, int c, int h, int w, int classes, uint64_t
                        n, c, h, w);
     int gh = h < SYN_GRID ? h : SYN_GRID, gw = w < SYN_GRID ? w : SYN_GRID, bits = c * gh * gw;
     if (classes < 2 || (bits < 20 && classes > (1 << bits)))
-        return md_fail(MD_ERR_ARG, "synthetic: %d classes (need >= 2 and at most %d distinct "
-                       "patterns for %dx%dx%d images)", classes, bits < 20 ? 1 << bits : 1 << 20,
-                       c, h, w);
+        return md_fail(MD_ERR_ARG,
+                       "synthetic: %d classes (need >= 2 and at most %d distinct "
+                       "patterns for %dx%dx%d images)",
+                       classes, bits < 20 ? 1 << bits : 1 << 20, c, h, w);
     if (classes > (1 << 20)) return md_fail(MD_ERR_ARG, "synthetic: %d classes", classes);
     uint64_t *pat = malloc((size_t)classes * sizeof *pat);
     if (!pat) return md_fail(MD_ERR_NOMEM, "synthetic: %d class patterns", classes);
@@ -92,7 +94,8 @@ md_status md_dataset_synthetic(int n, int c, int h, int w, int classes, uint64_t
         md_rng base;
         md_rng_seed(&base, seed, 0);
         class_patterns(&base, classes, bits, pat);
-        for (int i = 0; i < n; i++) make_sample(&base, i, pat, out, gh, gw);
+        for (int i = 0; i < n; i++)
+            make_sample(&base, i, pat, out, gh, gw);
         channel_stats(out);
     }
     free(pat);
