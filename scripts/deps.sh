@@ -8,4 +8,5 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev "$@"
+    build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev \
+    dataset-fashion-mnist python3-pip "$@"
