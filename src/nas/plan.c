@@ -5,10 +5,14 @@
  * gradient buffer is taken from a free list of equal size when its first
  * writer (its last consumer in forward order) runs, zeroed just before, and
  * returned once its producer's backward has run. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nas/plan_impl.h"
+
+static void prof_dump(void);
 
 md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out) {
     md_plan *p = calloc(1, sizeof *p);
@@ -199,6 +203,7 @@ md_status md_plan_finish(md_plan *p) {
 
 void md_plan_destroy(md_plan *p) {
     if (!p) return;
+    prof_dump();
     for (int s = 0; s < p->nsteps; s++)
         if (p->steps[s].conv) md_conv_destroy(p->steps[s].conv);
     if (p->be) {
@@ -290,10 +295,53 @@ static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
     return md_fail(MD_ERR_ARG, "plan: unknown step kind %d", (int)s->kind);
 }
 
+/* MDENAS_PROFILE=1: time every step by kind and print the totals when the plan
+ * is destroyed (to stderr). Costs two clock reads per step when on. */
+static const char *const kind_names[] = {"conv", "bn", "relu", "pool", "sum", "concat",
+                                         "slice", "zero", "gap", "linear"};
+static double prof_t[2][16];
+static long   prof_n[2][16];
+static int    prof_on = -1;
+
+static double prof_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int prof_kind(const md_step *s) {
+    if (s->kind == MD_STEP_CONV && md_conv_get_desc(s->conv)->groups > 1) return 10; /* dw */
+    return (int)s->kind;
+}
+
+static void prof_dump(void) {
+    if (prof_on != 1) return;
+    double total = 0;
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 11; k++) total += prof_t[d][k];
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 11; k++)
+            if (prof_n[d][k])
+                fprintf(stderr, "profile %-8s %-9s %9.1f ms %5.1f%% (%ld calls)\n",
+                        d ? "backward" : "forward", k == 10 ? "dw_conv" : kind_names[k],
+                        1e3 * prof_t[d][k], 100 * prof_t[d][k] / total, prof_n[d][k]);
+    memset(prof_t, 0, sizeof prof_t);
+    memset(prof_n, 0, sizeof prof_n);
+}
+
 md_status md_plan_forward(md_plan *p, const float *x, md_mode mode) {
+    if (prof_on < 0) prof_on = getenv("MDENAS_PROFILE") && !strcmp(getenv("MDENAS_PROFILE"), "1");
     p->bufs[p->input].act.data = (float *)x;
     p->grads_ready = 0;
-    for (int s = 0; s < p->nsteps; s++) MD_TRY(step_forward(p, &p->steps[s], mode));
+    for (int s = 0; s < p->nsteps; s++) {
+        double t = prof_on == 1 ? prof_now() : 0;
+        MD_TRY(step_forward(p, &p->steps[s], mode));
+        if (prof_on == 1) {
+            int k = prof_kind(&p->steps[s]);
+            prof_t[0][k] += prof_now() - t;
+            prof_n[0][k]++;
+        }
+    }
     return MD_OK;
 }
 
@@ -365,8 +413,14 @@ md_status md_plan_backward(md_plan *p) {
     for (int s = p->nsteps - 1; s >= 0; s--) {
         const md_step *st = &p->steps[s];
         if (!p->bufs[st->out].needs_grad) continue;
+        double t = prof_on == 1 ? prof_now() : 0;
         for (int i = 0; i < st->nzero; i++) MD_TRY(md_zero(p->be, &p->bufs[st->zero[i]].grad));
         MD_TRY(step_backward(p, st));
+        if (prof_on == 1) {
+            int k = prof_kind(st);
+            prof_t[1][k] += prof_now() - t;
+            prof_n[1][k]++;
+        }
     }
     p->grads_ready = 0;
     return MD_OK;

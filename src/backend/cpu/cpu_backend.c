@@ -15,8 +15,23 @@ md_status md_dnnl_check(dnnl_status_t st, const char *what, const char *file, in
                       (int)st);
 }
 
+md_status md_cpu_scratch(md_backend *be, size_t floats, float **out) {
+    md_cpu_backend *cb = md_cpu(be);
+    if (floats > cb->scratch_floats) {
+        size_t n = (floats + 15) / 16 * 16;
+        float *p = aligned_alloc(64, n * sizeof(float));
+        if (!p) return md_fail(MD_ERR_NOMEM, "cpu backend: scratch of %zu floats", n);
+        free(cb->scratch);
+        cb->scratch = p;
+        cb->scratch_floats = n;
+    }
+    *out = cb->scratch;
+    return MD_OK;
+}
+
 static void cpu_destroy(md_backend *be) {
     md_cpu_backend *cb = md_cpu(be);
+    free(cb->scratch);
     if (cb->stream) dnnl_stream_destroy(cb->stream);
     if (cb->engine) dnnl_engine_destroy(cb->engine);
     free(cb);

@@ -11,6 +11,8 @@ typedef struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int           threads;
+    float        *scratch; /* shared by ops that need a temporary; ops run one at a time */
+    size_t        scratch_floats;
 } md_cpu_backend;
 
 static inline md_cpu_backend *md_cpu(md_backend *be) {
@@ -20,6 +22,9 @@ static inline md_cpu_backend *md_cpu(md_backend *be) {
 /* Turn a failing oneDNN status into an md error naming the call. */
 md_status md_dnnl_check(dnnl_status_t st, const char *what, const char *file, int line);
 #define DNNL_TRY(call) MD_TRY(md_dnnl_check((call), #call, __FILE__, __LINE__))
+
+/* A scratch buffer of at least `floats` floats, valid until the next call. */
+md_status md_cpu_scratch(md_backend *be, size_t floats, float **out);
 
 /* cpu_conv.c */
 md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_dwconv.h"
 
 /* One memory argument of one primitive: the plain user view and, when the
  * primitive wants another layout, its own buffer plus a compiled reorder. */
@@ -27,8 +28,9 @@ typedef struct {
 } conv_step;
 
 typedef struct {
+    int       is_dw; /* depthwise: our own NCHW kernels, no oneDNN */
+    md_dwconv dw;
     conv_step fwd, bwd_data, bwd_weights;
-    float    *dx_tmp, *dw_tmp; /* backward results before accumulation */
     size_t    x_numel, w_numel;
     char      impl[3][64];
 } cpu_conv;
@@ -189,16 +191,27 @@ static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv 
     return s;
 }
 
+static int is_depthwise(const md_conv_desc *d) {
+    return d->groups > 1 && d->groups == d->c_in && d->c_in == d->c_out && d->kh == d->kw &&
+           d->kh <= 11;
+}
+
 md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl) {
     cpu_conv *c = calloc(1, sizeof *c);
     if (!c) return md_fail(MD_ERR_NOMEM, "conv2d: handle");
     c->x_numel = (size_t)d->n * d->c_in * d->h * d->w;
     c->w_numel = (size_t)d->c_out * (d->c_in / d->groups) * d->kh * d->kw;
-    md_status s = conv_build(md_cpu(be), d, c);
-    if (s == MD_OK) {
-        c->dx_tmp = aligned_alloc(64, (c->x_numel * sizeof(float) + 63) / 64 * 64);
-        c->dw_tmp = aligned_alloc(64, (c->w_numel * sizeof(float) + 63) / 64 * 64);
-        if (!c->dx_tmp || !c->dw_tmp) s = md_fail(MD_ERR_NOMEM, "conv2d: gradient scratch");
+    md_status s = MD_OK;
+    if (is_depthwise(d)) {
+        int oh = 0, ow = 0;
+        s = md_conv_out_hw(d, &oh, &ow);
+        c->is_dw = 1;
+        c->dw = (md_dwconv){.n = d->n, .c = d->c_in, .h = d->h, .w = d->w, .oh = oh, .ow = ow,
+                            .k = d->kh, .stride = d->stride, .pad = d->pad,
+                            .dilation = d->dilation};
+        for (int i = 0; i < 3; i++) snprintf(c->impl[i], sizeof c->impl[i], "mdenas:dw_nchw");
+    } else {
+        s = conv_build(md_cpu(be), d, c);
     }
     if (s != MD_OK) {
         md_cpu_conv_destroy(be, c);
@@ -215,14 +228,16 @@ void md_cpu_conv_destroy(md_backend *be, void *impl) {
     step_fini(&c->fwd);
     step_fini(&c->bwd_data);
     step_fini(&c->bwd_weights);
-    free(c->dx_tmp);
-    free(c->dw_tmp);
     free(c);
 }
 
 md_status md_cpu_conv_forward(md_backend *be, void *impl, const float *x, const float *w, float *y) {
     cpu_conv *c = impl;
-    void     *bufs[3] = {(void *)x, (void *)w, y};
+    if (c->is_dw) {
+        md_dwconv_forward(&c->dw, x, w, y);
+        return MD_OK;
+    }
+    void *bufs[3] = {(void *)x, (void *)w, y};
     return step_run(md_cpu(be), &c->fwd, bufs);
 }
 
@@ -234,15 +249,23 @@ static void accumulate(float *restrict dst, const float *restrict src, size_t n)
 md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const float *w,
                                const float *dy, float *dx, float *dw) {
     cpu_conv *c = impl;
+    if (c->is_dw) {
+        if (dx) md_dwconv_backward_data(&c->dw, dy, w, dx);
+        if (dw) md_dwconv_backward_weights(&c->dw, x, dy, dw);
+        return MD_OK;
+    }
+    /* oneDNN overwrites its outputs: compute into the shared scratch, then add. */
+    float *tmp = NULL;
+    MD_TRY(md_cpu_scratch(be, c->x_numel > c->w_numel ? c->x_numel : c->w_numel, &tmp));
     if (dx) {
-        void *bufs[3] = {(void *)dy, (void *)w, c->dx_tmp};
+        void *bufs[3] = {(void *)dy, (void *)w, tmp};
         MD_TRY(step_run(md_cpu(be), &c->bwd_data, bufs));
-        accumulate(dx, c->dx_tmp, c->x_numel);
+        accumulate(dx, tmp, c->x_numel);
     }
     if (dw) {
-        void *bufs[3] = {(void *)x, (void *)dy, c->dw_tmp};
+        void *bufs[3] = {(void *)x, (void *)dy, tmp};
         MD_TRY(step_run(md_cpu(be), &c->bwd_weights, bufs));
-        accumulate(dw, c->dw_tmp, c->w_numel);
+        accumulate(dw, tmp, c->w_numel);
     }
     return MD_OK;
 }

@@ -159,8 +159,12 @@ md_status md_cpu_bn_backward_eval(md_backend *be, const md_tensor *x, const md_t
 md_status md_cpu_act_forward(md_backend *be, md_act act, const float *x, float *y, size_t n) {
     (void)be;
     float cap = act == MD_ACT_RELU6 ? 6.0f : FLT_MAX;
+    /* Comparisons, not fminf/fmaxf: those are libm calls without -ffast-math. */
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = fminf(fmaxf(x[i], 0.0f), cap);
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = v < cap ? v : cap;
+    }
     return MD_OK;
 }
 

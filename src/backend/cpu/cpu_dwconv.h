@@ -1,0 +1,15 @@
+/* Private: depthwise convolution on NCHW planes (see cpu_dwconv.c). */
+#ifndef MDENAS_CPU_DWCONV_H
+#define MDENAS_CPU_DWCONV_H
+
+typedef struct {
+    int n, c, h, w, oh, ow;
+    int k, stride, pad, dilation; /* square kernel, k <= 11 */
+} md_dwconv;
+
+void md_dwconv_forward(const md_dwconv *d, const float *x, const float *w, float *y);
+/* dx += ... and dw += ... */
+void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx);
+void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw);
+
+#endif
