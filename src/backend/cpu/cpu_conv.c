@@ -2,6 +2,7 @@
  * backward data, backward weights), letting oneDNN choose its preferred
  * (blocked) layouts; tensors stay plain NCHW/OIHW at the API, with reorders
  * compiled alongside where the layouts differ (what PyTorch's CPU path does). */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@ typedef struct {
 } conv_step;
 
 typedef struct {
+    int       is_pw; /* pointwise 1x1, stride 1: one GEMM per image on NCHW, no reorders */
+    int       n, c_in, c_out, hw;
     int       is_dw; /* depthwise: our own NCHW kernels, no oneDNN */
     md_dwconv dw;
     conv_step fwd, bwd_data, bwd_weights;
@@ -196,13 +199,65 @@ static int is_depthwise(const md_conv_desc *d) {
            d->kh <= 11;
 }
 
+static int is_pointwise(const md_conv_desc *d) {
+    return d->groups == 1 && d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+
+/* Pointwise conv as GEMMs over the images, in parallel (oneDNN's sgemm runs
+ * single-threaded inside a parallel region). y[n] = W x[n]. */
+static md_status pw_forward(const cpu_conv *c, const float *x, const float *w, float *y) {
+    int failed = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed)
+    for (int n = 0; n < c->n; n++) {
+        size_t xo = (size_t)n * c->c_in * c->hw, yo = (size_t)n * c->c_out * c->hw;
+        failed |= dnnl_sgemm('N', 'N', c->c_out, c->hw, c->c_in, 1.0f, w, c->c_in, x + xo, c->hw,
+                             0.0f, y + yo, c->hw) != dnnl_success;
+    }
+    return failed ? md_fail(MD_ERR_BACKEND, "conv2d 1x1: sgemm failed") : MD_OK;
+}
+
+/* dx[n] += W^T dy[n]; dW += sum_n dy[n] x[n]^T (per-thread partial sums, then added). */
+static md_status pw_backward(md_backend *be, const cpu_conv *c, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw) {
+    int    failed = 0, nthr = omp_get_max_threads();
+    size_t wn = (size_t)c->c_out * c->c_in;
+    float *part = NULL;
+    if (dw) {
+        MD_TRY(md_cpu_scratch(be, wn * (size_t)nthr, &part));
+        memset(part, 0, wn * (size_t)nthr * sizeof(float));
+    }
+#pragma omp parallel reduction(| : failed)
+    {
+        float *mine = part ? part + wn * (size_t)omp_get_thread_num() : NULL;
+#pragma omp for schedule(static)
+        for (int n = 0; n < c->n; n++) {
+            const float *xn = x + (size_t)n * c->c_in * c->hw, *gn = dy + (size_t)n * c->c_out * c->hw;
+            if (dx)
+                failed |= dnnl_sgemm('T', 'N', c->c_in, c->hw, c->c_out, 1.0f, w, c->c_in, gn,
+                                     c->hw, 1.0f, dx + (size_t)n * c->c_in * c->hw,
+                                     c->hw) != dnnl_success;
+            if (mine)
+                failed |= dnnl_sgemm('N', 'T', c->c_out, c->c_in, c->hw, 1.0f, gn, c->hw, xn,
+                                     c->hw, 1.0f, mine, c->c_in) != dnnl_success;
+        }
+    }
+    if (failed) return md_fail(MD_ERR_BACKEND, "conv2d 1x1 backward: sgemm failed");
+    for (int t = 0; t < nthr && dw; t++)
+        for (size_t i = 0; i < wn; i++) dw[i] += part[(size_t)t * wn + i];
+    return MD_OK;
+}
+
 md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl) {
     cpu_conv *c = calloc(1, sizeof *c);
     if (!c) return md_fail(MD_ERR_NOMEM, "conv2d: handle");
     c->x_numel = (size_t)d->n * d->c_in * d->h * d->w;
     c->w_numel = (size_t)d->c_out * (d->c_in / d->groups) * d->kh * d->kw;
     md_status s = MD_OK;
-    if (is_depthwise(d)) {
+    if (is_pointwise(d)) {
+        c->is_pw = 1;
+        c->n = d->n, c->c_in = d->c_in, c->c_out = d->c_out, c->hw = d->h * d->w;
+        for (int i = 0; i < 3; i++) snprintf(c->impl[i], sizeof c->impl[i], "mdenas:pw_sgemm");
+    } else if (is_depthwise(d)) {
         int oh = 0, ow = 0;
         s = md_conv_out_hw(d, &oh, &ow);
         c->is_dw = 1;
@@ -233,6 +288,7 @@ void md_cpu_conv_destroy(md_backend *be, void *impl) {
 
 md_status md_cpu_conv_forward(md_backend *be, void *impl, const float *x, const float *w, float *y) {
     cpu_conv *c = impl;
+    if (c->is_pw) return pw_forward(c, x, w, y);
     if (c->is_dw) {
         md_dwconv_forward(&c->dw, x, w, y);
         return MD_OK;
@@ -249,6 +305,7 @@ static void accumulate(float *restrict dst, const float *restrict src, size_t n)
 md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const float *w,
                                const float *dy, float *dx, float *dw) {
     cpu_conv *c = impl;
+    if (c->is_pw) return pw_backward(be, c, x, w, dy, dx, dw);
     if (c->is_dw) {
         if (dx) md_dwconv_backward_data(&c->dw, dy, w, dx);
         if (dw) md_dwconv_backward_weights(&c->dw, x, dy, dw);

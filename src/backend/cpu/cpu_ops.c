@@ -1,6 +1,7 @@
 /* The CPU backend's ops that are memory-bound loops: OpenMP over channels or
  * images, double accumulation for reductions. Shapes were checked by backend.c. */
 #include <float.h>
+#include <omp.h>
 #include <math.h>
 #include <string.h>
 
@@ -240,11 +241,119 @@ static float window_sum(const float *plane, int W, window v) {
     return s;
 }
 
+/* 3x3, stride 1, pad 1 (every pool of a normal cell): separable, no window loops.
+ * Row pass: r[w] = op(x[w-1], x[w], x[w+1]) within bounds; column pass likewise. */
+static int pool_is_3x3s1(const md_pool_desc *p) {
+    return p->k == 3 && p->stride == 1 && p->pad == 1;
+}
+
+static void row3(const float *x, float *r, int W, int is_max) {
+    if (W == 1) {
+        r[0] = x[0];
+        return;
+    }
+    if (is_max) {
+        r[0] = x[0] > x[1] ? x[0] : x[1];
+        for (int w = 1; w < W - 1; w++) {
+            float m = x[w - 1] > x[w] ? x[w - 1] : x[w];
+            r[w] = m > x[w + 1] ? m : x[w + 1];
+        }
+        r[W - 1] = x[W - 2] > x[W - 1] ? x[W - 2] : x[W - 1];
+    } else {
+        r[0] = x[0] + x[1];
+        for (int w = 1; w < W - 1; w++) r[w] = x[w - 1] + x[w] + x[w + 1];
+        r[W - 1] = x[W - 2] + x[W - 1];
+    }
+}
+
+/* One plane: y = pool3x3(x) (avg: divided by the in-bounds count). rows: 3 x W scratch. */
+static void pool3_plane(const float *x, float *y, int H, int W, int is_max, float *rows) {
+    for (int h = 0; h < H; h++) {
+        const float *a = h > 0 ? rows + (size_t)((h - 1) % 3) * W : NULL;
+        float       *b = rows + (size_t)(h % 3) * W;
+        if (h == 0) row3(x, b, W, is_max);
+        float *c = h + 1 < H ? rows + (size_t)((h + 1) % 3) * W : NULL;
+        if (c) row3(x + (size_t)(h + 1) * W, c, W, is_max);
+        float *o = y + (size_t)h * W;
+        float  rc = (float)((a ? 1 : 0) + 1 + (c ? 1 : 0));
+        for (int w = 0; w < W; w++) {
+            float v = b[w];
+            if (is_max) {
+                if (a && a[w] > v) v = a[w];
+                if (c && c[w] > v) v = c[w];
+                o[w] = v;
+            } else {
+                v += (a ? a[w] : 0.0f) + (c ? c[w] : 0.0f);
+                float cc = (float)((w > 0) + 1 + (w + 1 < W));
+                o[w] = v / (rc * cc);
+            }
+        }
+    }
+}
+
+/* Average-pool backward for one plane: dx += boxsum3x3(dy / count). */
+static void avgpool3_backward_plane(const float *dy, float *dx, int H, int W, float *g,
+                                    float *rows) {
+    for (int h = 0; h < H; h++) {
+        float rc = (float)((h > 0) + 1 + (h + 1 < H));
+        for (int w = 0; w < W; w++)
+            g[(size_t)h * W + w] = dy[(size_t)h * W + w] / (rc * (float)((w > 0) + 1 + (w + 1 < W)));
+    }
+    for (int h = 0; h < H; h++) {
+        float *b = rows;
+        row3(g + (size_t)h * W, b, W, 0);
+        for (int d = -1; d <= 1; d += 2) {
+            int hh = h + d;
+            if (hh < 0 || hh >= H) continue;
+            float *t = rows + W;
+            row3(g + (size_t)hh * W, t, W, 0);
+            for (int w = 0; w < W; w++) b[w] += t[w];
+        }
+        float *o = dx + (size_t)h * W;
+        for (int w = 0; w < W; w++) o[w] += b[w];
+    }
+}
+
+/* Max-pool backward, 3x3/s1/p1: the first maximum of each window in row-major
+ * order (PyTorch's rule), unrolled where the window is inside the plane. */
+static void maxpool3_backward_plane(const float *x, const float *dy, float *dx, int H, int W) {
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++) {
+            int best;
+            if (i > 0 && j > 0 && i + 1 < H && j + 1 < W) {
+                const float *r0 = x + (size_t)(i - 1) * W + j - 1;
+                best = (i - 1) * W + j - 1;
+                float m = r0[0];
+                for (int a = 0; a < 3; a++)
+                    for (int b = 0; b < 3; b++)
+                        if (r0[(size_t)a * W + b] > m) m = r0[(size_t)a * W + b], best = (i - 1 + a) * W + j - 1 + b;
+            } else {
+                int h0 = i > 0 ? i - 1 : 0, h1 = i + 1 < H ? i + 2 : H;
+                int w0 = j > 0 ? j - 1 : 0, w1 = j + 1 < W ? j + 2 : W;
+                best = h0 * W + w0;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++)
+                        if (x[h * W + w] > x[best]) best = h * W + w;
+            }
+            dx[best] += dy[(size_t)i * W + j];
+        }
+}
+
 md_status md_cpu_pool_forward(md_backend *be, const md_pool_desc *p, const md_tensor *x,
                               const md_tensor *y) {
     (void)be;
     int planes = x->dim[0] * x->dim[1], H = x->dim[2], W = x->dim[3];
     int OH = y->dim[2], OW = y->dim[3];
+    if (pool_is_3x3s1(p)) {
+        float *scratch = NULL;
+        int    nthr = omp_get_max_threads();
+        MD_TRY(md_cpu_scratch(be, (size_t)nthr * 3 * W, &scratch));
+#pragma omp parallel for schedule(static)
+        for (int pl = 0; pl < planes; pl++)
+            pool3_plane(x->data + (size_t)pl * H * W, y->data + (size_t)pl * H * W, H, W,
+                        p->kind == MD_POOL_MAX, scratch + (size_t)omp_get_thread_num() * 3 * W);
+        return MD_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * H * W;
@@ -265,6 +374,22 @@ md_status md_cpu_pool_backward(md_backend *be, const md_pool_desc *p, const md_t
     (void)be;
     int planes = x->dim[0] * x->dim[1], H = x->dim[2], W = x->dim[3];
     int OH = dy->dim[2], OW = dy->dim[3];
+    if (pool_is_3x3s1(p)) {
+        float *scratch = NULL;
+        int    nthr = omp_get_max_threads();
+        size_t per = (size_t)H * W + 2 * (size_t)W;
+        MD_TRY(md_cpu_scratch(be, (size_t)nthr * per, &scratch));
+#pragma omp parallel for schedule(static)
+        for (int pl = 0; pl < planes; pl++) {
+            size_t o = (size_t)pl * H * W;
+            float *mine = scratch + (size_t)omp_get_thread_num() * per;
+            if (p->kind == MD_POOL_MAX)
+                maxpool3_backward_plane(x->data + o, dy->data + o, dx->data + o, H, W);
+            else
+                avgpool3_backward_plane(dy->data + o, dx->data + o, H, W, mine, mine + (size_t)H * W);
+        }
+        return MD_OK;
+    }
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * H * W, *gp = dy->data + (size_t)pl * OH * OW;
