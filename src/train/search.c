@@ -567,6 +567,11 @@ static void close_run(run_t *r) {
 static md_status search(run_t *r) {
     const md_search_config *c = r->cfg;
     MD_TRY(md_search_config_check(c));
+    if (r->world > 1)
+        return md_fail(MD_ERR_ARG,
+                       "this build runs the search on one MPI rank (got %d); data parallelism "
+                       "across ranks is not implemented yet: run with -np 1",
+                       r->world);
     MD_TRY(open_outputs(r, c));
     MD_TRY(md_backend_cpu_create(c->threads, &r->be));
     MD_TRY(load_data(r));
