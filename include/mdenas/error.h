@@ -20,6 +20,8 @@ md_status md_fail_at(const char *file, int line, md_status status, const char *f
 
 const char *md_error_message(void); /* last recorded message, "" if none */
 void        md_error_clear(void);
+/* Put back a message saved earlier (after cleanup that may have recorded others). */
+void        md_error_restore(const char *msg);
 const char *md_status_name(md_status s);
 
 /* Propagate a failing status unchanged. */

@@ -22,6 +22,10 @@ const char *md_error_message(void) {
     return md_err_buf;
 }
 
+void md_error_restore(const char *msg) {
+    snprintf(md_err_buf, sizeof md_err_buf, "%s", msg);
+}
+
 void md_error_clear(void) {
     md_err_buf[0] = '\0';
 }

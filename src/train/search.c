@@ -627,7 +627,7 @@ md_status md_search_run(const md_search_config *c, int rank, int world) {
     char      saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);
-    if (s != MD_OK) md_fail(s, "%s", saved);
+    if (s != MD_OK) md_error_restore(saved);
     return s;
 }
 

@@ -610,12 +610,23 @@ md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, 
     return MD_OK;
 }
 
+/* Per-thread partial sums added in thread order: the same bits on every run
+ * with the same thread count (an OpenMP reduction combines in arrival order). */
 md_status md_cpu_sumsq(md_backend *be, const float *x, size_t n, double *out) {
     (void)be;
-    double s = 0.0;
-#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    *out += s;
+    double part[256] = {0};
+    int    nthr = omp_get_max_threads();
+    if (nthr > 256 || n <= PAR_MIN) nthr = 1;
+#pragma omp parallel num_threads(nthr)
+    {
+        int    t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t lo = n * (size_t)t / (size_t)T, hi = n * (size_t)(t + 1) / (size_t)T;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        part[t] = s;
+    }
+    for (int t = 0; t < nthr; t++) *out += part[t];
     return MD_OK;
 }
 
