@@ -148,16 +148,29 @@ md_status md_conv_create(md_backend *be, const md_conv_desc *d, md_conv **out) {
     return MD_OK;
 }
 
+/* Unused handles stay cached (compiled primitives are reused by the next plan,
+ * which usually has most shapes in common); past this many, they are freed. */
+enum { CONV_CACHE_MAX = 512 };
+
+static void conv_free_unused(md_backend *be) {
+    for (struct md_conv **p = &be->convs; *p;) {
+        struct md_conv *c = *p;
+        if (c->refs > 0) {
+            p = &c->next;
+            continue;
+        }
+        *p = c->next;
+        be->vt->conv_destroy(be, c->impl);
+        free(c);
+    }
+}
+
 void md_conv_destroy(md_conv *c) {
     if (!c || --c->refs > 0) return;
     md_backend *be = c->be;
-    for (struct md_conv **p = &be->convs; *p; p = &(*p)->next)
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    be->vt->conv_destroy(be, c->impl);
-    free(c);
+    int         n = 0;
+    for (struct md_conv *q = be->convs; q; q = q->next) n++;
+    if (n > CONV_CACHE_MAX) conv_free_unused(be);
 }
 
 const md_conv_desc *md_conv_get_desc(const md_conv *c) {
