@@ -52,14 +52,15 @@ RUN_FILES = ["config.json", "search.log", "metrics.jsonl", "history.jsonl", "sta
 
 # The tiny setting: 600 search-train / 600 validation images, 18 steps per epoch.
 TINY = ["--cells", "3", "--channels", "4", "--nodes", "4", "--batch", "32",
-        "--subset", "1200", "--epochs", "3", "--threads", "2"]
+        "--subset", "1200", "--threads", "2"]
 
 # Calibrated with the fashion_short settings below (lr 0.1, alpha 0.02, 6 periods
-# of 9 steps) on a 2-core machine, seeds 1-10: final validation accuracy
-# 0.353-0.532 (seed 3: 0.473); chance is 0.10.
+# of 9 steps) on a 2-core machine: final validation accuracy 0.353-0.532 over
+# seeds 1-10 (source of 06e5794), 0.422-0.497 over seeds 2, 3, 5, 7, 9 (feece36;
+# seed 3: 0.428); chance is 0.10.
 MIN_FINAL_VAL_ACC = 0.30
-# Seeds 1-10: max |p - 1/8| = 0.080-0.125. A single win or loss moves an entry
-# by alpha = 0.02, so anything below 0.01 means no update ever happened.
+# max |p - 1/8| = 0.080-0.125 in all those runs. A single win or loss moves an
+# entry by alpha = 0.02, so anything below 0.01 means no update ever happened.
 MIN_P_DEVIATION = 0.01
 
 
@@ -94,6 +95,8 @@ def run(args, rc=0, timeout=600):
 def refused(args, rc, *needles):
     """A refusal: exit status rc (None: any non-zero) and every needle on stderr."""
     out, err = run(args, rc=rc)
+    check("Sanitizer" not in err and "runtime error" not in err,
+          f"`{' '.join(args)}` hit a sanitizer error:\n{err[-3000:]}")
     for n in needles:
         check(n in err, f"stderr of `{' '.join(args)}` lacks {n!r}:\n{err}")
     first = err.strip().splitlines()[0] if err.strip() else ""
@@ -103,6 +106,11 @@ def refused(args, rc, *needles):
 
 def search(out_dir, *extra):
     return run(["search"] + TINY + list(extra) + ["--out", out_dir])
+
+
+# For input that should be refused: if it is not, the run is over in a few steps.
+QUICK = ["--cells", "2", "--channels", "4", "--nodes", "4", "--batch", "16", "--subset", "128",
+         "--epochs", "1", "--threads", "2"]
 
 
 def load_json(path):
@@ -135,6 +143,11 @@ def snapshot(d):
             with open(p, "rb") as f:
                 snap[os.path.relpath(p, d)] = f.read()
     return snap
+
+
+def snapshot_diff(before, after):
+    """Paths added, removed or changed between two snapshots."""
+    return sorted(k for k in set(before) | set(after) if before.get(k, 0) != after.get(k, 0))
 
 
 def f32(x):
@@ -323,7 +336,8 @@ def read_tb_scalars(path):
                     tag = v2.decode()
                 elif f2 == 2 and wt2 == 5:
                     value = struct.unpack("<f", v2)[0]
-            check(tag is not None and value is not None, f"{path}: a summary value lacks tag or simple_value")
+            check(tag is not None and value is not None,
+                  f"{path}: a summary value lacks tag or simple_value")
             scalars.setdefault(tag, []).append((step, value))
     return scalars
 
@@ -396,7 +410,7 @@ def entropy(rows):
     return sum(-sum(q * math.log(q) for q in r if q > 0) for r in rows) / len(rows)
 
 
-def check_run_dir(d, cfg, steps_per_epoch, rule, final=True):
+def check_run_dir(d, cfg, steps_per_epoch, rule):
     """Everything a finished run leaves; returns (metrics, history, state)."""
     for name in RUN_FILES:
         check(os.path.isfile(os.path.join(d, name)), f"run directory lacks {name}")
@@ -412,19 +426,22 @@ def check_run_dir(d, cfg, steps_per_epoch, rule, final=True):
     pe = [m for m in metrics if m.get("type") == "period"]
     check(len(iv) + len(pe) == len(metrics), "metrics.jsonl: a line with a type other than "
                                              "interval or period")
-    want_steps = [s for s in range(1, total + 1) if s % log_every == 0 or s % plen == 0 or s == total]
+    want_steps = [s for s in range(1, total + 1)
+                  if s % log_every == 0 or s % plen == 0 or s == total]
     check([m.get("step") for m in iv] == want_steps,
           f"metrics.jsonl interval steps {[m.get('step') for m in iv]} != {want_steps}")
     for m in iv:
         check(set(m) == INTERVAL_KEYS, f"metrics.jsonl interval keys {sorted(m)}")
         s = m["step"]
-        check(m["epoch"] == (s - 1) // steps_per_epoch + 1, f"interval step {s}: epoch {m['epoch']}")
+        check(m["epoch"] == (s - 1) // steps_per_epoch + 1,
+              f"interval step {s}: epoch {m['epoch']}")
         check(m["period"] == (s - 1) // plen + 1, f"interval step {s}: period {m['period']}")
         check(0 <= m["acc"] <= 1 and math.isfinite(m["loss"]) and m["loss"] > 0 and
               m["img_per_s"] > 0, f"interval step {s}: implausible {m}")
         e = m["epoch"] - 1
         lr = lr_min + 0.5 * (lr0 - lr_min) * (1 + math.cos(math.pi * e / epochs))
-        check(abs(m["lr"] - lr) <= 1e-6 * lr0, f"interval step {s}: lr {m['lr']}, cosine gives {lr}")
+        check(abs(m["lr"] - lr) <= 1e-6 * lr0,
+              f"interval step {s}: lr {m['lr']}, the cosine schedule gives {lr}")
     check(len(pe) == periods, f"metrics.jsonl: {len(pe)} period lines, expected {periods}")
     for i, m in enumerate(pe, 1):
         check(set(m) == PERIOD_KEYS, f"metrics.jsonl period keys {sorted(m)}")
@@ -513,7 +530,8 @@ def check_run_dir(d, cfg, steps_per_epoch, rule, final=True):
     ns = "{http://www.w3.org/2000/svg}"
     check(root.tag == ns + "svg", f"p_heatmap.svg root is {root.tag}")
     cells = [r for r in root.iter(ns + "rect") if r.get("class") == "cell"]
-    check(len(cells) == 2 * EDGES * K, f"p_heatmap.svg has {len(cells)} cells, expected {2 * EDGES * K}")
+    check(len(cells) == 2 * EDGES * K,
+          f"p_heatmap.svg has {len(cells)} cells, expected {2 * EDGES * K}")
     texts = {"".join(t.itertext()) for t in root.iter(ns + "text")}
     for op in OPS:
         check(op in texts, f"p_heatmap.svg does not label op {op}")
@@ -552,8 +570,8 @@ def t_fashion_short(tmp):
     check(os.path.isfile(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
           f"{FASHION} is missing (apt-get install dataset-fashion-mnist)")
     d = os.path.join(tmp, "run")
-    extra = ["--lr", "0.1", "--alpha", "0.02", "--period-steps", "9", "--log-every", "4",
-             "--seed", "3"]
+    extra = ["--epochs", "3", "--lr", "0.1", "--alpha", "0.02", "--period-steps", "9",
+             "--log-every", "4", "--seed", "3"]
     given = dict(zip(extra[::2], extra[1::2]))
     given["--out"] = d
     out, _ = search(d, *extra)
@@ -572,10 +590,9 @@ def t_fashion_short(tmp):
     check(accs[-1] > MIN_FINAL_VAL_ACC,
           f"final validation accuracy {accs[-1]:.3f} is not above {MIN_FINAL_VAL_ACC} (chance 0.1)")
     check(dev > MIN_P_DEVIATION, f"p stayed uniform: max |p - 1/8| = {dev:.5f}")
-    dout, derr = run(["derive", d])
+    dout, _ = run(["derive", d])
     with open(os.path.join(d, "genotype.txt"), encoding="utf-8") as f:
         check(dout == f.read(), f"derive printed\n{dout}\nbut genotype.txt holds another genotype")
-    check(f"after {len(hist)} sampling period(s)" in derr, f"derive's note on stderr: {derr!r}")
 
 
 def t_deterministic(tmp):
@@ -604,7 +621,8 @@ def t_deterministic(tmp):
     ma, mb = (load_jsonl(os.path.join(d, "metrics.jsonl")) for d in runs)
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("img_per_s", "period_time_s")}
                         for m in ms]
-    check(strip(ma) == strip(mb), "metrics.jsonl (losses, accuracies) differ between identical runs")
+    check(strip(ma) == strip(mb),
+          "metrics.jsonl (losses, accuracies) differ between identical runs")
     dev = p_deviation(sa)
     check(dev > MIN_P_DEVIATION, f"p stayed uniform (max |p - 1/8| = {dev}): the comparison "
                                  "says nothing")
@@ -620,7 +638,7 @@ def t_deterministic(tmp):
 def t_pairwise(tmp):
     d = os.path.join(tmp, "pw")
     # A large alpha: moves are clipped at p (order-dependent), p reaches 0 on some ops.
-    search(d, "--update", "pairwise", "--alpha", "0.3", "--epochs", "2", "--period-steps", "6",
+    search(d, "--epochs", "2", "--update", "pairwise", "--alpha", "0.3", "--period-steps", "6",
            "--seed", "5")
     cfg = load_json(os.path.join(d, "config.json"))
     check(cfg.get("update") == "pairwise" and cfg.get("alpha") == 0.3, f"config.json: {cfg}")
@@ -665,8 +683,8 @@ def bad_datasets(tmp):
     d = write_fashion(os.path.join(tmp, "fm_short"), gzip.compress(b"\x00\x00\x08"), lb)
     cases.append(("truncated IDX header", ["--data", d],
                   [os.path.join(d, "train-images-idx3-ubyte.gz")]))
-    d = write_fashion(os.path.join(tmp, "fm_magic"), gzip.compress(struct.pack(">IIII", 2049, 100, 28, 28)
-                                                                   + bytes(78400)), lb)
+    labels_magic = struct.pack(">IIII", 2049, 100, 28, 28) + bytes(78400)
+    d = write_fashion(os.path.join(tmp, "fm_magic"), gzip.compress(labels_magic), lb)
     cases.append(("wrong IDX magic", ["--data", d],
                   [os.path.join(d, "train-images-idx3-ubyte.gz"), "magic"]))
     d = write_fashion(os.path.join(tmp, "fm_cut"), im[: len(im) // 2], lb)
@@ -689,8 +707,8 @@ def t_bad_input(tmp):
     # Datasets: exit 1, the message names the path.
     for name, args, needles in bad_datasets(tmp):
         print(f"-- {name}")
-        refused(["search"] + TINY + args + ["--out", os.path.join(tmp, "out_" + name.replace(" ", "_"))],
-                None, *needles)
+        out = os.path.join(tmp, "out_" + name.replace(" ", "_"))
+        refused(["search"] + QUICK + args + ["--out", out], None, *needles)
 
     # Options: exit 2, the message names the option.
     out = os.path.join(tmp, "never")
@@ -708,9 +726,9 @@ def t_bad_input(tmp):
         (["--preset", "huge"], ["huge"]),
     ]:
         print(f"-- {' '.join(args)}")
-        refused(["search"] + TINY + args + ["--out", out], None, *needles)
+        refused(["search"] + QUICK + args + ["--out", out], None, *needles)
     print("-- --batch without a value")
-    refused(["search"] + TINY + ["--out", out, "--batch"], 2, "--batch needs a value")
+    refused(["search"] + QUICK + ["--out", out, "--batch"], 2, "--batch needs a value")
     check(not os.path.exists(out), f"a refused option left {out} behind")
 
     # A run directory holding a run: refused, nothing touched.
@@ -723,25 +741,25 @@ def t_bad_input(tmp):
             f.write("keep me\n")
         before = snapshot(d)
         print(f"-- --out holding {owned}")
-        refused(["search"] + TINY + ["--out", d], None, d, "already holds a run")
+        refused(["search"] + QUICK + ["--out", d], None, d)
         check(snapshot(d) == before, f"the refused run changed {d}: "
-                                     f"{sorted(set(snapshot(d)) ^ set(before))}")
+                                     f"{snapshot_diff(before, snapshot(d))}")
 
     # A real finished run (1 step) is refused the second time, byte-identical afterwards.
     d = os.path.join(tmp, "real")
-    small = ["--cells", "2", "--channels", "4", "--batch", "16", "--subset", "64",
-             "--epochs", "1", "--threads", "2", "--out", d]
+    small = QUICK + ["--out", d]
     run(["search"] + small)
     before = snapshot(d)
     print("-- --out holding a finished run")
     refused(["search"] + small, None, d)
-    check(snapshot(d) == before, f"the refused run changed {d}")
+    check(snapshot(d) == before, f"the refused run changed {d}: "
+                                 f"{snapshot_diff(before, snapshot(d))}")
 
     # derive
     empty = os.path.join(tmp, "empty")
     os.makedirs(empty)
     print("-- derive on a directory without a run")
-    refused(["derive", empty], None, os.path.join(empty, "state.json"), "not a run directory")
+    refused(["derive", empty], None, os.path.join(empty, "state.json"))
     print("-- derive on a missing directory")
     refused(["derive", os.path.join(tmp, "nope")], None, os.path.join(tmp, "nope"))
     bad = os.path.join(tmp, "badstate")
@@ -767,7 +785,7 @@ LATE_BAD_VALUES = [
     (["--cells", "0"], ["--cells"]),
     (["--channels", "3"], ["--channels"]),
     (["--nodes", "0"], ["--nodes"]),
-    (["--subset", "40"], ["--batch"]),
+    (["--subset", "20"], ["--batch"]),
     # --dataset cifar10 without --data: "needs --data DIR", not a look for CIFAR
     # files in the Fashion-MNIST folder
     (["--dataset", "cifar10"], ["--data"]),
@@ -780,12 +798,14 @@ def t_bad_input_writes_nothing(tmp):
     for name, args, needles in cases:
         out = os.path.join(tmp, "out_" + re.sub(r"[^A-Za-z0-9]+", "_", name))
         print(f"-- {name}")
-        p = subprocess.run([BINARY, "search"] + TINY + args + ["--out", out],
+        p = subprocess.run([BINARY, "search"] + QUICK + args + ["--out", out],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, cwd=WORK)
         err = p.stderr.decode("utf-8", "replace")
         print(f"   exit {p.returncode}: {err.strip().splitlines()[0][:200] if err.strip() else ''}")
         if p.returncode not in (1, 2):
             failures.append(f"{name}: exit status {p.returncode}, expected 1 or 2")
+        if "Sanitizer" in err or "runtime error" in err:
+            failures.append(f"{name}: sanitizer error: {err.strip()[:300]!r}")
         missing = [n for n in needles if n not in err]
         if missing:
             failures.append(f"{name}: the message does not name {missing}: "
@@ -820,9 +840,12 @@ def t_nodes_range(tmp):
                 check(g.count("('") == 4 * n and f"range(2, {2 + n})" in g, f"genotype {g!r}")
             except (Fail, OSError) as e:
                 failures.append(f"--nodes {n}: ran, but {e}")
+        elif "Sanitizer" in err or "runtime error" in err:
+            failures.append(f"--nodes {n}: sanitizer error: {err.strip()[:300]!r}")
         elif p.returncode in (1, 2):
             if "--nodes" not in err:
-                failures.append(f"--nodes {n}: refused without naming --nodes: {err.strip()[:200]!r}")
+                failures.append(f"--nodes {n}: refused without naming --nodes: "
+                                f"{err.strip()[:200]!r}")
         else:
             failures.append(f"--nodes {n}: exit status {p.returncode} (a crash?): "
                             f"{err.strip()[:300]!r}")
@@ -831,8 +854,7 @@ def t_nodes_range(tmp):
 
 def t_run_dir_any_file(tmp):
     failures = []
-    small = ["--cells", "2", "--channels", "4", "--batch", "16", "--subset", "64",
-             "--epochs", "1", "--threads", "2"]
+    small = QUICK
     for name in RUN_FILES + ["tb/"]:
         d = os.path.join(tmp, "held_" + name.strip("/").replace(".", "_"))
         os.makedirs(d)
@@ -850,8 +872,7 @@ def t_run_dir_any_file(tmp):
         err = p.stderr.decode("utf-8", "replace")
         if p.returncode == 0 or d not in err:
             failures.append(f"{name}: exit {p.returncode}, stderr {err.strip()[:160]!r}")
-        changed = sorted(k for k in set(before) | set(snapshot(d))
-                         if before.get(k, 0) != snapshot(d).get(k, 0))
+        changed = snapshot_diff(before, snapshot(d))
         if changed:
             failures.append(f"{name}: the run changed {changed}")
     check(not failures, "a directory holding another run's file was not refused:\n  " +
