@@ -33,6 +33,8 @@ typedef struct {
 md_status md_search_config_preset(md_search_config *c, const char *preset);
 /* Cross-field checks; the message names the option. */
 md_status md_search_config_check(const md_search_config *c);
+/* Fill options that depend on others (the dataset's default folder), then check. */
+md_status md_search_config_resolve(md_search_config *c);
 
 /* Run the search; rank 0 writes the run directory. world = 1 for now. */
 md_status md_search_run(const md_search_config *c, int rank, int world);

@@ -36,7 +36,7 @@ typedef struct {
     int classes;
     int cells;    /* 8 in the search network */
     int channels; /* C: 16 */
-    int nodes;    /* intermediate nodes per cell: 4 */
+    int nodes;    /* intermediate nodes per cell: 4 (1 .. MD_MAX_NODES) */
 } md_darts_config;
 
 typedef struct md_supernet md_supernet;
@@ -51,10 +51,14 @@ md_arena *md_supernet_grads(md_supernet *s);
 md_arena *md_supernet_momentum(md_supernet *s);
 md_arena *md_supernet_stats(md_supernet *s); /* BN running mean/var */
 
+/* At most this many intermediate nodes per cell (27 edges); DARTS uses 4. */
+#define MD_MAX_NODES 6
+#define MD_MAX_EDGES (MD_MAX_NODES * (MD_MAX_NODES + 3) / 2)
+
 /* An architecture: one op per edge for normal cells, one per edge for reduction cells. */
 typedef struct {
-    int normal[32];
-    int reduce[32];
+    int normal[MD_MAX_EDGES];
+    int reduce[MD_MAX_EDGES];
 } md_arch;
 
 typedef struct md_plan md_plan;

@@ -23,7 +23,7 @@ typedef struct {
 
 static const option options[] = {
     OPT("--dataset", OPT_STR, dataset, "fashion-mnist | cifar10 | synthetic"),
-    OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR ")"),
+    OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR "; required for cifar10)"),
     OPT("--subset", OPT_INT, subset, "use the first N training images (0: all)"),
     OPT("--val-fraction", OPT_DOUBLE, val_fraction, "part of the training set held out"),
     OPT("--epochs", OPT_INT, epochs, "training epochs"),
@@ -149,7 +149,7 @@ int md_search_parse(int argc, char **argv, md_search_config *c) {
             return 2;
         }
     }
-    if (md_search_config_check(c) != MD_OK) {
+    if (md_search_config_resolve(c) != MD_OK) {
         fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
         return 2;
     }

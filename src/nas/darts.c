@@ -261,7 +261,7 @@ static int node_sum(builder *b, const int *terms, int n, int c, int h, int w) {
 
 static int cell(builder *b, int index, int s0, int s1, int c, int reduction, int reduction_prev,
                 const int *choice) {
-    int  nodes = b->net->cfg.nodes, states[2 + 16], e = 0;
+    int  nodes = b->net->cfg.nodes, states[2 + MD_MAX_NODES], e = 0;
     char name[MD_NAME_MAX];
     snprintf(name, sizeof name, "cell%d.pre0", index);
     states[0] = reduction_prev ? factorized_reduce(b, name, s0, c) : relu_conv_bn(b, name, s0, c);
@@ -379,11 +379,11 @@ static void init_weights(md_supernet *s, uint64_t seed) {
 
 static md_status check_config(const md_darts_config *c) {
     if (c->in_c < 1 || c->in_h < 4 || c->in_w < 4 || c->classes < 2 || c->cells < 1 ||
-        c->channels < 2 || c->channels % 2 || c->nodes < 1 || c->nodes > 8)
+        c->channels < 2 || c->channels % 2 || c->nodes < 1 || c->nodes > MD_MAX_NODES)
         return md_fail(MD_ERR_ARG,
                        "supernet: bad config (input %dx%dx%d, %d classes, %d cells, C=%d, %d "
                        "nodes): need >= 4x4 images, >= 2 classes, >= 1 cell, even C >= 2, "
-                       "1..8 nodes",
+                       "1..6 nodes",
                        c->in_c, c->in_h, c->in_w, c->classes, c->cells, c->channels, c->nodes);
     return MD_OK;
 }
@@ -432,7 +432,8 @@ md_status md_plan_create(md_supernet *s, md_backend *be, const md_arch *arch, in
                          md_plan **out) {
     *out = NULL;
     int edges = md_supernet_edges(s);
-    if (edges > 32) return md_fail(MD_ERR_ARG, "plan: %d edges per cell (at most 32)", edges);
+    if (edges > MD_MAX_EDGES)
+        return md_fail(MD_ERR_ARG, "plan: %d edges per cell (at most %d)", edges, MD_MAX_EDGES);
     for (int e = 0; e < edges; e++)
         if (arch->normal[e] < 0 || arch->normal[e] >= MD_DARTS_OPS || arch->reduce[e] < 0 ||
             arch->reduce[e] >= MD_DARTS_OPS)
@@ -464,8 +465,8 @@ static size_t genes_str(char *s, size_t len, const md_gene *g, int n) {
 
 md_status md_darts_genotype(const double *p_normal, const double *p_reduce, int nodes, char *str,
                             size_t len, md_gene *genes_normal, md_gene *genes_reduce) {
-    md_gene gn[32], gr[32];
-    if (nodes < 1 || nodes > 16) return md_fail(MD_ERR_ARG, "genotype: %d nodes", nodes);
+    md_gene gn[2 * MD_MAX_NODES], gr[2 * MD_MAX_NODES];
+    if (nodes < 1 || nodes > MD_MAX_NODES) return md_fail(MD_ERR_ARG, "genotype: %d nodes", nodes);
     MD_TRY(md_derive_cell(p_normal, nodes, MD_DARTS_OPS, MD_OP_NONE, gn));
     MD_TRY(md_derive_cell(p_reduce, nodes, MD_DARTS_OPS, MD_OP_NONE, gr));
     if (genes_normal) memcpy(genes_normal, gn, (size_t)(2 * nodes) * sizeof *gn);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -21,7 +22,6 @@
 md_status md_search_config_preset(md_search_config *c, const char *preset) {
     memset(c, 0, sizeof *c);
     snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
-    snprintf(c->data_dir, sizeof c->data_dir, "%s", MD_FASHION_MNIST_DIR);
     c->val_fraction = 0.5; /* DARTS's split of the training set */
     c->epochs = 50;
     c->batch = 256;
@@ -37,7 +37,6 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     snprintf(c->preset, sizeof c->preset, "%s", preset);
     if (!strcmp(preset, "cifar10")) {
         snprintf(c->dataset, sizeof c->dataset, "cifar10");
-        c->data_dir[0] = '\0'; /* the user must say where CIFAR-10 is */
         c->crop_pad = 4;
         return MD_OK;
     }
@@ -78,8 +77,28 @@ md_status md_search_config_check(const md_search_config *c) {
         c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
         return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
                                    ">= 0, --log-every >= 1, --crop-pad in 0..16");
+    if (!(c->alpha > 0.0 && c->alpha <= 1.0))
+        return md_fail(MD_ERR_ARG, "--alpha %g must be in (0, 1]", c->alpha);
+    if (c->cells < 1 || c->cells > 64)
+        return md_fail(MD_ERR_ARG, "--cells %d must be in 1..64", c->cells);
+    if (c->channels < 2 || c->channels % 2 || c->channels > 4096)
+        return md_fail(MD_ERR_ARG, "--channels %d must be even, 2..4096", c->channels);
+    if (c->nodes < 1 || c->nodes > MD_MAX_NODES)
+        return md_fail(MD_ERR_ARG, "--nodes %d must be in 1..%d", c->nodes, MD_MAX_NODES);
+    const double finite[] = {c->lr, c->lr_min, c->momentum, c->weight_decay, c->clip, c->alpha};
+    for (size_t i = 0; i < sizeof finite / sizeof *finite; i++)
+        if (!isfinite(finite[i]))
+            return md_fail(MD_ERR_ARG, "--lr, --lr-min, --momentum, --weight-decay, --clip and "
+                                       "--alpha must be finite numbers");
     if (!c->out[0]) return md_fail(MD_ERR_ARG, "--out: the run directory must be named");
     return MD_OK;
+}
+
+/* Options that depend on others: the dataset's folder. */
+md_status md_search_config_resolve(md_search_config *c) {
+    if (!c->data_dir[0] && !strcmp(c->dataset, "fashion-mnist"))
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", MD_FASHION_MNIST_DIR);
+    return md_search_config_check(c);
 }
 
 /* ---- run directory ------------------------------------------------------------ */
@@ -106,17 +125,30 @@ static int file_exists(const char *dir, const char *name) {
     return stat(p, &st) == 0;
 }
 
-/* A fresh run never writes into a directory that holds another run. */
-static md_status claim_run_dir(const char *dir) {
-    static const char *const owned[] = {"config.json", "state.json", "metrics.jsonl",
-                                        "history.jsonl", "genotype.json"};
-    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
-        if (file_exists(dir, owned[i]))
-            return md_fail(MD_ERR_ARG,
-                           "run directory %s already holds a run (%s exists); nothing was "
-                           "changed. Choose another --out, or remove that directory",
-                           dir, owned[i]);
-    return make_dirs(dir);
+/* A fresh run never writes into a directory that holds anything: another run's
+ * files, or the user's. Checked before any work; created once the inputs load. */
+static md_status check_run_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return MD_OK;
+        return md_fail(MD_ERR_IO, "run directory %s cannot be read: %s", dir, strerror(errno));
+    }
+    struct dirent *e;
+    const char    *found = NULL;
+    char           name[256] = "";
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(name, sizeof name, "%s", e->d_name);
+            found = name;
+            break;
+        }
+    closedir(d);
+    if (found)
+        return md_fail(MD_ERR_ARG,
+                       "run directory %s is not empty (it holds %s, and perhaps another run); "
+                       "nothing was changed. Choose another --out, or empty that directory",
+                       dir, found);
+    return MD_OK;
 }
 
 static void config_json(md_json *j, const md_search_config *c, int world) {
@@ -288,7 +320,7 @@ static double mean_entropy(const md_mdl *m, int first, int n) {
 /* state.json: what `derive` reads, rewritten atomically after every period. */
 static md_status write_state(run_t *r, char *genotype, size_t glen) {
     int       E = r->edges, K = MD_DARTS_OPS;
-    md_gene   gn[32], gr[32];
+    md_gene   gn[2 * MD_MAX_NODES], gr[2 * MD_MAX_NODES];
     MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, r->cfg->nodes, genotype, glen,
                              gn, gr));
     md_json j;
@@ -327,7 +359,7 @@ static md_status write_heatmap(run_t *r) {
 
 static md_status write_genotype(run_t *r, const char *genotype) {
     int     E = r->edges, K = MD_DARTS_OPS, nodes = r->cfg->nodes;
-    md_gene g[2][32];
+    md_gene g[2][2 * MD_MAX_NODES];
     char    tmp[4096];
     MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, nodes, tmp, sizeof tmp, g[0],
                              g[1]));
@@ -478,7 +510,7 @@ static md_status validate(run_t *r, const md_arch *a, double *acc) {
 
 static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double train_acc,
                                double train_loss, double val_acc, double secs) {
-    int E = r->edges, K = MD_DARTS_OPS, choice[64];
+    int E = r->edges, K = MD_DARTS_OPS, choice[2 * MD_MAX_EDGES];
     for (int e = 0; e < E; e++) choice[e] = a->normal[e], choice[E + e] = a->reduce[e];
     MD_TRY(md_mdl_record(&r->mdl, choice, val_acc));
     MD_TRY(md_mdl_update(&r->mdl));
@@ -531,7 +563,8 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
 
 static md_status open_outputs(run_t *r, const md_search_config *c) {
     if (r->rank != 0) return MD_OK;
-    MD_TRY(claim_run_dir(c->out));
+    MD_TRY(check_run_dir(c->out)); /* again: it may have changed while data loaded */
+    MD_TRY(make_dirs(c->out));
     md_json j;
     md_json_init(&j);
     config_json(&j, c, r->world);
@@ -572,7 +605,7 @@ static md_status search(run_t *r) {
                        "this build runs the search on one MPI rank (got %d); data parallelism "
                        "across ranks is not implemented yet: run with -np 1",
                        r->world);
-    MD_TRY(open_outputs(r, c));
+    if (r->rank == 0) MD_TRY(check_run_dir(c->out));
     MD_TRY(md_backend_cpu_create(c->threads, &r->be));
     MD_TRY(load_data(r));
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
@@ -581,6 +614,7 @@ static md_status search(run_t *r) {
     MD_TRY(md_supernet_create(&dc, c->seed, &r->net));
     r->edges = md_supernet_edges(r->net);
     MD_TRY(md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule));
+    MD_TRY(open_outputs(r, c)); /* only now: bad input has written nothing */
     schedule sc = {0};
     sc.steps_per_epoch = md_loader_batches(r->train);
     sc.total_steps = sc.steps_per_epoch * c->epochs;
@@ -598,7 +632,7 @@ static md_status search(run_t *r) {
         sc.step = sc.period * plen;
         sc.period_len = (int)(sc.step + plen <= sc.total_steps ? plen : sc.total_steps - sc.step);
         md_rng rng = md_rng_split(&root, (uint64_t)sc.period);
-        int    choice[64];
+        int    choice[2 * MD_MAX_EDGES];
         md_mdl_sample(&r->mdl, &rng, choice);
         md_arch a;
         for (int e = 0; e < r->edges; e++) a.normal[e] = choice[e], a.reduce[e] = choice[r->edges + e];
@@ -620,9 +654,11 @@ static md_status search(run_t *r) {
 }
 
 md_status md_search_run(const md_search_config *c, int rank, int world) {
+    md_search_config resolved = *c;
+    MD_TRY(md_search_config_resolve(&resolved));
     run_t r;
     memset(&r, 0, sizeof r);
-    r.cfg = c, r.rank = rank, r.world = world;
+    r.cfg = &resolved, r.rank = rank, r.world = world;
     md_status s = search(&r);
     char      saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
@@ -682,9 +718,9 @@ md_status md_search_derive(const char *dir) {
     MD_TRY(s);
     const md_jvalue *nodes = md_json_get(&v, "nodes");
     int              n = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
-    if (n < 1 || n > 8) {
+    if (n < 1 || n > MD_MAX_NODES) {
         md_json_value_free(&v);
-        return md_fail(MD_ERR_DATA, "%s: 'nodes' missing or outside 1..8", path);
+        return md_fail(MD_ERR_DATA, "%s: 'nodes' missing or outside 1..%d", path, MD_MAX_NODES);
     }
     int     E = md_cell_edges(n);
     double *p = malloc(sizeof(double) * 2 * (size_t)E * MD_DARTS_OPS);
