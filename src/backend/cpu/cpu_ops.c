@@ -325,29 +325,48 @@ static void avgpool3_backward_plane(const float *dy, float *dx, int H, int W, fl
     }
 }
 
-/* Max-pool backward, 3x3/s1/p1: the first maximum of each window in row-major
- * order (PyTorch's rule), unrolled where the window is inside the plane. */
-static void maxpool3_backward_plane(const float *x, const float *dy, float *dx, int H, int W) {
-    for (int i = 0; i < H; i++)
-        for (int j = 0; j < W; j++) {
-            int best;
-            if (i > 0 && j > 0 && i + 1 < H && j + 1 < W) {
-                const float *r0 = x + (size_t)(i - 1) * W + j - 1;
-                best = (i - 1) * W + j - 1;
-                float m = r0[0];
-                for (int a = 0; a < 3; a++)
-                    for (int b = 0; b < 3; b++)
-                        if (r0[(size_t)a * W + b] > m) m = r0[(size_t)a * W + b], best = (i - 1 + a) * W + j - 1 + b;
-            } else {
-                int h0 = i > 0 ? i - 1 : 0, h1 = i + 1 < H ? i + 2 : H;
-                int w0 = j > 0 ? j - 1 : 0, w1 = j + 1 < W ? j + 2 : W;
-                best = h0 * W + w0;
-                for (int h = h0; h < h1; h++)
-                    for (int w = w0; w < w1; w++)
-                        if (x[h * W + w] > x[best]) best = h * W + w;
-            }
-            dx[best] += dy[(size_t)i * W + j];
+/* Max-pool backward, 3x3/s1/p1, routing each gradient to the first maximum of
+ * its window in row-major order (PyTorch's rule), without branches: recompute
+ * the window maxima y over a -inf padded copy, then visit the 9 taps in order;
+ * a tap takes the gradient where it equals y and no earlier tap did. Every pass
+ * is a contiguous, vectorisable loop (a branchy argmax mispredicts on nearly
+ * every window of real data). scratch: 4 * (H+2) * (W+2) floats. */
+static void maxpool3_backward_plane(const float *x, const float *dy, float *dx, int H, int W,
+                                    float *scratch) {
+    const int wp = W + 2, hp = H + 2;
+    float    *xp = scratch, *y = xp + (size_t)hp * wp, *taken = y + (size_t)H * W;
+    float    *dxp = taken + (size_t)H * W;
+    for (int i = 0; i < hp * wp; i++) xp[i] = -INFINITY;
+    for (int h = 0; h < H; h++) memcpy(xp + (size_t)(h + 1) * wp + 1, x + (size_t)h * W, (size_t)W * sizeof(float));
+    memset(dxp, 0, (size_t)hp * wp * sizeof(float));
+    memset(taken, 0, (size_t)H * W * sizeof(float));
+    for (int h = 0; h < H; h++) {
+        float *yr = y + (size_t)h * W;
+        for (int w = 0; w < W; w++) yr[w] = -INFINITY;
+        for (int t = 0; t < 9; t++) {
+            const float *src = xp + (size_t)(h + t / 3) * wp + t % 3;
+#pragma omp simd
+            for (int w = 0; w < W; w++) yr[w] = src[w] > yr[w] ? src[w] : yr[w];
         }
+    }
+    for (int t = 0; t < 9; t++)
+        for (int h = 0; h < H; h++) {
+            const float *src = xp + (size_t)(h + t / 3) * wp + t % 3;
+            const float *yr = y + (size_t)h * W, *g = dy + (size_t)h * W;
+            float       *tk = taken + (size_t)h * W, *d = dxp + (size_t)(h + t / 3) * wp + t % 3;
+#pragma omp simd
+            for (int w = 0; w < W; w++) {
+                float hit = (float)((src[w] == yr[w]) & (tk[w] == 0.0f)); /* no && : no branch */
+                d[w] += hit * g[w];
+                tk[w] += hit;
+            }
+        }
+    for (int h = 0; h < H; h++) {
+        const float *src = dxp + (size_t)(h + 1) * wp + 1;
+        float       *d = dx + (size_t)h * W;
+#pragma omp simd
+        for (int w = 0; w < W; w++) d[w] += src[w];
+    }
 }
 
 md_status md_cpu_pool_forward(md_backend *be, const md_pool_desc *p, const md_tensor *x,
@@ -388,14 +407,14 @@ md_status md_cpu_pool_backward(md_backend *be, const md_pool_desc *p, const md_t
     if (pool_is_3x3s1(p)) {
         float *scratch = NULL;
         int    nthr = omp_get_max_threads();
-        size_t per = (size_t)H * W + 2 * (size_t)W;
+        size_t per = 4 * (size_t)(H + 2) * (W + 2);
         MD_TRY(md_cpu_scratch(be, (size_t)nthr * per, &scratch));
 #pragma omp parallel for schedule(static)
         for (int pl = 0; pl < planes; pl++) {
             size_t o = (size_t)pl * H * W;
             float *mine = scratch + (size_t)omp_get_thread_num() * per;
             if (p->kind == MD_POOL_MAX)
-                maxpool3_backward_plane(x->data + o, dy->data + o, dx->data + o, H, W);
+                maxpool3_backward_plane(x->data + o, dy->data + o, dx->data + o, H, W, mine);
             else
                 avgpool3_backward_plane(dy->data + o, dx->data + o, H, W, mine, mine + (size_t)H * W);
         }
