@@ -194,12 +194,16 @@ static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv 
     return s;
 }
 
-/* All depthwise kernels run on ours (see cpu_dwconv.c). oneDNN's jit_dw covers
- * plain 3x3 in every pass and is faster per call on small planes, but with its
- * layout reorders the training step runs at the same speed and holds more memory. */
+/* Depthwise kernels that oneDNN 2.6's AVX2 JIT does not cover in every pass
+ * (5x5, dilated: it falls back to im2col + GEMM) run on ours (cpu_dwconv.c);
+ * plain 3x3 stays on oneDNN's jit_dw, faster per call on small planes.
+ * MDENAS_DW=own forces ours for all (for comparisons). */
 static int is_depthwise(const md_conv_desc *d) {
-    return d->groups > 1 && d->groups == d->c_in && d->c_in == d->c_out && d->kh == d->kw &&
-           d->kh <= 11;
+    int         dw = d->groups > 1 && d->groups == d->c_in && d->c_in == d->c_out &&
+             d->kh == d->kw && d->kh <= 11;
+    const char *force = getenv("MDENAS_DW");
+    int         jit_covers = d->kh == 3 && d->dilation == 1;
+    return dw && (!jit_covers || (force && !strcmp(force, "own")));
 }
 
 static int is_pointwise(const md_conv_desc *d) {
