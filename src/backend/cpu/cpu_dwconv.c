@@ -119,14 +119,31 @@ static void scatter_plane(const md_dwconv *d, const float *gp, const float *wp, 
         }
 }
 
+/* dst ((H + (K-1)*dl) x (W + (K-1)*dl)), zeroed, with dy[oh][ow] placed at
+ * (q + oh*s, q + ow*s): the output gradient with zeros inserted between strided
+ * positions and padded by q = (K-1)*dl - pad, so that dx is a stride-1 sweep of
+ * it with the flipped kernel, for any stride. */
+static void spread_plane(const float *dy, const md_dwconv *d, int q, float *dst, int hp, int wp) {
+    memset(dst, 0, (size_t)hp * wp * sizeof(float));
+    for (int oh = 0; oh < d->oh; oh++) {
+        float       *row = dst + (size_t)(q + oh * d->stride) * wp + q;
+        const float *g = dy + (size_t)oh * d->ow;
+        if (d->stride == 1)
+            memcpy(row, g, (size_t)d->ow * sizeof(float));
+        else
+            for (int ow = 0; ow < d->ow; ow++) row[ow * d->stride] = g[ow];
+    }
+}
+
 void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx) {
     const int K = d->k, dl = d->dilation, planes = d->n * d->c;
-    /* Stride 1: dx = dy padded by q = (K-1)*dl - p, swept with the flipped kernel. */
-    const int q = (K - 1) * dl - d->pad, stride1 = d->stride == 1 && q >= 0;
-    const int wp = d->ow + 2 * q, hp = d->oh + 2 * q;
+    const int q = (K - 1) * dl - d->pad, span = (K - 1) * dl;
+    const int hp = d->h + span, wp = d->w + span;
+    /* The spread array must hold the last strided position: q + (OH-1)*s < hp. */
+    const int sweepable = q >= 0 && q + (d->oh - 1) * d->stride < hp && q + (d->ow - 1) * d->stride < wp;
 #pragma omp parallel
     {
-        float *buf = stride1 ? malloc((size_t)hp * wp * sizeof(float)) : NULL;
+        float *buf = sweepable ? malloc((size_t)hp * wp * sizeof(float)) : NULL;
         float  flip[121];
 #pragma omp for schedule(static)
         for (int pl = 0; pl < planes; pl++) {
@@ -138,7 +155,7 @@ void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w
                 continue;
             }
             for (int i = 0; i < K * K; i++) flip[i] = kp[K * K - 1 - i];
-            pad_plane(gp, d->oh, d->ow, q, buf);
+            spread_plane(gp, d, q, buf, hp, wp);
             sweep(buf, wp, flip, K, 1, dl, dp, d->h, d->w, 1);
         }
         free(buf);
