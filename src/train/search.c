@@ -41,8 +41,8 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         return MD_OK;
     }
     if (!strcmp(preset, "tiny")) {
-        c->subset = 6000;
-        c->epochs = 8;
+        c->subset = 10000;
+        c->epochs = 10;
         c->batch = 64;
         c->cells = 5;
         c->channels = 8;
