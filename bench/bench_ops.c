@@ -209,6 +209,16 @@ static md_tensor mk1(bench_case *c, int n, int random)
     return case_tensor(c, 1, d, random);
 }
 
+/* The usual operands of a one-input op: x [n,ch,h,h] and dy [n,ch,oh,oh] random,
+ * y [n,ch,oh,oh] (random when y_random: an accumulator) and dx zeroed. */
+static void case_io(bench_case *c, int n, int ch, int h, int oh, int y_random)
+{
+    c->x  = mk4(c, n, ch, h, h, 1);
+    c->y  = mk4(c, n, ch, oh, oh, y_random);
+    c->dy = mk4(c, n, ch, oh, oh, 1);
+    c->dx = mk4(c, n, ch, h, h, 0);
+}
+
 static void case_init(bench_case *c, md_backend *be)
 {
     memset(c, 0, sizeof(*c));
@@ -392,10 +402,7 @@ static void bench_bn(const bench_opts *o, md_backend *be, int n, int ch, int h)
     if (!selected(o, op)) return;
     bench_case c;
     case_init(&c, be);
-    c.x                 = mk4(&c, n, ch, h, h, 1);
-    c.y                 = mk4(&c, n, ch, h, h, 0);
-    c.dy                = mk4(&c, n, ch, h, h, 1);
-    c.dx                = mk4(&c, n, ch, h, h, 0);
+    case_io(&c, n, ch, h, h, 0);
     c.bn_rmean          = mk1(&c, ch, 0);
     c.bn_rvar           = mk1(&c, ch, 0);
     c.bn_smean          = mk1(&c, ch, 0);
@@ -418,10 +425,7 @@ static void bench_relu(const bench_opts *o, md_backend *be, int n, int ch, int h
     if (!selected(o, op)) return;
     bench_case c;
     case_init(&c, be);
-    c.x  = mk4(&c, n, ch, h, h, 1);
-    c.y  = mk4(&c, n, ch, h, h, 0);
-    c.dy = mk4(&c, n, ch, h, h, 1);
-    c.dx = mk4(&c, n, ch, h, h, 0);
+    case_io(&c, n, ch, h, h, 0);
     run_case(o, &c, op, &c.x, relu_fwd, relu_bwd);
     case_free(&c);
 }
@@ -437,10 +441,7 @@ static void bench_pool(const bench_opts *o, md_backend *be, const char *op, md_p
     c.pool.stride = stride;
     c.pool.pad    = 1;
     int oh        = (h + 2 * 1 - 3) / stride + 1;
-    c.x           = mk4(&c, n, ch, h, h, 1);
-    c.y           = mk4(&c, n, ch, oh, oh, 0);
-    c.dy          = mk4(&c, n, ch, oh, oh, 1);
-    c.dx          = mk4(&c, n, ch, h, h, 0);
+    case_io(&c, n, ch, h, oh, 0);
     run_case(o, &c, op, &c.x, pool_fwd, pool_bwd);
     case_free(&c);
 }
@@ -451,10 +452,7 @@ static void bench_add(const bench_opts *o, md_backend *be, int n, int ch, int h)
     if (!selected(o, op)) return;
     bench_case c;
     case_init(&c, be);
-    c.x  = mk4(&c, n, ch, h, h, 1);
-    c.y  = mk4(&c, n, ch, h, h, 1);
-    c.dy = mk4(&c, n, ch, h, h, 1);
-    c.dx = mk4(&c, n, ch, h, h, 0); /* gradient of x */
+    case_io(&c, n, ch, h, h, 1); /* y: the accumulator; dx: the gradient of x */
     c.db = mk4(&c, n, ch, h, h, 0); /* gradient of the other summand */
     run_case(o, &c, op, &c.x, add_fwd, add_bwd);
     case_free(&c);

@@ -118,7 +118,6 @@ static int b_bn(builder *b, const char *name, int in, int affine) {
     st.rmean = tensor(b, &b->net->stats, n1, 1, &c);
     st.rvar = tensor(b, &b->net->stats, n2, 1, &c);
     st.out = new_buf(b, c, x->dim[2], x->dim[3]);
-    if (ok(b) && !b->declaring) st.save = b->plan->nsave++;
     add_step(b, &st);
     return st.out;
 }
@@ -201,30 +200,29 @@ static int factorized_reduce(builder *b, const char *name, int in, int c_out) {
     return b_bn(b, n, cat, 0);
 }
 
-static int sep_conv(builder *b, const char *name, int in, int c, int stride, int k) {
+/* ReLU, depthwise kxk, pointwise 1x1, BN (non-affine): weights name.dw<tag>,
+ * name.pw<tag>, name.bn<tag>. One of these is dil_conv; two are sep_conv. */
+static int relu_dw_pw_bn(builder *b, const char *name, const char *tag, int in, int c, int k,
+                         int stride, int pad, int dil) {
     char n[MD_NAME_MAX];
-    join_name(n, name, ".dw1");
-    int x = b_conv(b, n, b_relu(b, in), c, k, stride, k / 2, 1, c);
-    join_name(n, name, ".pw1");
+    join_name(n, name, ".dw");
+    join_name(n, n, tag);
+    int x = b_conv(b, n, b_relu(b, in), c, k, stride, pad, dil, c);
+    join_name(n, name, ".pw");
+    join_name(n, n, tag);
     x = b_conv(b, n, x, c, 1, 1, 0, 1, 1);
-    join_name(n, name, ".bn1");
-    x = b_bn(b, n, x, 0);
-    join_name(n, name, ".dw2");
-    x = b_conv(b, n, b_relu(b, x), c, k, 1, k / 2, 1, c);
-    join_name(n, name, ".pw2");
-    x = b_conv(b, n, x, c, 1, 1, 0, 1, 1);
-    join_name(n, name, ".bn2");
+    join_name(n, name, ".bn");
+    join_name(n, n, tag);
     return b_bn(b, n, x, 0);
 }
 
+static int sep_conv(builder *b, const char *name, int in, int c, int stride, int k) {
+    int x = relu_dw_pw_bn(b, name, "1", in, c, k, stride, k / 2, 1);
+    return relu_dw_pw_bn(b, name, "2", x, c, k, 1, k / 2, 1);
+}
+
 static int dil_conv(builder *b, const char *name, int in, int c, int stride, int k) {
-    char n[MD_NAME_MAX];
-    join_name(n, name, ".dw");
-    int x = b_conv(b, n, b_relu(b, in), c, k, stride, k == 3 ? 2 : 4, 2, c);
-    join_name(n, name, ".pw");
-    x = b_conv(b, n, x, c, 1, 1, 0, 1, 1);
-    join_name(n, name, ".bn");
-    return b_bn(b, n, x, 0);
+    return relu_dw_pw_bn(b, name, "", in, c, k, stride, k == 3 ? 2 : 4, 2);
 }
 
 /* Build op `op` on buffer `in`; NO_BUF for `none` (contributes nothing). */
@@ -387,9 +385,6 @@ static md_status check_config(const md_darts_config *c) {
                        c->in_c, c->in_h, c->in_w, c->classes, c->cells, c->channels, c->nodes);
     return MD_OK;
 }
-
-void md_plan_free_shell(md_plan *p); /* plan.c */
-md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out);
 
 md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_supernet **out) {
     *out = NULL;

@@ -30,7 +30,7 @@ typedef struct {
     int          w, b;          /* params: conv/linear weight, linear bias (-1: none) */
     int          gamma, beta;   /* BN affine params, -1 when affine = false */
     int          rmean, rvar;   /* BN running statistics (stats arena) */
-    int          save;          /* BN: index of its saved mean/invstd pair in the plan */
+    int          save;          /* BN: offset of its saved mean/invstd in save_mem (md_plan_finish) */
     int          zero[MD_STEP_MAX_IN + 1]; /* gradient buffers to zero before this backward */
     int          nzero;
 } md_step;
@@ -53,16 +53,17 @@ struct md_plan {
     md_pbuf     *bufs;
     int          nbufs, cap_bufs;
     int          input, logits; /* buffer ids */
-    int          nsave;
     float       *act_mem, *grad_mem, *save_mem;
     size_t       act_floats, grad_floats;
-    int32_t     *labels_unused;
     md_range    *ranges;
     int          nranges;
     int          grads_ready; /* loss gradient written, backward may run */
 };
 
-/* Builder services, implemented in plan.c. */
+/* Builder services, implemented in plan.c. A shell is an empty plan: with be = NULL
+ * it only records buffer shapes (how the supernet declares its weights). */
+md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out);
+void      md_plan_free_shell(md_plan *p);
 int md_plan_add_buf(md_plan *p, int n, int c, int h, int w); /* returns id or -1 */
 md_status md_plan_add_step(md_plan *p, const md_step *st);
 md_status md_plan_finish(md_plan *p); /* memory planning and allocation */

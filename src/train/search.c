@@ -319,10 +319,9 @@ static double mean_entropy(const md_mdl *m, int first, int n) {
 
 /* state.json: what `derive` reads, rewritten atomically after every period. */
 static md_status write_state(run_t *r, char *genotype, size_t glen) {
-    int       E = r->edges, K = MD_DARTS_OPS;
-    md_gene   gn[2 * MD_MAX_NODES], gr[2 * MD_MAX_NODES];
+    int E = r->edges, K = MD_DARTS_OPS;
     MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, r->cfg->nodes, genotype, glen,
-                             gn, gr));
+                             NULL, NULL));
     md_json j;
     md_json_init(&j);
     md_json_begin_object(&j);
@@ -357,11 +356,11 @@ static md_status write_heatmap(run_t *r) {
     return md_heatmap_write_svg(&h, p);
 }
 
-static md_status write_genotype(run_t *r, const char *genotype) {
+/* genotype.json and genotype.txt; the string is also returned in genotype. */
+static md_status write_genotype(run_t *r, char *genotype, size_t glen) {
     int     E = r->edges, K = MD_DARTS_OPS, nodes = r->cfg->nodes;
     md_gene g[2][2 * MD_MAX_NODES];
-    char    tmp[4096];
-    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, nodes, tmp, sizeof tmp, g[0],
+    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, nodes, genotype, glen, g[0],
                              g[1]));
     md_json j;
     md_json_init(&j);
@@ -643,8 +642,8 @@ static md_status search(run_t *r) {
         free_plans(r);
     }
     if (r->rank == 0) {
-        MD_TRY(write_state(r, genotype, sizeof genotype));
-        MD_TRY(write_genotype(r, genotype));
+        /* state.json already holds the final p: it was written after the last period. */
+        MD_TRY(write_genotype(r, genotype, sizeof genotype));
         say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
                "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
                "genotype.txt, p_heatmap.svg, tb/\n",

@@ -33,7 +33,5 @@ md_status md_cpu_conv_forward(md_backend *be, void *impl, const float *x, const 
 md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const float *w,
                                const float *dy, float *dx, float *dw);
 
-/* oneDNN's name for the implementation chosen: 0 forward, 1 backward data, 2 backward weights. */
-const char *md_cpu_conv_impl(const void *impl, int which);
 
 #endif

@@ -35,7 +35,6 @@ typedef struct {
     md_dwconv dw;
     conv_step fwd, bwd_data, bwd_weights;
     size_t    x_numel, w_numel;
-    char      impl[3][64];
 } cpu_conv;
 
 static md_status arg_init(md_cpu_backend *cb, conv_arg *a, const dnnl_memory_desc_t *user_md,
@@ -81,7 +80,7 @@ static md_status reorder_run(md_cpu_backend *cb, conv_arg *a) {
 /* Build a step from its primitive descriptor: query each argument's layout. */
 static md_status step_init(md_cpu_backend *cb, conv_step *s, dnnl_primitive_desc_t pd, int nargs,
                            const int *kinds, const dnnl_memory_desc_t *const *user_mds,
-                           const int *is_output, char *impl, size_t impl_len) {
+                           const int *is_output) {
     memset(s, 0, sizeof *s);
     s->nargs = nargs;
     for (int i = 0; i < nargs; i++) {
@@ -91,9 +90,6 @@ static md_status step_init(md_cpu_backend *cb, conv_step *s, dnnl_primitive_desc
         if (!pmd) return md_fail(MD_ERR_BACKEND, "conv2d: oneDNN gave no layout for arg %d", kinds[i]);
         MD_TRY(arg_init(cb, &s->arg[i], user_mds[i], pmd, is_output[i]));
     }
-    const char *info = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success && info)
-        snprintf(impl, impl_len, "%s", info);
     DNNL_TRY(dnnl_primitive_create(&s->prim, pd));
     return MD_OK;
 }
@@ -174,19 +170,19 @@ static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv 
         int                       kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
         const dnnl_memory_desc_t *mds[3] = {&m.x, &m.w, &m.y};
         int                       out[3] = {0, 0, 1};
-        s = step_init(cb, &c->fwd, fpd, 3, kinds, mds, out, c->impl[0], sizeof c->impl[0]);
+        s = step_init(cb, &c->fwd, fpd, 3, kinds, mds, out);
     }
     if (s == MD_OK) {
         int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
         const dnnl_memory_desc_t *mds[3] = {&m.y, &m.w, &m.x};
         int                       out[3] = {0, 0, 1};
-        s = step_init(cb, &c->bwd_data, bdpd, 3, kinds, mds, out, c->impl[1], sizeof c->impl[1]);
+        s = step_init(cb, &c->bwd_data, bdpd, 3, kinds, mds, out);
     }
     if (s == MD_OK) {
         int kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
         const dnnl_memory_desc_t *mds[3] = {&m.x, &m.y, &m.w};
         int                       out[3] = {0, 0, 1};
-        s = step_init(cb, &c->bwd_weights, bwpd, 3, kinds, mds, out, c->impl[2], sizeof c->impl[2]);
+        s = step_init(cb, &c->bwd_weights, bwpd, 3, kinds, mds, out);
     }
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     if (bdpd) dnnl_primitive_desc_destroy(bdpd);
@@ -263,7 +259,6 @@ md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl)
     if (is_pointwise(d)) {
         c->is_pw = 1;
         c->n = d->n, c->c_in = d->c_in, c->c_out = d->c_out, c->hw = d->h * d->w;
-        for (int i = 0; i < 3; i++) snprintf(c->impl[i], sizeof c->impl[i], "mdenas:pw_sgemm");
     } else if (is_depthwise(d)) {
         int oh = 0, ow = 0;
         s = md_conv_out_hw(d, &oh, &ow);
@@ -271,7 +266,6 @@ md_status md_cpu_conv_create(md_backend *be, const md_conv_desc *d, void **impl)
         c->dw = (md_dwconv){.n = d->n, .c = d->c_in, .h = d->h, .w = d->w, .oh = oh, .ow = ow,
                             .k = d->kh, .stride = d->stride, .pad = d->pad,
                             .dilation = d->dilation};
-        for (int i = 0; i < 3; i++) snprintf(c->impl[i], sizeof c->impl[i], "mdenas:dw_nchw");
     } else {
         s = conv_build(md_cpu(be), d, c);
     }
@@ -332,9 +326,4 @@ md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const
         accumulate(dw, tmp, c->w_numel);
     }
     return MD_OK;
-}
-
-const char *md_cpu_conv_impl(const void *impl, int which) {
-    const cpu_conv *c = impl;
-    return which >= 0 && which < 3 ? c->impl[which] : "";
 }
