@@ -387,7 +387,8 @@ def check_config(d, given):
 
 INTERVAL_KEYS = {"type", "step", "epoch", "period", "loss", "acc", "lr", "img_per_s"}
 PERIOD_KEYS = {"type", "period", "epoch", "step", "train_loss", "train_acc", "val_acc",
-               "period_time_s", "entropy_normal", "entropy_reduce", "arch"}
+               "period_time_s", "entropy_normal", "entropy_reduce", "arch", "world_size",
+               "allreduce_bytes_per_step", "supernet_grad_bytes"}
 HISTORY_KEYS = {"period", "val_acc", "arch", "p", "he", "ha"}
 TB_TAGS = {"train/loss", "train/acc", "train/lr", "val/acc", "period/train_acc",
            "entropy/normal", "entropy/reduce"}
@@ -748,13 +749,19 @@ def t_bad_input(tmp):
         check(snapshot(d) == before, f"the refused run changed {d}: "
                                      f"{snapshot_diff(before, snapshot(d))}")
 
-    # A real finished run (1 step) is refused the second time, byte-identical afterwards.
+    # A real finished run (1 step): the same command again has nothing to resume,
+    # says so, and leaves every file byte-identical; other options are refused.
     d = os.path.join(tmp, "real")
     small = QUICK + ["--out", d]
     run(["search"] + small)
     before = snapshot(d)
-    print("-- --out holding a finished run")
-    refused(["search"] + small, None, d)
+    print("-- --out holding a finished run, same options")
+    out, _ = run(["search"] + small)
+    check("has finished" in out, f"rerun of a finished run printed: {out!r}")
+    check(snapshot(d) == before, f"the rerun changed {d}: "
+                                 f"{snapshot_diff(before, snapshot(d))}")
+    print("-- --out holding a finished run, other options")
+    refused(["search"] + small + ["--lr", "0.5"], 2, d, "--lr")
     check(snapshot(d) == before, f"the refused run changed {d}: "
                                  f"{snapshot_diff(before, snapshot(d))}")
 

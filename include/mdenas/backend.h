@@ -65,12 +65,28 @@ md_status md_conv_backward(md_conv *c, const md_tensor *x, const md_tensor *w, c
 
 /* ---- batch normalisation ---------------------------------------------- */
 
+/* Cross-replica batch norm (--sync-bn): per-channel sums are reduced over the
+ * replicas of a data-parallel run, so every replica normalises with the
+ * statistics of the global batch. allreduce sums n doubles in place on every
+ * replica. Protocol, which md_bn_sync_absent replays for a replica with no rows:
+ * forward (batch statistics) reduces [sum_c x, count] (C + 1), then
+ * [sum_c (x - mean)^2] (C); backward reduces [sum_c dy, sum_c dy*(x - mean), count]
+ * (2C + 1). With one replica the results equal those without sync, bit for bit.
+ * dy must be the gradient of the loss of the GLOBAL batch (each replica's mean
+ * loss scaled by its rows / the global rows); dgamma and dbeta receive this
+ * replica's part, for the gradient allreduce to sum. */
+typedef struct {
+    md_status (*allreduce)(void *ctx, double *buf, int n);
+    void *ctx;
+} md_bn_sync;
+
 typedef struct {
     const md_tensor *gamma, *beta;               /* [C]; both NULL when affine = false */
     const md_tensor *running_mean, *running_var; /* [C]; may be NULL in training */
     const md_tensor *save_mean, *save_invstd;    /* [C]; written by forward_train */
     float momentum;                              /* running = (1-m)*running + m*batch; 0.1 */
     float eps;                                   /* 1e-5 */
+    const md_bn_sync *sync;                      /* NULL: statistics of this batch only */
 } md_bn_state;
 
 /* Batch statistics; running_var is updated with the unbiased variance. */
@@ -82,6 +98,9 @@ md_status md_bn_forward_eval(md_backend *be, const md_tensor *x, const md_tensor
 md_status md_bn_backward_train(md_backend *be, const md_tensor *x, const md_tensor *dy,
                                const md_tensor *dx, const md_tensor *dgamma,
                                const md_tensor *dbeta, const md_bn_state *s);
+/* Take part in the forward reductions of a synced BN over C channels with no
+ * rows of one's own (a replica whose slice of the last batch is empty). */
+md_status md_bn_sync_absent(const md_bn_sync *sync, int C);
 md_status md_bn_backward_eval(md_backend *be, const md_tensor *x, const md_tensor *dy,
                               const md_tensor *dx, const md_tensor *dgamma,
                               const md_tensor *dbeta, const md_bn_state *s);

@@ -36,6 +36,12 @@ void      md_mdl_sample(const md_mdl *m, md_rng *rng, int *choice);
 md_status md_mdl_record(md_mdl *m, const int *choice, double accuracy);
 /* Apply the rule to every edge and append to the history. */
 md_status md_mdl_update(md_mdl *m);
+/* Put back a saved state (checkpoint, or rank 0's broadcast): p, H^e, H^a after
+ * `periods` updates, and their history (hist_* [periods][edges*k]); with the
+ * history NULL it is filled with the current state. */
+md_status md_mdl_restore(md_mdl *m, int periods, const double *p, const double *he,
+                         const double *ha, const double *hist_p, const double *hist_he,
+                         const double *hist_ha);
 /* Shannon entropy (nats) of edge e's distribution. */
 double    md_mdl_entropy(const md_mdl *m, int e);
 /* Parse "paper" / "pairwise". */

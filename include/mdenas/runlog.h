@@ -83,6 +83,8 @@ md_status md_tb_flush(md_tb *tb); /* fflush, so a running TensorBoard sees the r
 md_status md_tb_close(md_tb *tb); /* flushes and frees (also on error); NULL is fine */
 /* CRC-32C (Castagnoli), as TFRecord uses; exposed for tests. */
 uint32_t md_crc32c(const void *data, size_t len);
+/* The CRC-32C of a message continued by data: extend(crc(a), b) == crc(a || b). */
+uint32_t md_crc32c_extend(uint32_t crc, const void *data, size_t len);
 
 /* ---- heatmap of p over periods -------------------------------------------------- */
 

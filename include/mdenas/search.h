@@ -4,6 +4,7 @@
 #define MDENAS_SEARCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "mdenas/error.h"
 #include "mdenas/mdl.h"
@@ -26,6 +27,9 @@ typedef struct {
     uint64_t    seed;
     int         threads;
     int         log_every; /* steps between progress lines */
+    int         sync_bn;    /* BN statistics over all ranks */
+    int         ckpt_every; /* steps between checkpoints (0: period ends only) */
+    int         keep;       /* checkpoints kept (>= 2) */
     char        out[512];  /* run directory */
 } md_search_config;
 
@@ -36,8 +40,21 @@ md_status md_search_config_check(const md_search_config *c);
 /* Fill options that depend on others (the dataset's default folder), then check. */
 md_status md_search_config_resolve(md_search_config *c);
 
-/* Run the search; rank 0 writes the run directory. world = 1 for now. */
-md_status md_search_run(const md_search_config *c, int rank, int world);
+struct md_comm;
+
+/* Exit status of `mdenas_mpi search` after SIGUSR1/SIGTERM stopped the run and a
+ * checkpoint was written: rerun the same command to resume (EX_TEMPFAIL). */
+#define MD_EXIT_STOPPED 75
+
+/* Run the search, data-parallel over the ranks of comm; rank 0 writes the run
+ * directory. Rerunning it on the same run directory resumes from the newest
+ * valid checkpoint. *stopped = 1 when a signal stopped it (after a checkpoint).
+ * MD_ERR_ARG: bad options, or a run directory that this run may not use. */
+md_status md_search_run(const md_search_config *c, struct md_comm *comm, int *stopped);
+
+/* Print what a checkpoint holds; MD_ERR_DATA/MD_ERR_IO naming the file if it is
+ * not a valid mdenas checkpoint. */
+md_status md_ckpt_inspect(const char *path, FILE *out);
 
 /* Print the genotype of the run in `dir` (finished or not) to stdout. */
 md_status md_search_derive(const char *dir);

@@ -73,10 +73,19 @@ int       md_plan_rows(const md_plan *p);
  * without touching running statistics (MdeNAS validation); otherwise running. */
 typedef enum { MD_MODE_TRAIN, MD_MODE_EVAL_BATCH_STATS, MD_MODE_EVAL } md_mode;
 md_status md_plan_forward(md_plan *p, const float *x, md_mode mode);
+/* Cross-replica BN for every BN step of the plan (NULL: per-replica statistics). */
+void      md_plan_set_bn_sync(md_plan *p, const md_bn_sync *sync);
+/* A replica with no rows in this batch takes part in the BN reductions of a
+ * forward pass that the other replicas run (a no-op without BN sync). */
+md_status md_plan_forward_absent(md_plan *p, md_mode mode);
 /* After forward: mean loss and top-1 correct count over the rows; with
  * `backward`, also the gradients of the active weights (accumulated into the
  * grads arena: zero them first with md_plan_zero_grads). */
 md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *correct);
+/* Multiply the loss gradient (after md_plan_loss) by factor: a data-parallel
+ * replica passes its rows / the global rows, so that its gradients are its part
+ * of the global batch's mean-loss gradient and the allreduce is a plain sum. */
+md_status md_plan_scale_loss_grad(md_plan *p, float factor);
 md_status md_plan_backward(md_plan *p);
 md_status md_plan_zero_grads(md_plan *p);
 /* Arena ranges of the weights this plan uses (stem, preprocessing, sampled

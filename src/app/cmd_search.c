@@ -10,7 +10,7 @@
 #include "mdenas/data.h"
 #include "mdenas/search.h"
 
-typedef enum { OPT_INT, OPT_DOUBLE, OPT_STR, OPT_U64, OPT_BOOL, OPT_RULE } opt_type;
+typedef enum { OPT_INT, OPT_DOUBLE, OPT_STR, OPT_U64, OPT_BOOL, OPT_RULE, OPT_FLAG } opt_type;
 
 typedef struct {
     const char *name;
@@ -45,7 +45,10 @@ static const option options[] = {
     OPT("--seed", OPT_U64, seed, "seed of every random choice"),
     OPT("--threads", OPT_INT, threads, "CPU threads per rank (0: OpenMP default)"),
     OPT("--log-every", OPT_INT, log_every, "steps between progress lines"),
-    OPT("--out", OPT_STR, out, "run directory (must not hold another run)"),
+    OPT("--sync-bn", OPT_FLAG, sync_bn, "BN statistics over all ranks (no value)"),
+    OPT("--ckpt-every", OPT_INT, ckpt_every, "steps between checkpoints (0: period ends only)"),
+    OPT("--keep", OPT_INT, keep, "checkpoints kept, at least 2"),
+    OPT("--out", OPT_STR, out, "run directory; run the same command again to resume it"),
 };
 enum { NOPT = sizeof options / sizeof *options };
 
@@ -54,6 +57,7 @@ static void show_value(const option *o, const md_search_config *c, char *buf, si
     switch (o->type) {
     case OPT_INT:
     case OPT_BOOL: snprintf(buf, len, "%d", *(const int *)p); break;
+    case OPT_FLAG: snprintf(buf, len, "%s", *(const int *)p ? "on" : "off"); break;
     case OPT_DOUBLE: snprintf(buf, len, "%g", *(const double *)p); break;
     case OPT_STR: snprintf(buf, len, "%s", p[0] ? p : "(none)"); break;
     case OPT_U64: snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)p); break;
@@ -69,7 +73,10 @@ void md_search_usage(FILE *f) {
                "  --preset NAME          cifar10: 8 cells, C=16, batch 256, lr 0.025 cosine,\n"
                "                         momentum 0.9, wd 3e-4, clip 5 on CIFAR-10 (--data DIR);\n"
                "                         tiny: a few-minute CPU run on a Fashion-MNIST subset.\n"
-               "                         Options after it override it.\n");
+               "                         Options after it override it.\n"
+               "Under mpirun/srun, --batch is the global batch, split over the ranks.\n"
+               "Running the same command again resumes the run in --out from its newest\n"
+               "valid checkpoint. SIGUSR1/SIGTERM: checkpoint and exit with status 75.\n");
     for (int i = 0; i < NOPT; i++) {
         char v[64];
         show_value(&options[i], &d, v, sizeof v);
@@ -107,6 +114,7 @@ static int parse_value(const option *o, const char *s, md_search_config *c) {
         memcpy(p, s, strlen(s) + 1);
         return 0;
     case OPT_RULE: return md_mdl_rule_parse(s, (md_mdl_rule *)p) == MD_OK ? 0 : -1;
+    case OPT_FLAG: return -1;
     }
     return -1;
 }
@@ -138,6 +146,10 @@ int md_search_parse(int argc, char **argv, md_search_config *c) {
             fprintf(stderr, "mdenas_mpi search: unknown option '%s'\n\n", argv[i]);
             md_search_usage(stderr);
             return 2;
+        }
+        if (o->type == OPT_FLAG) {
+            *(int *)((char *)c + o->offset) = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "mdenas_mpi search: %s needs a value (%s)\n", o->name, o->help);

@@ -6,6 +6,8 @@
 
 #include "app/commands.h"
 #include "mdenas/backend.h"
+#include "mdenas/comm.h"
+#include "mdenas/search.h"
 #include "mdenas/version.h"
 
 static void usage(FILE *f) {
@@ -18,6 +20,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  search [options]     run the MdeNAS search (mdenas_mpi search --help)\n"
             "  derive RUNDIR        print the genotype of a run, finished or not\n"
+            "  inspect CHECKPOINT   check a checkpoint and print what it holds\n"
             "  info [--threads N]   print the build, the compute backends and the MPI world,\n"
             "                       after a self-check that runs one op on each backend\n"
             "\n"
@@ -25,7 +28,9 @@ static void usage(FILE *f) {
             "  -h, --help           show this help and exit\n"
             "  --version            print the version and exit\n"
             "\n"
-            "Exit status: 0 success, 1 failure (the message says why), 2 bad usage.\n");
+            "Exit status: 0 success; 1 failure (the message says why); 2 bad usage, bad\n"
+            "input or a run directory this run may not use; 75 stopped by SIGUSR1 or\n"
+            "SIGTERM after writing a checkpoint (run the same command again to resume).\n");
 }
 
 static int parse_threads(const char *s, int *out) {
@@ -105,9 +110,34 @@ static int cmd_search(int argc, char **argv, int rank, int world) {
     }
     md_search_config c;
     if (md_search_parse(argc, argv, &c)) return 2;
-    if (md_search_run(&c, rank, world) != MD_OK) {
-        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
-        return 1;
+    md_comm *comm = NULL;
+    int      stopped = 0;
+    md_status s = md_comm_create_world(&comm);
+    if (s == MD_OK) s = md_search_run(&c, comm, &stopped);
+    md_comm_destroy(comm);
+    if (s == MD_OK) return stopped ? MD_EXIT_STOPPED : 0;
+    /* Bad options or a run directory this run may not use: every rank got the
+     * same verdict from rank 0, which says why. */
+    if (s == MD_ERR_ARG) {
+        if (rank == 0) fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        return 2;
+    }
+    fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", rank, world, md_error_message());
+    return 1;
+}
+
+static int cmd_inspect(int argc, char **argv, int rank) {
+    if (argc != 1 || wants_help(argc, argv)) {
+        if (rank == 0)
+            fprintf(argc == 1 ? stdout : stderr,
+                    "usage: mdenas_mpi inspect CHECKPOINT\n"
+                    "Checks a checkpoint (format, sizes, checksum) and prints what it holds.\n");
+        return argc == 1 ? 0 : 2;
+    }
+    if (rank != 0) return 0;
+    if (md_ckpt_inspect(argv[0], stdout) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi inspect: %s\n", md_error_message());
+        return 2;
     }
     return 0;
 }
@@ -143,6 +173,8 @@ int main(int argc, char **argv) {
         if (rank == 0) printf("mdenas_mpi %s\n", MDENAS_VERSION);
     } else if (!strcmp(argv[1], "search")) {
         rc = cmd_search(argc - 2, argv + 2, rank, world);
+    } else if (!strcmp(argv[1], "inspect")) {
+        rc = cmd_inspect(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "derive")) {
         rc = cmd_derive(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "info")) {

@@ -234,7 +234,7 @@ static md_status bn_check(const char *op, const md_tensor *x, const md_tensor *y
 md_status md_bn_forward_train(md_backend *be, const md_tensor *x, const md_tensor *y,
                               const md_bn_state *s) {
     MD_TRY(bn_check("batch_norm(train)", x, y, s, 0, 1));
-    if ((size_t)x->dim[0] * x->dim[2] * x->dim[3] < 2 && s->running_var)
+    if ((size_t)x->dim[0] * x->dim[2] * x->dim[3] < 2 && s->running_var && !s->sync)
         return md_fail(MD_ERR_ARG,
                        "batch_norm(train): one value per channel (shape N=%d H=%d W=%d) has no "
                        "unbiased variance",
@@ -268,6 +268,20 @@ md_status md_bn_backward_train(md_backend *be, const md_tensor *x, const md_tens
     MD_TRY(bn_check(op, x, x, s, 0, 1));
     MD_TRY(bn_grads_check(op, x, dy, dx, dgamma, dbeta, s));
     return be->vt->bn_backward_train(be, x, dy, dx, dgamma, dbeta, s);
+}
+
+md_status md_bn_sync_absent(const md_bn_sync *sync, int C) {
+    if (!sync) return MD_OK;
+    if (C < 1) return md_fail(MD_ERR_ARG, "batch_norm sync: %d channels", C);
+    double *zero = calloc((size_t)C + 1, sizeof *zero);
+    if (!zero) return md_fail(MD_ERR_NOMEM, "batch_norm sync: %d channels", C);
+    md_status s = sync->allreduce(sync->ctx, zero, C + 1);
+    if (s == MD_OK) {
+        memset(zero, 0, ((size_t)C + 1) * sizeof *zero);
+        s = sync->allreduce(sync->ctx, zero, C);
+    }
+    free(zero);
+    return s;
 }
 
 md_status md_bn_backward_eval(md_backend *be, const md_tensor *x, const md_tensor *dy,

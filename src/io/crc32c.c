@@ -44,10 +44,14 @@ static const uint32_t crc_table[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
-uint32_t md_crc32c(const void *data, size_t len) {
+uint32_t md_crc32c_extend(uint32_t crc, const void *data, size_t len) {
     const unsigned char *p = data;
-    uint32_t             c = 0xFFFFFFFFu;
+    uint32_t             c = crc ^ 0xFFFFFFFFu;
     for (size_t i = 0; i < len; i++)
         c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
     return c ^ 0xFFFFFFFFu;
+}
+
+uint32_t md_crc32c(const void *data, size_t len) {
+    return md_crc32c_extend(0, data, len);
 }

@@ -106,10 +106,12 @@ static void update_pairwise(double *p, const double *he, const double *ha, int k
         }
 }
 
-static md_status history_append(md_mdl *m) {
+/* Room in the history for at least `periods` entries. */
+static md_status history_reserve(md_mdl *m, int periods) {
     size_t n = (size_t)m->edges * m->k;
-    if (m->periods >= m->hist_cap) {
-        int     cap = m->hist_cap ? 2 * m->hist_cap : 16;
+    if (periods > m->hist_cap) {
+        int cap = m->hist_cap ? m->hist_cap : 16;
+        while (cap < periods) cap *= 2;
         double *hp = realloc(m->hist_p, (size_t)cap * n * sizeof(double));
         if (hp) m->hist_p = hp;
         double *he = realloc(m->hist_he, (size_t)cap * n * sizeof(double));
@@ -119,6 +121,12 @@ static md_status history_append(md_mdl *m) {
         if (!hp || !he || !ha) return md_fail(MD_ERR_NOMEM, "mdl: history of %d periods", cap);
         m->hist_cap = cap;
     }
+    return MD_OK;
+}
+
+static md_status history_append(md_mdl *m) {
+    size_t n = (size_t)m->edges * m->k;
+    MD_TRY(history_reserve(m, m->periods + 1));
     size_t o = (size_t)m->periods * n;
     memcpy(m->hist_p + o, m->p, n * sizeof(double));
     memcpy(m->hist_he + o, m->he, n * sizeof(double));
@@ -189,5 +197,30 @@ md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene
         }
         first += inputs;
     }
+    return MD_OK;
+}
+
+md_status md_mdl_restore(md_mdl *m, int periods, const double *p, const double *he,
+                         const double *ha, const double *hist_p, const double *hist_he,
+                         const double *hist_ha) {
+    size_t n = (size_t)m->edges * m->k;
+    if (periods < 0) return md_fail(MD_ERR_ARG, "mdl: %d periods", periods);
+    MD_TRY(history_reserve(m, periods));
+    memcpy(m->p, p, n * sizeof(double));
+    memcpy(m->he, he, n * sizeof(double));
+    memcpy(m->ha, ha, n * sizeof(double));
+    if (hist_p && periods > 0) {
+        memcpy(m->hist_p, hist_p, (size_t)periods * n * sizeof(double));
+        memcpy(m->hist_he, hist_he, (size_t)periods * n * sizeof(double));
+        memcpy(m->hist_ha, hist_ha, (size_t)periods * n * sizeof(double));
+    } else if (periods > 0) {
+        /* No history given (a replica that only samples): the current state stands in. */
+        for (int t = 0; t < periods; t++) {
+            memcpy(m->hist_p + (size_t)t * n, p, n * sizeof(double));
+            memcpy(m->hist_he + (size_t)t * n, he, n * sizeof(double));
+            memcpy(m->hist_ha + (size_t)t * n, ha, n * sizeof(double));
+        }
+    }
+    m->periods = periods;
     return MD_OK;
 }

@@ -251,6 +251,7 @@ static void bn_state(md_plan *p, const md_step *s, md_mode mode, bn_view *v) {
     v->st.save_invstd = &v->invstd;
     v->st.momentum = 0.1f;
     v->st.eps = 1e-5f;
+    v->st.sync = p->bn_sync;
 }
 
 static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
@@ -345,6 +346,18 @@ md_status md_plan_forward(md_plan *p, const float *x, md_mode mode) {
     return MD_OK;
 }
 
+void md_plan_set_bn_sync(md_plan *p, const md_bn_sync *sync) {
+    p->bn_sync = sync;
+}
+
+md_status md_plan_forward_absent(md_plan *p, md_mode mode) {
+    if (!p->bn_sync || mode == MD_MODE_EVAL) return MD_OK;
+    for (int s = 0; s < p->nsteps; s++)
+        if (p->steps[s].kind == MD_STEP_BN)
+            MD_TRY(md_bn_sync_absent(p->bn_sync, p->bufs[p->steps[s].out].act.dim[1]));
+    return MD_OK;
+}
+
 md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *correct) {
     md_pbuf  *lg = &p->bufs[p->logits];
     md_tensor z = as_2d(&lg->act, lg->act.data), dz = as_2d(&lg->act, lg->grad.data);
@@ -353,6 +366,12 @@ md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *corr
     if (correct) MD_TRY(md_top1_correct(p->be, &z, labels, correct));
     p->grads_ready = 1;
     return MD_OK;
+}
+
+md_status md_plan_scale_loss_grad(md_plan *p, float factor) {
+    if (!p->grads_ready) return md_fail(MD_ERR_ARG, "plan: scaling the loss gradient before the loss");
+    md_pbuf *lg = &p->bufs[p->logits];
+    return md_scale(p->be, lg->grad.data, (size_t)lg->act.dim[0] * lg->act.dim[1], factor);
 }
 
 static const md_tensor *grad_of(md_plan *p, int buf) {

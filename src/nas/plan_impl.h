@@ -58,6 +58,7 @@ struct md_plan {
     md_range    *ranges;
     int          nranges;
     int          grads_ready; /* loss gradient written, backward may run */
+    const md_bn_sync *bn_sync; /* cross-replica BN, or NULL */
 };
 
 /* Builder services, implemented in plan.c. A shell is an empty plan: with be = NULL

@@ -1,6 +1,9 @@
 /* The search loop (MDENAS.md, "The learning loop") and the run directory. */
 #include "mdenas/search.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <math.h>
@@ -15,6 +18,7 @@
 #include "mdenas/data.h"
 #include "mdenas/runlog.h"
 #include "mdenas/supernet.h"
+#include "train/search_impl.h"
 
 
 /* ---- configuration --------------------------------------------------------- */
@@ -32,6 +36,8 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     c->crop_pad = 2, c->flip = 1;
     c->seed = 1;
     c->log_every = 20;
+    c->ckpt_every = 200;
+    c->keep = 3;
     snprintf(c->out, sizeof c->out, "run");
     if (!preset || !preset[0]) return MD_OK;
     snprintf(c->preset, sizeof c->preset, "%s", preset);
@@ -77,6 +83,9 @@ md_status md_search_config_check(const md_search_config *c) {
         c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
         return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
                                    ">= 0, --log-every >= 1, --crop-pad in 0..16");
+    if (c->ckpt_every < 0 || c->keep < 2)
+        return md_fail(MD_ERR_ARG, "--ckpt-every %d must be >= 0 and --keep %d >= 2",
+                       c->ckpt_every, c->keep);
     if (!(c->alpha > 0.0 && c->alpha <= 1.0))
         return md_fail(MD_ERR_ARG, "--alpha %g must be in (0, 1]", c->alpha);
     if (c->cells < 1 || c->cells > 64)
@@ -151,11 +160,11 @@ static md_status check_run_dir(const char *dir) {
     return MD_OK;
 }
 
-static void config_json(md_json *j, const md_search_config *c, int world) {
+void md_search_config_json(md_json *j, const md_search_config *c, int world, int full) {
     md_json_begin_object(j);
     md_json_key(j, "preset"), md_json_string(j, c->preset);
     md_json_key(j, "dataset"), md_json_string(j, c->dataset);
-    md_json_key(j, "data_dir"), md_json_string(j, c->data_dir);
+    if (full) md_json_key(j, "data_dir"), md_json_string(j, c->data_dir);
     md_json_key(j, "subset"), md_json_int(j, c->subset);
     md_json_key(j, "val_fraction"), md_json_double(j, c->val_fraction);
     md_json_key(j, "epochs"), md_json_int(j, c->epochs);
@@ -175,30 +184,26 @@ static void config_json(md_json *j, const md_search_config *c, int world) {
     md_json_key(j, "crop_pad"), md_json_int(j, c->crop_pad);
     md_json_key(j, "flip"), md_json_bool(j, c->flip);
     md_json_key(j, "seed"), md_json_int(j, (long long)c->seed);
+    md_json_key(j, "sync_bn"), md_json_bool(j, c->sync_bn);
+    if (!full) {
+        md_json_end_object(j);
+        return;
+    }
+    /* Options free to change when a run resumes. */
     md_json_key(j, "threads"), md_json_int(j, c->threads);
     md_json_key(j, "log_every"), md_json_int(j, c->log_every);
+    md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
+    md_json_key(j, "keep"), md_json_int(j, c->keep);
     md_json_key(j, "out"), md_json_string(j, c->out);
     md_json_key(j, "world_size"), md_json_int(j, world);
     md_json_end_object(j);
 }
 
+static md_status read_file(const char *path, char **out);
+
 /* ---- the run ---------------------------------------------------------------------- */
 
-typedef struct {
-    const md_search_config *cfg;
-    int                     rank, world;
-    md_backend             *be;
-    md_dataset              ds;
-    int                    *train_idx, *val_idx, ntrain, nval;
-    md_loader              *train, *val;
-    md_supernet            *net;
-    md_mdl                  mdl; /* normal edges first, then reduction edges */
-    int                     edges;
-    FILE                   *log, *metrics, *history;
-    md_tb                  *tb;
-    md_plan                *plans[2]; /* of the current architecture, by row count */
-    double                  t0;
-} run_t;
+typedef md_run run_t;
 
 static double now_s(void) {
     struct timespec t;
@@ -277,6 +282,7 @@ static md_status plan_for(run_t *r, const md_arch *a, int rows, md_plan **out) {
     if (r->plans[slot]) md_plan_destroy(r->plans[slot]);
     r->plans[slot] = NULL;
     MD_TRY(md_plan_create(r->net, r->be, a, rows, &r->plans[slot]));
+    if (r->cfg->sync_bn && r->world > 1) md_plan_set_bn_sync(r->plans[slot], md_comm_bn_sync(r->comm));
     *out = r->plans[slot];
     return MD_OK;
 }
@@ -410,15 +416,64 @@ typedef struct {
     int    period_len;
 } schedule;
 
-/* Train one sampling period; returns train accuracy and the mean loss. */
-static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, double *train_acc,
-                              double *train_loss) {
+/* ---- signals: stop at the next step, checkpoint, exit MD_EXIT_STOPPED ---------- */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* MDENAS_RAISE_AT_STEP=<step>[:<rank>]: that rank raises SIGUSR1 on itself just
+ * before global step <step>, a deterministic signal for the tests. */
+static void maybe_raise(const run_t *r, long step) {
+    static long at = -2;
+    static int  rank = 0;
+    if (at == -2) {
+        const char *e = getenv("MDENAS_RAISE_AT_STEP");
+        at = -1;
+        if (e && *e) {
+            char *end = NULL;
+            at = strtol(e, &end, 10);
+            if (*end == ':') rank = (int)strtol(end + 1, NULL, 10);
+        }
+    }
+    if (step == at && r->rank == rank) raise(SIGUSR1);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+static md_status save_checkpoint(run_t *r, const char *why) {
+    md_loader_tell(r->train, &r->pos.train_epoch, &r->pos.train_batch);
+    md_loader_tell(r->val, &r->pos.val_epoch, &r->pos.val_batch);
+    r->last_ckpt_step = r->pos.step;
+    if (r->rank != 0) return MD_OK;
+    char   path[1024];
+    size_t bytes = 0;
+    double t = now_s();
+    MD_TRY(md_ckpt_save(r, path, sizeof path, &bytes));
+    t = now_s() - t;
+    say(r, "checkpoint %s (%s): %.2f MB in %.3f s\n", path, why, bytes / 1e6, t);
+    return MD_OK;
+}
+
+/* ---- one sampling period ---------------------------------------------------------- */
+
+/* Train the rest of a sampling period, from r->pos.step to its end. *stop = 1
+ * when every rank has agreed to stop (the flag rides on the gradient allreduce). */
+static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, int *stop) {
     const md_search_config *c = r->cfg;
-    long   correct_all = 0, seen_all = 0;
-    double loss_all = 0, loss_iv = 0, t_iv = now_s();
-    long   correct_iv = 0, seen_iv = 0;
-    for (int i = 0; i < sc->period_len; i++) {
-        long           step = sc->step + i;
+    md_run_pos             *ps = &r->pos;
+    double                  loss_iv = 0, t_iv = now_s();
+    long                    correct_iv = 0, seen_iv = 0, n_iv = 0;
+    long                    end = sc->step + sc->period_len;
+    md_arena *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
+             *ma = md_supernet_momentum(r->net);
+    *stop = 0;
+    while (ps->step < end) {
+        long step = ps->step;
+        maybe_raise(r, step);
         long           epoch = step / sc->steps_per_epoch;
         float          lr = md_lr_cosine((float)c->lr, (float)c->lr_min, epoch, c->epochs);
         const float   *x;
@@ -432,89 +487,134 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, do
         MD_TRY(md_plan_zero_grads(p));
         MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
         MD_TRY(md_plan_loss(p, y, &loss, &correct));
+        if (r->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
         MD_TRY(md_plan_backward(p));
         int             nr;
         const md_range *ranges = md_plan_ranges(p, &nr);
-        md_arena       *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
-                 *ma = md_supernet_momentum(r->net);
+        /* Sum of the replicas' parts of the global batch's gradient; loss, accuracy
+         * and the stop flag ride in the same call. */
+        float extra[3] = {loss * (float)rows, (float)correct, (float)stop_requested};
+        MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
+        float gloss = r->world > 1 ? extra[0] / (float)grows : loss;
+        long  gcorrect = r->world > 1 ? lroundf(extra[1]) : correct;
         MD_TRY(md_clip_grad_norm(r->be, ga->data, ranges, nr, (float)c->clip, NULL));
         MD_TRY(md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr,
                            (float)c->momentum, (float)c->weight_decay));
-        loss_all += loss, loss_iv += loss;
-        correct_all += correct, correct_iv += correct;
-        seen_all += rows, seen_iv += rows;
-        if ((step + 1) % c->log_every == 0 || i + 1 == sc->period_len) {
+        ps->step++;
+        ps->period_loss += gloss, loss_iv += gloss;
+        ps->period_correct += gcorrect, correct_iv += gcorrect;
+        ps->period_seen += grows, seen_iv += grows;
+        n_iv++;
+        if ((step + 1) % c->log_every == 0 || ps->step == end) {
             double t = now_s(), ips = seen_iv / fmax(t - t_iv, 1e-9);
-            double per_step = (t - r->t0) / (double)(step + 1);
+            double per_step = (t - r->t0) / (double)(ps->step - r->step0);
             char   eta[32];
-            fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - step - 1));
-            int n_iv = (int)(seen_iv / (rows ? rows : 1));
+            fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - ps->step));
+            double mloss = loss_iv / (double)n_iv, macc = correct_iv / fmax((double)seen_iv, 1);
             say(r,
                 "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
                 "%.0f img/s | ETA %s\n",
-                sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps,
-                loss_iv / fmax(n_iv, 1), 100.0 * correct_iv / fmax((double)seen_iv, 1), lr, ips,
-                eta);
-            md_json j;
-            md_json_init(&j);
-            md_json_begin_object(&j);
-            md_json_key(&j, "type"), md_json_string(&j, "interval");
-            md_json_key(&j, "step"), md_json_int(&j, step + 1);
-            md_json_key(&j, "epoch"), md_json_int(&j, epoch + 1);
-            md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
-            md_json_key(&j, "loss"), md_json_double(&j, loss_iv / fmax(n_iv, 1));
-            md_json_key(&j, "acc"), md_json_double(&j, correct_iv / fmax((double)seen_iv, 1));
-            md_json_key(&j, "lr"), md_json_double(&j, lr);
-            md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
-            md_json_end_object(&j);
-            md_status s = r->metrics ? json_line(r->metrics, &j) : MD_OK;
-            md_json_free(&j);
-            MD_TRY(s);
-            if (r->tb) {
-                MD_TRY(md_tb_scalar(r->tb, "train/loss", step + 1, (float)(loss_iv / fmax(n_iv, 1))));
-                MD_TRY(md_tb_scalar(r->tb, "train/acc", step + 1,
-                                    (float)(correct_iv / fmax((double)seen_iv, 1))));
+                sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps, mloss,
+                100.0 * macc, lr, ips, eta);
+            if (r->rank == 0) {
+                md_json j;
+                md_json_init(&j);
+                md_json_begin_object(&j);
+                md_json_key(&j, "type"), md_json_string(&j, "interval");
+                md_json_key(&j, "step"), md_json_int(&j, step + 1);
+                md_json_key(&j, "epoch"), md_json_int(&j, epoch + 1);
+                md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
+                md_json_key(&j, "loss"), md_json_double(&j, mloss);
+                md_json_key(&j, "acc"), md_json_double(&j, macc);
+                md_json_key(&j, "lr"), md_json_double(&j, lr);
+                md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
+                md_json_end_object(&j);
+                md_status s = json_line(r->metrics, &j);
+                md_json_free(&j);
+                MD_TRY(s);
+                MD_TRY(md_tb_scalar(r->tb, "train/loss", step + 1, (float)mloss));
+                MD_TRY(md_tb_scalar(r->tb, "train/acc", step + 1, (float)macc));
                 MD_TRY(md_tb_scalar(r->tb, "train/lr", step + 1, lr));
             }
-            loss_iv = 0, correct_iv = 0, seen_iv = 0, t_iv = now_s();
+            loss_iv = 0, correct_iv = 0, seen_iv = 0, n_iv = 0, t_iv = now_s();
         }
+        if (extra[2] > 0.0f) {
+            *stop = 1;
+            return MD_OK;
+        }
+        if (c->ckpt_every && ps->step % c->ckpt_every == 0 && ps->step < end)
+            MD_TRY(save_checkpoint(r, "every --ckpt-every steps"));
     }
-    *train_acc = correct_all / fmax((double)seen_all, 1);
-    *train_loss = loss_all / fmax(sc->period_len, 1);
     return MD_OK;
 }
 
-/* Top-1 accuracy of the sampled network on the held-out split, BN on batch statistics. */
-static md_status validate(run_t *r, const md_arch *a, double *acc) {
-    int  batches = r->cfg->val_batches ? r->cfg->val_batches : md_loader_batches(r->val);
-    long correct = 0, seen = 0;
+/* Top-1 accuracy of the sampled network on the held-out split, BN on batch
+ * statistics, counts summed over ranks; *stop from any rank's signal. */
+static md_status validate(run_t *r, const md_arch *a, double *acc, int *stop) {
+    int    batches = r->cfg->val_batches ? r->cfg->val_batches : md_loader_batches(r->val);
+    double counts[3] = {0, 0, 0}; /* correct, seen, stop */
     if (!r->cfg->val_batches) MD_TRY(md_loader_seek(r->val, 0, 0));
     for (int b = 0; b < batches; b++) {
         const float   *x;
         const int32_t *y;
         int            rows, grows;
         MD_TRY(md_loader_next(r->val, &x, &y, &rows, &grows));
-        if (rows == 0) continue;
         md_plan *p;
+        if (rows == 0) {
+            /* This rank's slice of a short last batch is empty: with synced BN it
+             * still takes part in the statistics the others compute. */
+            if (r->cfg->sync_bn && r->world > 1 && grows > 0) {
+                MD_TRY(plan_for(r, a, r->plans[0] ? md_plan_rows(r->plans[0]) : 1, &p));
+                MD_TRY(md_plan_forward_absent(p, MD_MODE_EVAL_BATCH_STATS));
+            }
+            continue;
+        }
         MD_TRY(plan_for(r, a, rows, &p));
         float loss;
         int   ok = 0;
         MD_TRY(md_plan_forward(p, x, MD_MODE_EVAL_BATCH_STATS));
         MD_TRY(md_plan_loss(p, y, &loss, &ok));
-        correct += ok, seen += rows;
+        counts[0] += ok, counts[1] += rows;
     }
-    *acc = correct / fmax((double)seen, 1);
+    counts[2] = stop_requested;
+    MD_TRY(md_comm_sum_f64(r->comm, counts, 3));
+    *acc = counts[0] / fmax(counts[1], 1);
+    *stop = counts[2] > 0;
     return MD_OK;
 }
 
-static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double train_acc,
-                               double train_loss, double val_acc, double secs) {
-    int E = r->edges, K = MD_DARTS_OPS, choice[2 * MD_MAX_EDGES];
+/* Rank 0 applies the multinomial update and broadcasts p, H^e, H^a. */
+static md_status update_distribution(run_t *r, const md_arch *a, double val_acc) {
+    int E = r->edges, choice[2 * MD_MAX_EDGES];
     for (int e = 0; e < E; e++) choice[e] = a->normal[e], choice[E + e] = a->reduce[e];
-    MD_TRY(md_mdl_record(&r->mdl, choice, val_acc));
-    MD_TRY(md_mdl_update(&r->mdl));
+    md_mdl *m = &r->mdl;
+    if (r->rank == 0) {
+        MD_TRY(md_mdl_record(m, choice, val_acc));
+        MD_TRY(md_mdl_update(m));
+    }
+    if (r->world == 1) return MD_OK;
+    size_t  n = (size_t)m->edges * m->k;
+    double *buf = malloc((3 * n + 1) * sizeof *buf);
+    if (!buf) return md_fail(MD_ERR_NOMEM, "broadcast of the distribution");
+    memcpy(buf, m->p, n * sizeof *buf);
+    memcpy(buf + n, m->he, n * sizeof *buf);
+    memcpy(buf + 2 * n, m->ha, n * sizeof *buf);
+    buf[3 * n] = m->periods;
+    md_status s = md_comm_bcast(r->comm, buf, (3 * n + 1) * sizeof *buf, 0);
+    if (s == MD_OK && r->rank != 0)
+        s = md_mdl_restore(m, (int)buf[3 * n], buf, buf + n, buf + 2 * n, NULL, NULL, NULL);
+    free(buf);
+    return s;
+}
+
+static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double val_acc,
+                               double secs, double allreduce_bytes) {
+    MD_TRY(update_distribution(r, a, val_acc));
     if (r->rank != 0) return MD_OK;
-    char genotype[4096];
+    int    E = r->edges, K = MD_DARTS_OPS;
+    double train_acc = r->pos.period_correct / fmax((double)r->pos.period_seen, 1);
+    double train_loss = r->pos.period_loss / fmax(sc->period_len, 1);
+    char   genotype[4096];
     MD_TRY(write_state(r, genotype, sizeof genotype));
     MD_TRY(write_heatmap(r));
     double hn = mean_entropy(&r->mdl, 0, E), hr = mean_entropy(&r->mdl, E, E);
@@ -531,6 +631,10 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
     md_json_key(&j, "period_time_s"), md_json_double(&j, secs);
     md_json_key(&j, "entropy_normal"), md_json_double(&j, hn);
     md_json_key(&j, "entropy_reduce"), md_json_double(&j, hr);
+    md_json_key(&j, "world_size"), md_json_int(&j, r->world);
+    md_json_key(&j, "allreduce_bytes_per_step"), md_json_double(&j, allreduce_bytes);
+    md_json_key(&j, "supernet_grad_bytes"),
+        md_json_int(&j, (long long)(md_supernet_params(r->net)->numel * sizeof(float)));
     md_json_key(&j, "arch"), arch_json(&j, a, E);
     md_json_end_object(&j);
     md_status s = json_line(r->metrics, &j);
@@ -560,14 +664,63 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
     return MD_OK;
 }
 
-static md_status open_outputs(run_t *r, const md_search_config *c) {
+/* ---- the run directory: fresh, resumed, or restarted ------------------------------- */
+
+enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART };
+
+/* Rank 0, before any work: what to do with --out. */
+static md_status decide_run_dir(run_t *r, md_st_file *ck, int *verdict) {
+    const md_search_config *c = r->cfg;
+    DIR                    *d = opendir(c->out);
+    if (!d && errno == ENOENT) {
+        *verdict = RUN_FRESH;
+        return MD_OK;
+    }
+    if (d) closedir(d);
+    if (check_run_dir(c->out) == MD_OK) { /* exists, empty */
+        *verdict = RUN_FRESH;
+        return MD_OK;
+    }
+    int found = 0;
+    MD_TRY(md_ckpt_find(c, ck, &found));
+    if (found) {
+        *verdict = RUN_RESUME;
+        return MD_OK;
+    }
+    if (!file_exists(c->out, "config.json")) return check_run_dir(c->out); /* the refusal */
+    /* A run of ours that stopped before its first checkpoint: start it again. */
+    char path[700], *text = NULL;
+    path_in(path, sizeof path, c->out, "config.json");
+    MD_TRY(read_file(path, &text));
+    md_status s = md_ckpt_check_config(c, text, path);
+    free(text);
+    MD_TRY(s);
+    *verdict = RUN_RESTART;
+    return MD_OK;
+}
+
+static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
+    const md_search_config *c = r->cfg;
     if (r->rank != 0) return MD_OK;
-    MD_TRY(check_run_dir(c->out)); /* again: it may have changed while data loaded */
-    MD_TRY(make_dirs(c->out));
+    char p[700];
+    if (verdict == RUN_FRESH) {
+        MD_TRY(check_run_dir(c->out)); /* again: it may have changed while data loaded */
+        MD_TRY(make_dirs(c->out));
+    } else {
+        /* Lines written after the checkpoint are dropped: the run redoes those steps. */
+        long keep[2] = {verdict == RUN_RESUME ? r->pos.metrics_bytes : 0,
+                        verdict == RUN_RESUME ? r->pos.history_bytes : 0};
+        static const char *const names[2] = {"metrics.jsonl", "history.jsonl"};
+        for (int i = 0; i < 2; i++) {
+            path_in(p, sizeof p, c->out, names[i]);
+            struct stat st;
+            if (stat(p, &st) == 0 && st.st_size > keep[i] && truncate(p, (off_t)keep[i]))
+                return md_fail(MD_ERR_IO, "cannot truncate %s: %s", p, strerror(errno));
+        }
+    }
     md_json j;
     md_json_init(&j);
-    config_json(&j, c, r->world);
-    char p[700];
+    md_search_config_json(&j, c, r->world, 1);
     path_in(p, sizeof p, c->out, "config.json");
     md_status s = md_json_write_file(&j, p);
     md_json_free(&j);
@@ -577,7 +730,18 @@ static md_status open_outputs(run_t *r, const md_search_config *c) {
     if (!(r->history = open_in(c->out, "history.jsonl", "a"))) return MD_ERR_IO;
     path_in(p, sizeof p, c->out, "tb");
     MD_TRY(make_dirs(p));
-    return md_tb_open(p, &r->tb);
+    MD_TRY(md_tb_open(p, &r->tb));
+    if (verdict == RUN_RESUME)
+        say(r, "resuming from %s: period %ld, step %ld (written by %d rank(s)%s)\n",
+            resumed_from, r->pos.period + 1, r->pos.step, r->pos.saved_world,
+            r->pos.saved_world == r->world ? ""
+            : r->cfg->sync_bn ? "; the batch is global and BN is synced, so the run goes on as it "
+                                "would have"
+                              : "; the batch is global, but BN statistics are per rank, so "
+                                "the run now differs from one on the original ranks");
+    else if (verdict == RUN_RESTART)
+        say(r, "%s holds this run but no checkpoint yet: starting it again from step 0\n", c->out);
+    return MD_OK;
 }
 
 static void close_run(run_t *r) {
@@ -596,69 +760,174 @@ static void close_run(run_t *r) {
     md_tb_close(r->tb);
 }
 
-static md_status search(run_t *r) {
+/* Rank 0's checkpoint (already loaded into it) to every rank. */
+static md_status share_checkpoint(run_t *r) {
+    if (r->world == 1) return MD_OK;
+    md_arena *ar[3] = {md_supernet_params(r->net), md_supernet_momentum(r->net),
+                       md_supernet_stats(r->net)};
+    for (int i = 0; i < 3; i++)
+        MD_TRY(md_comm_bcast(r->comm, ar[i]->data, ar[i]->numel * sizeof(float), 0));
+    MD_TRY(md_comm_bcast(r->comm, &r->pos, sizeof r->pos, 0));
+    md_mdl *m = &r->mdl;
+    size_t  n = (size_t)m->edges * m->k;
+    double *st[3] = {m->p, m->he, m->ha};
+    for (int i = 0; i < 3; i++) MD_TRY(md_comm_bcast(r->comm, st[i], n * sizeof(double), 0));
+    if (r->rank != 0)
+        MD_TRY(md_mdl_restore(m, r->pos.periods_done, m->p, m->he, m->ha, NULL, NULL, NULL));
+    return MD_OK;
+}
+
+/* OpenMP threads per rank: --threads, else OMP_NUM_THREADS, else the CPUs this
+ * rank may run on shared among the ranks of its node. */
+static int threads_per_rank(const run_t *r) {
+    if (r->cfg->threads > 0 || getenv("OMP_NUM_THREADS")) return r->cfg->threads;
+    int local = md_comm_local_size(r->comm);
+    if (local <= 1) return 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int  t = (int)(cpus / local);
+    return t < 1 ? 1 : t;
+}
+
+static md_status search(run_t *r, int *stopped) {
     const md_search_config *c = r->cfg;
     MD_TRY(md_search_config_check(c));
-    if (r->world > 1)
-        return md_fail(MD_ERR_ARG,
-                       "this build runs the search on one MPI rank (got %d); data parallelism "
-                       "across ranks is not implemented yet: run with -np 1",
-                       r->world);
-    if (r->rank == 0) MD_TRY(check_run_dir(c->out));
-    MD_TRY(md_backend_cpu_create(c->threads, &r->be));
-    MD_TRY(load_data(r));
+    if (c->batch < r->world)
+        return md_fail(MD_ERR_ARG, "--batch %d is the global batch and must be at least the "
+                                   "number of ranks (%d)", c->batch, r->world);
+    /* Rank 0 decides what to do with the run directory; every rank follows. */
+    md_st_file ck;
+    memset(&ck, 0, sizeof ck);
+    int       verdict = 0;
+    md_status vs = MD_OK;
+    char      ck_path[700] = "";
+    if (r->rank == 0) {
+        vs = decide_run_dir(r, &ck, &verdict);
+        if (vs != MD_OK) verdict = -(int)vs;
+        if (ck.path) snprintf(ck_path, sizeof ck_path, "%s", ck.path);
+    }
+    md_status s = md_comm_bcast(r->comm, &verdict, sizeof verdict, 0);
+    if (s == MD_OK && verdict < 0)
+        s = r->rank == 0 ? vs
+                         : md_fail((md_status)-verdict, "rank 0 refused the run directory %s",
+                                   c->out);
+    if (s == MD_OK) s = md_backend_cpu_create(threads_per_rank(r), &r->be);
+    if (s == MD_OK) s = load_data(r);
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
                           .classes = r->ds.classes, .cells = c->cells,
                           .channels = c->channels, .nodes = c->nodes};
-    MD_TRY(md_supernet_create(&dc, c->seed, &r->net));
-    r->edges = md_supernet_edges(r->net);
-    MD_TRY(md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule));
-    MD_TRY(open_outputs(r, c)); /* only now: bad input has written nothing */
+    if (s == MD_OK) s = md_supernet_create(&dc, c->seed, &r->net);
+    if (s == MD_OK) {
+        r->edges = md_supernet_edges(r->net);
+        s = md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule);
+    }
+    if (s == MD_OK && verdict == RUN_RESUME && r->rank == 0) s = md_ckpt_load(r, &ck);
+    md_st_free(&ck);
+    MD_TRY(s);
+    if (verdict == RUN_RESUME) {
+        MD_TRY(share_checkpoint(r));
+        MD_TRY(md_loader_seek(r->train, r->pos.train_epoch, r->pos.train_batch));
+        MD_TRY(md_loader_seek(r->val, r->pos.val_epoch, r->pos.val_batch));
+    }
     schedule sc = {0};
     sc.steps_per_epoch = md_loader_batches(r->train);
     sc.total_steps = sc.steps_per_epoch * c->epochs;
     long plen = c->period_steps ? c->period_steps : sc.steps_per_epoch;
     sc.periods = (sc.total_steps + plen - 1) / plen;
+    if (verdict == RUN_RESUME && r->pos.period >= sc.periods) {
+        /* Nothing left to do: say so and leave the run directory as it is. */
+        char g[4096];
+        int  E = r->edges;
+        MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * MD_DARTS_OPS, c->nodes, g,
+                                 sizeof g, NULL, NULL));
+        if (r->rank == 0)
+            printf("the run in %s has finished (%ld periods, checkpoint %s); nothing to do\n"
+                   "genotype: %s\n", c->out, sc.periods, ck_path, g);
+        return MD_OK;
+    }
+    MD_TRY(open_outputs(r, verdict, ck_path)); /* only now: bad input has written nothing */
     say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %d cells, C=%d, "
-           "batch %d, %ld periods of %ld steps, %s\n",
-        c->dataset, r->ntrain, r->nval, r->ds.name, c->cells, c->channels, c->batch, sc.periods,
-        plen, md_backend_describe(r->be));
+           "batch %d over %d rank(s)%s, %ld periods of %ld steps, %s\n",
+        c->dataset, r->ntrain, r->nval, r->ds.name, c->cells, c->channels, c->batch, r->world,
+        c->sync_bn ? " with synced BN" : "", sc.periods, plen, md_backend_describe(r->be));
     md_rng root;
     md_rng_seed(&root, c->seed, 0x5a3b1e);
     r->t0 = now_s();
+    r->step0 = r->pos.step;
     char genotype[4096] = "";
-    for (sc.period = 0; sc.period < sc.periods; sc.period++) {
+    struct sigaction sa, old_usr1, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    stop_requested = 0;
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    sigaction(SIGTERM, &sa, &old_term);
+    s = MD_OK;
+    for (sc.period = r->pos.period; sc.period < sc.periods && s == MD_OK; sc.period++) {
         sc.step = sc.period * plen;
         sc.period_len = (int)(sc.step + plen <= sc.total_steps ? plen : sc.total_steps - sc.step);
+        if (r->pos.step < sc.step || r->pos.step > sc.step + sc.period_len) {
+            s = md_fail(MD_ERR_DATA, "checkpoint position: step %ld is outside period %ld",
+                        r->pos.step, sc.period + 1);
+            break;
+        }
         md_rng rng = md_rng_split(&root, (uint64_t)sc.period);
         int    choice[2 * MD_MAX_EDGES];
         md_mdl_sample(&r->mdl, &rng, choice);
         md_arch a;
         for (int e = 0; e < r->edges; e++) a.normal[e] = choice[e], a.reduce[e] = choice[r->edges + e];
-        double t = now_s(), tacc, tloss, vacc;
-        MD_TRY(train_period(r, &a, &sc, &tacc, &tloss));
-        MD_TRY(validate(r, &a, &vacc));
-        MD_TRY(record_period(r, &a, &sc, tacc, tloss, vacc, now_s() - t));
+        double t = now_s(), vacc;
+        size_t b0 = md_comm_grad_bytes(r->comm);
+        long   s0 = r->pos.step;
+        int    stop = 0;
+        s = train_period(r, &a, &sc, &stop);
+        double ar_bytes = (double)(md_comm_grad_bytes(r->comm) - b0) / fmax(r->pos.step - s0, 1);
+        if (s == MD_OK && stop) {
+            s = save_checkpoint(r, "stop signal");
+            *stopped = 1;
+            break;
+        }
+        if (s == MD_OK) s = validate(r, &a, &vacc, &stop);
+        if (s == MD_OK) s = record_period(r, &a, &sc, vacc, now_s() - t, ar_bytes);
+        if (s == MD_OK) {
+            r->pos.period = sc.period + 1;
+            r->pos.period_correct = 0, r->pos.period_seen = 0, r->pos.period_loss = 0;
+            s = save_checkpoint(r, "period end");
+        }
         free_plans(r);
+        if (s == MD_OK && stop) {
+            *stopped = 1;
+            break;
+        }
+    }
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    MD_TRY(s);
+    if (*stopped) {
+        say(r, "\nstopped by a signal at step %ld: checkpoint written; run the same command again "
+               "to resume (exit status %d)\n", r->pos.step, MD_EXIT_STOPPED);
+        return MD_OK;
     }
     if (r->rank == 0) {
         /* state.json already holds the final p: it was written after the last period. */
         MD_TRY(write_genotype(r, genotype, sizeof genotype));
         say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
                "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
-               "genotype.txt, p_heatmap.svg, tb/\n",
+               "genotype.txt, p_heatmap.svg, tb/, checkpoints/\n",
             now_s() - r->t0, genotype, c->out);
     }
     return MD_OK;
 }
 
-md_status md_search_run(const md_search_config *c, int rank, int world) {
+md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) {
     md_search_config resolved = *c;
+    *stopped = 0;
     MD_TRY(md_search_config_resolve(&resolved));
     run_t r;
     memset(&r, 0, sizeof r);
-    r.cfg = &resolved, r.rank = rank, r.world = world;
-    md_status s = search(&r);
+    r.cfg = &resolved, r.comm = comm;
+    r.rank = md_comm_rank(comm), r.world = md_comm_size(comm);
+    md_status s = search(&r, stopped);
     char      saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);

@@ -3,6 +3,7 @@
 #include <float.h>
 #include <omp.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
@@ -48,28 +49,43 @@ static void channel_affine(const md_tensor *x, float *y, int c, float a, float b
 md_status md_cpu_bn_forward_train(md_backend *be, const md_tensor *x, const md_tensor *y,
                                   const md_bn_state *s) {
     (void)be;
-    int    C = x->dim[1];
-    double m = (double)x->dim[0] * x->dim[2] * x->dim[3];
+    int     C = x->dim[1];
+    double *red = malloc(sizeof(double) * (2 * (size_t)C + 1)), dummy;
+    if (!red) return md_fail(MD_ERR_NOMEM, "batch_norm: %d channels", C);
+    /* Two passes (mean, then squared deviations: no cancellation), each
+     * reduced over replicas when synced. */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) channel_sums(x, c, 0.0, &red[c], &dummy);
+    red[C] = (double)x->dim[0] * x->dim[2] * x->dim[3];
+    md_status st = s->sync ? s->sync->allreduce(s->sync->ctx, red, C + 1) : MD_OK;
+    double    m = red[C];
+    for (int c = 0; c < C && st == MD_OK; c++) red[C + 1 + c] = red[c] / m; /* means */
+    double *mean = red + C + 1;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) channel_sums(x, c, mean[c], &dummy, &red[c]);
+    if (st == MD_OK && s->sync) st = s->sync->allreduce(s->sync->ctx, red, C);
+    if (st != MD_OK) {
+        free(red);
+        return st;
+    }
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        double sum, sq, dummy;
-        channel_sums(x, c, 0.0, &sum, &dummy);
-        double mean = sum / m;
-        channel_sums(x, c, mean, &dummy, &sq); /* two passes: no cancellation */
-        double var = sq / m;
+        double var = red[c] / m;
         double invstd = 1.0 / sqrt(var + s->eps);
         float  g = s->gamma ? s->gamma->data[c] : 1.0f, b = s->beta ? s->beta->data[c] : 0.0f;
         float  a = (float)(invstd * g);
-        channel_affine(x, y->data, c, a, (float)(b - mean * invstd * g));
-        s->save_mean->data[c] = (float)mean;
+        channel_affine(x, y->data, c, a, (float)(b - mean[c] * invstd * g));
+        s->save_mean->data[c] = (float)mean[c];
         s->save_invstd->data[c] = (float)invstd;
         if (s->running_mean) {
             double mo = s->momentum;
-            s->running_mean->data[c] = (float)((1.0 - mo) * s->running_mean->data[c] + mo * mean);
+            s->running_mean->data[c] =
+                (float)((1.0 - mo) * s->running_mean->data[c] + mo * mean[c]);
             s->running_var->data[c] =
                 (float)((1.0 - mo) * s->running_var->data[c] + mo * var * m / (m - 1.0));
         }
     }
+    free(red);
     return MD_OK;
 }
 
@@ -114,16 +130,30 @@ md_status md_cpu_bn_backward_train(md_backend *be, const md_tensor *x, const md_
                                    const md_tensor *dx, const md_tensor *dgamma,
                                    const md_tensor *dbeta, const md_bn_state *s) {
     (void)be;
-    int    n = x->dim[0], C = x->dim[1];
-    size_t hw = (size_t)x->dim[2] * x->dim[3];
-    double m = (double)n * hw;
+    int     n = x->dim[0], C = x->dim[1];
+    size_t  hw = (size_t)x->dim[2] * x->dim[3];
+    double *red = malloc(sizeof(double) * (2 * (size_t)C + 1));
+    if (!red) return md_fail(MD_ERR_NOMEM, "batch_norm backward: %d channels", C);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        channel_grad_sums(x, dy, c, s->save_mean->data[c], &red[c], &red[C + c]);
+        /* dgamma, dbeta from this replica's rows: the gradient allreduce sums them. */
+        if (dgamma) dgamma->data[c] += (float)(red[C + c] * s->save_invstd->data[c]);
+        if (dbeta) dbeta->data[c] += (float)red[c];
+    }
+    red[2 * C] = (double)n * hw;
+    if (s->sync) {
+        md_status st = s->sync->allreduce(s->sync->ctx, red, 2 * C + 1);
+        if (st != MD_OK) {
+            free(red);
+            return st;
+        }
+    }
+    double m = red[2 * C];
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         double mean = s->save_mean->data[c], invstd = s->save_invstd->data[c];
-        double sdy, sdyx;
-        channel_grad_sums(x, dy, c, mean, &sdy, &sdyx);
-        if (dgamma) dgamma->data[c] += (float)(sdyx * invstd);
-        if (dbeta) dbeta->data[c] += (float)sdy;
+        double sdy = red[c], sdyx = red[C + c];
         if (!dx) continue;
         double g = s->gamma ? s->gamma->data[c] : 1.0;
         /* dx = g*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) */
@@ -137,6 +167,7 @@ md_status md_cpu_bn_backward_train(md_backend *be, const md_tensor *x, const md_
                 q[j] += k * (gy[j] - mdy - (p[j] - (float)mean) * kx);
         }
     }
+    free(red);
     return MD_OK;
 }
 

@@ -1,0 +1,421 @@
+/* Checkpoint-restart of a search: safetensors files in <out>/checkpoints/. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mdenas/version.h"
+#include "train/search_impl.h"
+
+#define CKPT_FORMAT "mdenas-checkpoint-1"
+
+static const char *const arena_prefix[3] = {"param/", "momentum/", "bn/"};
+
+static md_arena *arena_of(md_supernet *net, int which) {
+    return which == 0 ? md_supernet_params(net)
+                      : which == 1 ? md_supernet_momentum(net) : md_supernet_stats(net);
+}
+
+/* "ckpt-<digits>.safetensors" -> step; -1 for any other name. */
+static long ckpt_step(const char *name) {
+    if (strncmp(name, "ckpt-", 5)) return -1;
+    char *end = NULL;
+    errno = 0;
+    long step = strtol(name + 5, &end, 10);
+    if (errno || end == name + 5 || step < 0 || strcmp(end, ".safetensors")) return -1;
+    return step;
+}
+
+typedef struct {
+    long step;
+    char name[256];
+} ckpt_name;
+
+static int by_step_desc(const void *a, const void *b) {
+    const ckpt_name *x = a, *y = b;
+    return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;
+}
+
+/* The checkpoints in dir, newest first; *n = 0 when dir does not exist. With
+ * remove_tmp, leftover "*.tmp" files (a write cut short) are deleted. */
+static md_status list_ckpts(const char *dir, ckpt_name **out, int *n, int *corrupt,
+                            int remove_tmp) {
+    *out = NULL, *n = 0, *corrupt = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return MD_OK;
+        return md_fail(MD_ERR_IO, "cannot read %s: %s", dir, strerror(errno));
+    }
+    int            cap = 0;
+    struct dirent *e;
+    md_status      s = MD_OK;
+    while ((e = readdir(d)) && s == MD_OK) {
+        size_t len = strlen(e->d_name);
+        if (len > 8 && !strcmp(e->d_name + len - 8, ".corrupt")) (*corrupt)++;
+        if (remove_tmp && len > 4 && !strcmp(e->d_name + len - 4, ".tmp") &&
+            !strncmp(e->d_name, "ckpt-", 5)) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            remove(p);
+            continue;
+        }
+        long step = ckpt_step(e->d_name);
+        if (step < 0 || len >= sizeof((ckpt_name *)0)->name) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            ckpt_name *m = realloc(*out, (size_t)cap * sizeof *m);
+            if (!m) {
+                s = md_fail(MD_ERR_NOMEM, "listing %s", dir);
+                break;
+            }
+            *out = m;
+        }
+        (*out)[*n].step = step;
+        snprintf((*out)[*n].name, sizeof(*out)[*n].name, "%s", e->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    if (s == MD_OK && *n) qsort(*out, (size_t)*n, sizeof **out, by_step_desc);
+    return s;
+}
+
+static void ckpt_dir(const md_search_config *c, char *buf, size_t len) {
+    snprintf(buf, len, "%s/checkpoints", c->out);
+}
+
+static long file_size(FILE *f) {
+    struct stat st;
+    if (!f || fflush(f) || fstat(fileno(f), &st)) return -1;
+    return (long)st.st_size;
+}
+
+/* ---- save -------------------------------------------------------------------------------- */
+
+md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
+    const md_search_config *c = r->cfg;
+    char                    dir[700];
+    ckpt_dir(c, dir, sizeof dir);
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return md_fail(MD_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    r->pos.metrics_bytes = file_size(r->metrics);
+    r->pos.history_bytes = file_size(r->history);
+    r->pos.periods_done = r->mdl.periods;
+    if (r->pos.metrics_bytes < 0 || r->pos.history_bytes < 0)
+        return md_fail(MD_ERR_IO, "cannot flush metrics.jsonl/history.jsonl in %s", c->out);
+
+    int ntensor = 0, cap = 8;
+    for (int a = 0; a < 3; a++) cap += arena_of(r->net, a)->count;
+    md_st_entry *t = calloc((size_t)cap, sizeof *t);
+    char        *names = malloc((size_t)cap * (MD_NAME_MAX + 16));
+    if (!t || !names) {
+        free(t), free(names);
+        return md_fail(MD_ERR_NOMEM, "checkpoint of %d tensors", cap);
+    }
+    for (int a = 0; a < 3; a++) {
+        const md_arena *ar = arena_of(r->net, a);
+        for (int i = 0; i < ar->count; i++, ntensor++) {
+            const md_param *p = &ar->table[i];
+            char           *nm = names + (size_t)ntensor * (MD_NAME_MAX + 16);
+            snprintf(nm, MD_NAME_MAX + 16, "%s%s", arena_prefix[a], p->name);
+            md_st_entry *e = &t[ntensor];
+            e->name = nm, e->dtype = MD_ST_F32, e->ndim = p->ndim, e->data = ar->data + p->offset;
+            for (int k = 0; k < p->ndim; k++) e->dim[k] = p->dim[k];
+        }
+    }
+    const md_mdl *m = &r->mdl;
+    const double *state[3] = {m->p, m->he, m->ha}, *hist[3] = {m->hist_p, m->hist_he, m->hist_ha};
+    static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};
+    static const char *const hn[3] = {"mdl/hist_p", "mdl/hist_he", "mdl/hist_ha"};
+    for (int k = 0; k < 3; k++)
+        t[ntensor++] = (md_st_entry){.name = sn[k], .dtype = MD_ST_F64, .ndim = 2,
+                                     .dim = {m->edges, m->k}, .data = state[k]};
+    for (int k = 0; k < 3 && m->periods > 0; k++)
+        t[ntensor++] = (md_st_entry){.name = hn[k], .dtype = MD_ST_F64, .ndim = 3,
+                                     .dim = {m->periods, m->edges, m->k}, .data = hist[k]};
+
+    md_json cj;
+    md_json_init(&cj);
+    md_search_config_json(&cj, c, r->world, 0);
+    char hash[16], v[16][40];
+    snprintf(hash, sizeof hash, "%08" PRIx32, md_crc32c(cj.buf, cj.len));
+    const md_run_pos *ps = &r->pos;
+    snprintf(v[0], sizeof v[0], "%ld", ps->step);
+    snprintf(v[1], sizeof v[1], "%ld", ps->period);
+    snprintf(v[2], sizeof v[2], "%d", ps->periods_done);
+    snprintf(v[3], sizeof v[3], "%d", r->world);
+    snprintf(v[4], sizeof v[4], "%ld", ps->train_epoch);
+    snprintf(v[5], sizeof v[5], "%d", ps->train_batch);
+    snprintf(v[6], sizeof v[6], "%ld", ps->val_epoch);
+    snprintf(v[7], sizeof v[7], "%d", ps->val_batch);
+    snprintf(v[8], sizeof v[8], "%ld", ps->period_correct);
+    snprintf(v[9], sizeof v[9], "%ld", ps->period_seen);
+    snprintf(v[10], sizeof v[10], "%.17g", ps->period_loss);
+    snprintf(v[11], sizeof v[11], "%ld", ps->metrics_bytes);
+    snprintf(v[12], sizeof v[12], "%ld", ps->history_bytes);
+    time_t    now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(v[13], sizeof v[13], "%Y-%m-%dT%H:%M:%SZ", &tm);
+    md_st_meta meta[] = {
+        {"format", CKPT_FORMAT},    {"mdenas_version", MDENAS_VERSION},
+        {"step", v[0]},             {"period", v[1]},
+        {"periods_done", v[2]},     {"world_size", v[3]},
+        {"config", cj.buf},         {"config_hash", hash},
+        {"train_epoch", v[4]},      {"train_batch", v[5]},
+        {"val_epoch", v[6]},        {"val_batch", v[7]},
+        {"period_correct", v[8]},   {"period_seen", v[9]},
+        {"period_loss", v[10]},     {"metrics_bytes", v[11]},
+        {"history_bytes", v[12]},   {"created", v[13]},
+    };
+    snprintf(path, path_len, "%s/ckpt-%09ld.safetensors", dir, ps->step);
+    md_status s = cj.failed ? md_fail(MD_ERR_NOMEM, "checkpoint config")
+                            : md_st_write(path, t, ntensor, meta, (int)(sizeof meta / sizeof *meta),
+                                          bytes);
+    md_json_free(&cj);
+    free(t), free(names);
+    MD_TRY(s);
+    r->last_ckpt_step = ps->step;
+
+    /* Keep the newest K. */
+    ckpt_name *list;
+    int        n, corrupt;
+    MD_TRY(list_ckpts(dir, &list, &n, &corrupt, 0));
+    for (int i = c->keep; i < n; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, list[i].name);
+        if (remove(p))
+            s = md_fail(MD_ERR_IO, "cannot remove old checkpoint %s: %s", p, strerror(errno));
+    }
+    free(list);
+    return s;
+}
+
+/* ---- configuration check -------------------------------------------------------------- */
+
+static void value_text(const md_jvalue *v, char *buf, size_t len) {
+    if (!v) snprintf(buf, len, "(absent)");
+    else if (v->type == MD_JSTR) snprintf(buf, len, "'%s'", v->str);
+    else if (v->type == MD_JNUM) snprintf(buf, len, "%.17g", v->num);
+    else if (v->type == MD_JBOOL) snprintf(buf, len, "%s", v->num ? "true" : "false");
+    else snprintf(buf, len, "(%s)", md_json_type_name(v->type));
+}
+
+static int same_value(const md_jvalue *a, const md_jvalue *b) {
+    if (!a || !b || a->type != b->type) return 0;
+    if (a->type == MD_JSTR) return !strcmp(a->str, b->str);
+    return a->num == b->num;
+}
+
+/* MD_ERR_ARG naming every option whose value in `saved_text` (JSON of a
+ * configuration) differs from c's. `what` names the saved source. */
+md_status md_ckpt_check_config(const md_search_config *c, const char *saved_text,
+                               const char *what) {
+    md_json cj;
+    md_json_init(&cj);
+    md_search_config_json(&cj, c, 1, 0);
+    md_jvalue now, saved;
+    md_status s = md_json_parse(cj.buf, "current options", &now);
+    md_json_free(&cj);
+    MD_TRY(s);
+    if (md_json_parse(saved_text, what, &saved) != MD_OK || saved.type != MD_JOBJ) {
+        md_json_value_free(&now);
+        if (saved.type != MD_JOBJ) md_json_value_free(&saved);
+        return md_fail(MD_ERR_DATA, "%s: the saved configuration is not a JSON object", what);
+    }
+    char diff[2048] = "";
+    int  ndiff = 0;
+    for (int i = 0; i < now.count; i++) {
+        const md_jvalue *b = md_json_get(&saved, now.keys[i]);
+        if (same_value(&now.items[i], b)) continue;
+        char opt[64], a_text[128], b_text[128];
+        snprintf(opt, sizeof opt, "--%s", now.keys[i]);
+        for (char *q = opt + 2; *q; q++)
+            if (*q == '_') *q = '-';
+        value_text(&now.items[i], a_text, sizeof a_text);
+        value_text(b, b_text, sizeof b_text);
+        size_t used = strlen(diff);
+        snprintf(diff + used, sizeof diff - used, "%s%s %s now, %s in the run", ndiff ? "; " : "",
+                 opt, a_text, b_text);
+        ndiff++;
+    }
+    md_json_value_free(&now);
+    md_json_value_free(&saved);
+    if (!ndiff) return MD_OK;
+    return md_fail(MD_ERR_ARG,
+                   "%s was written with different options, so this run cannot resume it: %s. "
+                   "Rerun with the run's options, or choose another --out; nothing was changed",
+                   what, diff);
+}
+
+/* ---- find and load ------------------------------------------------------------------- */
+
+md_status md_ckpt_find(const md_search_config *c, md_st_file *out, int *found) {
+    char dir[700];
+    ckpt_dir(c, dir, sizeof dir);
+    *found = 0;
+    ckpt_name *list;
+    int        n, corrupt;
+    MD_TRY(list_ckpts(dir, &list, &n, &corrupt, 1));
+    md_status s = MD_OK;
+    char      bad[1024] = "";
+    for (int i = 0; i < n && !*found && s == MD_OK; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, list[i].name);
+        md_status rs = md_st_read(p, out);
+        const char *fmt = rs == MD_OK ? md_st_meta_get(out, "format") : NULL;
+        const char *cfg = rs == MD_OK ? md_st_meta_get(out, "config") : NULL;
+        if (rs == MD_OK && (!fmt || strcmp(fmt, CKPT_FORMAT) || !cfg)) {
+            md_st_free(out);
+            rs = md_fail(MD_ERR_DATA, "%s: not an mdenas checkpoint (format '%s', expected '%s')",
+                         p, fmt ? fmt : "(none)", CKPT_FORMAT);
+        }
+        if (rs != MD_OK) {
+            /* Report, keep the file under another name, try the one before. */
+            char moved[1100];
+            snprintf(moved, sizeof moved, "%s.corrupt", p);
+            fprintf(stderr, "mdenas: checkpoint %s cannot be used: %s\nmdenas: renamed it to %s "
+                            "and trying the previous checkpoint\n", p, md_error_message(), moved);
+            if (rename(p, moved))
+                s = md_fail(MD_ERR_IO, "cannot rename %s: %s", p, strerror(errno));
+            size_t used = strlen(bad);
+            snprintf(bad + used, sizeof bad - used, "%s%s", used ? ", " : "", list[i].name);
+            corrupt++;
+            continue;
+        }
+        s = md_ckpt_check_config(c, cfg, p);
+        if (s != MD_OK) md_st_free(out);
+        else *found = 1;
+    }
+    free(list);
+    MD_TRY(s);
+    if (!*found && corrupt)
+        return md_fail(MD_ERR_DATA, "%s holds no usable checkpoint (%s%s*.corrupt): the run cannot "
+                                    "resume. Inspect them with `mdenas_mpi inspect`, or move the "
+                                    "run directory aside to start again",
+                       dir, bad, bad[0] ? "; " : "");
+    return MD_OK;
+}
+
+static md_status meta_long(const md_st_file *f, const char *key, long *out) {
+    const char *v = md_st_meta_get(f, key);
+    char       *end = NULL;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < 0)
+        return md_fail(MD_ERR_DATA, "%s: metadata '%s' is missing or not a count", f->path, key);
+    *out = x;
+    return MD_OK;
+}
+
+static md_status get_tensor(const md_st_file *f, const char *name, md_st_dtype dt, int ndim,
+                            const int64_t *dim, const void **data) {
+    const md_st_tensor *t = md_st_find(f, name);
+    if (!t) return md_fail(MD_ERR_DATA, "%s lacks tensor '%s' (another version or network?)",
+                           f->path, name);
+    int ok = t->dtype == dt && t->ndim == ndim;
+    for (int k = 0; ok && k < ndim; k++) ok = t->dim[k] == dim[k];
+    if (!ok) return md_fail(MD_ERR_DATA, "%s: tensor '%s' has dtype %s and another shape than "
+                                         "this network's", f->path, name, md_st_dtype_name(t->dtype));
+    *data = md_st_data(f, t);
+    return MD_OK;
+}
+
+md_status md_ckpt_load(md_run *r, const md_st_file *f) {
+    for (int a = 0; a < 3; a++) {
+        md_arena *ar = arena_of(r->net, a);
+        for (int i = 0; i < ar->count; i++) {
+            const md_param *p = &ar->table[i];
+            char            name[MD_NAME_MAX + 16];
+            int64_t         dim[MD_MAX_DIMS];
+            for (int k = 0; k < p->ndim; k++) dim[k] = p->dim[k];
+            snprintf(name, sizeof name, "%s%s", arena_prefix[a], p->name);
+            const void *d;
+            MD_TRY(get_tensor(f, name, MD_ST_F32, p->ndim, dim, &d));
+            memcpy(ar->data + p->offset, d, p->numel * sizeof(float));
+        }
+    }
+    md_mdl *m = &r->mdl;
+    long    v[12];
+    static const char *const keys[12] = {
+        "step",      "period",    "periods_done",   "train_epoch", "train_batch",   "val_epoch",
+        "val_batch", "period_correct", "period_seen", "metrics_bytes", "history_bytes",
+        "world_size"};
+    for (int i = 0; i < 12; i++) MD_TRY(meta_long(f, keys[i], &v[i]));
+    md_run_pos *ps = &r->pos;
+    ps->step = v[0], ps->period = v[1], ps->periods_done = (int)v[2];
+    ps->train_epoch = v[3], ps->train_batch = (int)v[4];
+    ps->val_epoch = v[5], ps->val_batch = (int)v[6];
+    ps->period_correct = v[7], ps->period_seen = v[8];
+    ps->metrics_bytes = v[9], ps->history_bytes = v[10], ps->saved_world = (int)v[11];
+    const char *loss = md_st_meta_get(f, "period_loss");
+    char       *end = NULL;
+    ps->period_loss = loss ? strtod(loss, &end) : 0;
+    if (!loss || *end) return md_fail(MD_ERR_DATA, "%s: metadata 'period_loss' is missing", f->path);
+    const void *st[3], *hi[3] = {NULL, NULL, NULL};
+    int64_t     d2[2] = {m->edges, m->k}, d3[3] = {ps->periods_done, m->edges, m->k};
+    static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};
+    static const char *const hn[3] = {"mdl/hist_p", "mdl/hist_he", "mdl/hist_ha"};
+    for (int k = 0; k < 3; k++) {
+        MD_TRY(get_tensor(f, sn[k], MD_ST_F64, 2, d2, &st[k]));
+        if (ps->periods_done > 0) MD_TRY(get_tensor(f, hn[k], MD_ST_F64, 3, d3, &hi[k]));
+    }
+    return md_mdl_restore(m, ps->periods_done, st[0], st[1], st[2], hi[0], hi[1], hi[2]);
+}
+
+/* ---- inspect ---------------------------------------------------------------------------- */
+
+md_status md_ckpt_inspect(const char *path, FILE *out) {
+    md_st_file f;
+    MD_TRY(md_st_read(path, &f));
+    const char *fmt = md_st_meta_get(&f, "format");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT)) {
+        md_st_free(&f);
+        return md_fail(MD_ERR_DATA, "%s is a safetensors file but not an mdenas checkpoint "
+                                    "(format '%s')", path, fmt ? fmt : "(none)");
+    }
+    size_t count[4] = {0}, bytes[4] = {0};
+    for (int i = 0; i < f.n; i++) {
+        int g = 3;
+        for (int a = 0; a < 3; a++)
+            if (!strncmp(f.t[i].name, arena_prefix[a], strlen(arena_prefix[a]))) g = a;
+        count[g]++, bytes[g] += f.t[i].bytes;
+    }
+    fprintf(out, "%s: mdenas checkpoint, %zu bytes, checksum ok\n", path, f.size);
+    static const char *const shown[] = {"format",      "mdenas_version", "created",
+                                        "step",        "period",         "periods_done",
+                                        "world_size",  "train_epoch",    "train_batch",
+                                        "val_epoch",   "val_batch",      "config_hash",
+                                        "crc32c",      "config"};
+    for (size_t i = 0; i < sizeof shown / sizeof *shown; i++) {
+        const char *v = md_st_meta_get(&f, shown[i]);
+        fprintf(out, "  %-15s %s\n", shown[i], v ? v : "(absent)");
+    }
+    static const char *const group[4] = {"weights (param/)", "momentum (momentum/)",
+                                         "BN statistics (bn/)", "distribution (mdl/)"};
+    for (int g = 0; g < 4; g++)
+        fprintf(out, "  %-22s %6zu tensors, %10zu bytes\n", group[g], count[g], bytes[g]);
+    /* The genotype that the saved distribution derives to. */
+    const md_st_tensor *p = md_st_find(&f, "mdl/p");
+    md_jvalue           cfg;
+    md_status           s = MD_OK;
+    if (p && p->dtype == MD_ST_F64 && p->ndim == 2 &&
+        md_json_parse(md_st_meta_get(&f, "config"), path, &cfg) == MD_OK) {
+        const md_jvalue *nodes = md_json_get(&cfg, "nodes");
+        int              nn = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
+        if (nn >= 1 && nn <= MD_MAX_NODES && p->dim[0] == 2 * md_cell_edges(nn) &&
+            p->dim[1] == MD_DARTS_OPS) {
+            char          g[4096];
+            const double *pd = md_st_data(&f, p);
+            if (md_darts_genotype(pd, pd + md_cell_edges(nn) * MD_DARTS_OPS, nn, g, sizeof g,
+                                  NULL, NULL) == MD_OK)
+                fprintf(out, "  genotype        %s\n", g);
+        }
+        md_json_value_free(&cfg);
+    }
+    md_st_free(&f);
+    return s;
+}

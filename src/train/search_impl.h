@@ -1,0 +1,68 @@
+/* Private to src/train: the state of a search run, shared by the loop
+ * (search.c) and checkpoint-restart (checkpoint.c). */
+#ifndef MDENAS_TRAIN_SEARCH_IMPL_H
+#define MDENAS_TRAIN_SEARCH_IMPL_H
+
+#include <stdio.h>
+
+#include "mdenas/comm.h"
+#include "mdenas/data.h"
+#include "mdenas/runlog.h"
+#include "mdenas/safetensors.h"
+#include "mdenas/search.h"
+#include "mdenas/supernet.h"
+
+/* Where the loop stands: everything besides the arenas and p/H^e/H^a that a
+ * checkpoint must hold to continue bit for bit. Broadcast as bytes. */
+typedef struct {
+    long   step;   /* global steps done */
+    long   period; /* the period in progress (or next, at a period end) */
+    long   train_epoch, val_epoch;
+    int    train_batch, val_batch; /* loader positions (md_loader_tell) */
+    long   period_correct, period_seen;
+    double period_loss; /* sum of per-step mean losses of the period so far */
+    long   metrics_bytes, history_bytes; /* lengths of those files when saved */
+    int    periods_done;
+    int    saved_world; /* ranks of the run that wrote the checkpoint */
+} md_run_pos;
+
+typedef struct {
+    const md_search_config *cfg;
+    md_comm                *comm;
+    int                     rank, world;
+    md_backend             *be;
+    md_dataset              ds;
+    int                    *train_idx, *val_idx, ntrain, nval;
+    md_loader              *train, *val;
+    md_supernet            *net;
+    md_mdl                  mdl; /* normal edges first, then reduction edges */
+    int                     edges;
+    FILE                   *log, *metrics, *history;
+    md_tb                  *tb;
+    md_plan                *plans[2]; /* of the current architecture, by row count */
+    double                  t0;
+    long                    step0; /* global step when this process started */
+    long                    last_ckpt_step;
+    md_run_pos              pos;
+} md_run;
+
+/* config JSON: every option (full) or only those that define the result (what a
+ * checkpoint must agree on to be resumed). */
+void md_search_config_json(md_json *j, const md_search_config *c, int world, int full);
+
+/* ---- checkpoint.c ---- */
+/* Rank 0: write <out>/checkpoints/ckpt-<step>.safetensors from r and r->pos,
+ * then keep only the newest cfg->keep. Logs a line and a metrics record. */
+md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes);
+/* Rank 0, before any work: the newest valid checkpoint of <out>, if any.
+ * Invalid newer ones are reported on stderr and renamed to *.corrupt; stale
+ * *.tmp files are removed. One whose configuration differs from c is refused
+ * (MD_ERR_ARG naming the options). *found = 0 when there is none. */
+md_status md_ckpt_find(const md_search_config *c, md_st_file *out, int *found);
+/* Rank 0: copy a checkpoint into the net, the distribution and r->pos. */
+md_status md_ckpt_load(md_run *r, const md_st_file *f);
+/* MD_ERR_ARG naming each option whose value in the JSON text `saved` (written
+ * by md_search_config_json) differs from c's; `what` names where it came from. */
+md_status md_ckpt_check_config(const md_search_config *c, const char *saved, const char *what);
+
+#endif

@@ -1,0 +1,1029 @@
+#!/usr/bin/env python3
+"""End-to-end tests of data-parallel search, checkpoints, resume and `inspect`.
+
+  dist_e2e.py MDENAS_MPI TEST
+
+Every run goes through `mpirun -np N` (Open MPI, as root: OMPI_ALLOW_RUN_AS_ROOT) on
+tiny settings (Fashion-MNIST subset of 256 images, or synthetic data where the
+dataset is not installed; 2 cells, C=4, 2 nodes, --threads 1 per rank). TEST is one of:
+
+  np2_matches_np1       -np 2 --sync-bn against -np 1 with the same global batch:
+                        sampled architectures, val_acc and he identical, p within
+                        P_TOL, per-period and per-step train loss within LOSS_RTOL,
+                        train accuracy within ACC_TOL, identical genotype.txt; only
+                        rank 0 prints; without --sync-bn the losses stay within
+                        NOSYNC_LOSS_RTOL of -np 1
+  np4_matches_np1       the same with -np 4 --oversubscribe
+  resume_bit_identical  a run stopped mid-period by MDENAS_RAISE_AT_STEP (exit 75,
+                        checkpoint written) and rerun finishes byte-identical to an
+                        uninterrupted run: history.jsonl, state.json, genotype.txt,
+                        metrics (less timings), and every param/momentum/bn/mdl
+                        tensor of the final checkpoint; again with -np 2 and the
+                        signal raised on rank 1 only
+  kill9_resume          kill -9 of rank 0 of a -np 2 run after its first checkpoint;
+                        mpirun exits non-zero; the same command resumes and ends
+                        identical to an uninterrupted run
+  corrupt_newest        a flipped data byte: `inspect` refuses the file by name; a
+                        stopped run whose newest checkpoint is corrupt resumes from
+                        the previous one, names the bad file, ends as uninterrupted
+  truncated_checkpoint  the same with truncated checkpoints
+  wrong_config          resuming with another --lr and --epochs: exit 2 naming both,
+                        the run directory byte-identical; another --keep and
+                        --ckpt-every resume and end as uninterrupted
+  world_size_change     a -np 2 --sync-bn run stopped and resumed with -np 1: a note,
+                        the genotype of the uninterrupted run, p within P_TOL
+  keep_k                --keep 2: exactly the newest two checkpoints remain, no .tmp;
+                        default keeps 3; --keep 1 refused
+  inspect               `inspect` on good checkpoints prints step, period, tensor
+                        count and a good checksum; the file format checked here with
+                        the stdlib (header, offsets, dtypes, crc32c, mdl tensors equal
+                        to history.jsonl/state.json); a directory, a missing path, an
+                        empty file, random bytes, a huge header length and a plain
+                        safetensors file are refused (exit 2) by path
+  safetensors_python    the final checkpoint read by PyPI safetensors (exit 77, skip,
+                        when `import safetensors.numpy` fails)
+
+Run directories go to a fresh temporary directory under the working directory and are
+removed at the end (MDENAS_E2E_KEEP=1 keeps them). Exit: 0 pass, 1 fail, 2 usage, 77 skip.
+"""
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+K = 8
+NODES = 2
+EDGES = NODES * (NODES + 3) // 2  # 5 edges per cell type
+ROWS = 2 * EDGES
+
+# --subset 256, --val-fraction 0.5: 128 search-train images, 16 a batch -> 8 steps an epoch,
+# 128 validation images (8 batches, all of them every period).
+SUBSET, BATCH = 256, 16
+STEPS_PER_EPOCH = SUBSET // 2 // BATCH
+NVAL = SUBSET // 2
+
+
+FLAGS = {"--sync-bn"}
+
+
+def base_args():
+    if os.path.isfile(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
+        data = ["--dataset", "fashion-mnist"]
+    else:
+        data = ["--dataset", "synthetic"]
+    return data + ["--subset", str(SUBSET), "--batch", str(BATCH), "--cells", "2",
+                   "--channels", "4", "--nodes", str(NODES), "--threads", "1", "--lr", "0.05",
+                   "--alpha", "0.05", "--seed", "7"]
+
+
+def opt_pairs(args):
+    """[(option, value or None)] of an option list (FLAGS take no value)."""
+    out, i = [], 0
+    while i < len(args):
+        if args[i] in FLAGS:
+            out.append((args[i], None))
+            i += 1
+        else:
+            out.append((args[i], args[i + 1]))
+            i += 2
+    return out
+
+
+def search_args(out_dir, *extra):
+    """`search` with the base options, those in extra replacing a base option of the same
+    name (each option given once), and --out."""
+    opts = dict(opt_pairs(base_args()))
+    opts.update(opt_pairs(list(extra)))
+    args = ["search"]
+    for k, v in opts.items():
+        args += [k] if v is None else [k, v]
+    return args + ["--out", out_dir]
+
+
+# Tolerances of a -np N --sync-bn run against -np 1 (same global batch).
+# Gradients and BN statistics are summed over ranks in another order than over one
+# batch, so parameters differ by float32 rounding (~1e-7 relative per step) that grows
+# a little over the steps; over the <= 16 steps here the train loss moves by far less
+# than LOSS_RTOL (measured: see the report printed by the test). Everything that is
+# a count (val_acc = correct / 128, he) or a function of counts (p: the update rule
+# only compares he and ha) is identical unless a validation prediction flips, which
+# these tiny runs never showed; P_TOL leaves room only for the last bits of a double.
+P_TOL = 1e-6
+LOSS_RTOL = 1e-3
+# Train accuracy is a count: allow at most one image of the logged window to flip
+# (its logit margin can be at the float32 noise level).
+ACC_FLIPS = 1
+# Without --sync-bn every rank normalises with the statistics of its own 8 (or 4)
+# images: a different model, but the same data and schedule, so the loss stays close.
+NOSYNC_LOSS_RTOL = 0.25
+
+
+class Fail(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+BINARY = None
+WORK = None
+MPIRUN = None
+
+
+def mpi_env(extra=None):
+    env = dict(os.environ)
+    env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                "OMPI_MCA_rmaps_base_oversubscribe": "1", "OMP_NUM_THREADS": "1"})
+    env.pop("MDENAS_RAISE_AT_STEP", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def mpi_cmd(np_, args):
+    cmd = [MPIRUN, "-np", str(np_), "--bind-to", "none"]
+    if np_ > 2:
+        cmd.append("--oversubscribe")
+    return cmd + [BINARY] + args
+
+
+def show(cmd, env_extra):
+    pre = " ".join(f"{k}={v}" for k, v in (env_extra or {}).items())
+    s = " ".join(os.path.basename(c) if c in (BINARY, MPIRUN) else c for c in cmd)
+    return (pre + " " if pre else "") + s
+
+
+def mpirun(np_, args, rc=0, env=None, timeout=300):
+    """Runs `mpirun -np np_ mdenas_mpi args`; checks the exit status (None: any non-zero).
+    Returns stdout + stderr."""
+    cmd = mpi_cmd(np_, args)
+    t = time.time()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       cwd=WORK, env=mpi_env(env))
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    print(f"$ {show(cmd, env)}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
+    ok = (p.returncode != 0) if rc is None else (p.returncode == rc)
+    if not ok:
+        raise Fail(f"exit status {p.returncode}, expected {'non-zero' if rc is None else rc}\n"
+                   f"  command: {show(cmd, env)}\n"
+                   f"--- stdout (tail)\n{out[-3000:]}\n--- stderr (tail)\n{err[-3000:]}")
+    check("Sanitizer" not in err and "runtime error" not in err,
+          f"`{show(cmd, env)}` hit a sanitizer error:\n{err[-3000:]}")
+    return out + err
+
+
+def direct(args, rc=0, timeout=120):
+    """Runs the binary itself (singleton MPI), e.g. `inspect`; returns stdout + stderr."""
+    t = time.time()
+    p = subprocess.run([BINARY] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout, cwd=WORK, env=mpi_env())
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    print(f"$ mdenas_mpi {' '.join(args)}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
+    ok = (p.returncode != 0) if rc is None else (p.returncode == rc)
+    if not ok:
+        raise Fail(f"`mdenas_mpi {' '.join(args)}`: exit status {p.returncode}, expected "
+                   f"{'non-zero' if rc is None else rc}\n--- stdout\n{out[-3000:]}\n"
+                   f"--- stderr\n{err[-3000:]}")
+    check("Sanitizer" not in err and "runtime error" not in err,
+          f"`mdenas_mpi {' '.join(args)}` hit a sanitizer error:\n{err[-3000:]}")
+    return out + err
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise Fail(f"{path}: not valid JSON: {e}")
+
+
+def load_jsonl(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise Fail(f"{path}:{i}: not valid JSON: {e}: {line[:200]!r}")
+    return rows
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def snapshot(d):
+    """Every file under d with its bytes, and every directory."""
+    snap = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs:
+            snap[os.path.relpath(os.path.join(root, name), d) + "/"] = None
+        for name in files:
+            p = os.path.join(root, name)
+            snap[os.path.relpath(p, d)] = read_bytes(p)
+    return snap
+
+
+def snapshot_diff(before, after):
+    return sorted(k for k in set(before) | set(after) if before.get(k, 0) != after.get(k, 0))
+
+
+# ---- checkpoints ----
+
+CKPT_RE = re.compile(r"^ckpt-(\d{9})\.safetensors$")
+
+
+def checkpoints(d):
+    """[(step, path)] of DIR/checkpoints/ckpt-<9 digits>.safetensors, by step; and the
+    other names in that folder."""
+    cdir = os.path.join(d, "checkpoints")
+    if not os.path.isdir(cdir):
+        return [], []
+    found, other = [], []
+    for name in sorted(os.listdir(cdir)):
+        m = CKPT_RE.match(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(cdir, name)))
+        else:
+            other.append(name)
+    return sorted(found), other
+
+
+def newest(d):
+    found, _ = checkpoints(d)
+    check(found, f"{d}/checkpoints holds no ckpt-<step>.safetensors")
+    return found[-1]
+
+
+DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+              "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+
+
+def read_ckpt(path):
+    """Parses a safetensors file strictly: (metadata, {name: (dtype, shape, bytes)}, data
+    section). The tensors must tile the data section exactly, in any order."""
+    data = read_bytes(path)
+    check(len(data) >= 8, f"{path}: {len(data)} bytes, no header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    check(8 + n <= len(data), f"{path}: header length {n} runs past the file ({len(data)} bytes)")
+    try:
+        hdr = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Fail(f"{path}: header is not UTF-8 JSON: {e}")
+    check(isinstance(hdr, dict), f"{path}: header is not a JSON object")
+    meta = hdr.pop("__metadata__", {})
+    check(isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()),
+          f"{path}: __metadata__ must map names to strings: {meta!r}")
+    body = data[8 + n:]
+    tensors, spans = {}, []
+    for name, t in hdr.items():
+        check(isinstance(t, dict) and set(t) == {"dtype", "shape", "data_offsets"},
+              f"{path}: tensor {name}: {t!r}")
+        dt, shape, (b, e) = t["dtype"], t["shape"], t["data_offsets"]
+        check(dt in DTYPE_SIZE, f"{path}: tensor {name}: dtype {dt}")
+        count = 1
+        for s in shape:
+            check(isinstance(s, int) and s >= 0, f"{path}: tensor {name}: shape {shape}")
+            count *= s
+        check(0 <= b <= e <= len(body) and e - b == count * DTYPE_SIZE[dt],
+              f"{path}: tensor {name}: offsets [{b}, {e}] for {dt} {shape} in a data section "
+              f"of {len(body)} bytes")
+        tensors[name] = (dt, list(shape), body[b:e])
+        spans.append((b, e, name))
+    pos = 0
+    for b, e, name in sorted(spans):
+        check(b == pos, f"{path}: tensor {name} starts at {b}, expected {pos} (gap or overlap)")
+        pos = e
+    check(pos == len(body), f"{path}: tensors end at {pos}, the data section at {len(body)}")
+    return meta, tensors, body
+
+
+def f64_matrix(t, rows, cols):
+    dt, shape, raw = t
+    check(dt == "F64" and shape == [rows, cols], f"F64 [{rows}, {cols}] expected, got {dt} {shape}")
+    v = struct.unpack(f"<{rows * cols}d", raw)
+    return [list(v[r * cols:(r + 1) * cols]) for r in range(rows)]
+
+
+def state_tensors(tensors):
+    return {k: v for k, v in tensors.items()
+            if k.split("/")[0] in ("param", "momentum", "bn", "mdl")}
+
+
+def compare_ckpt_tensors(pa, pb):
+    """Every param/momentum/bn/mdl tensor of two checkpoints byte-identical."""
+    ma, ta, _ = read_ckpt(pa)
+    mb, tb, _ = read_ckpt(pb)
+    sa, sb = state_tensors(ta), state_tensors(tb)
+    check(any(k.startswith("param/") for k in sa) and any(k.startswith("mdl/") for k in sa),
+          f"{pa}: no param/* or mdl/* tensors: {sorted(ta)[:20]}")
+    check(sorted(sa) == sorted(sb), f"tensor names differ: {pa} {sorted(set(sa) ^ set(sb))}")
+    diff = [k for k in sorted(sa) if sa[k] != sb[k]]
+    check(not diff, f"{len(diff)} of {len(sa)} tensors differ between {pa} and {pb}: "
+                    f"{diff[:10]}")
+    for key in ("step", "period", "periods_done"):
+        check(ma.get(key) == mb.get(key), f"metadata {key}: {ma.get(key)!r} in {pa}, "
+                                          f"{mb.get(key)!r} in {pb}")
+    return len(sa)
+
+
+# ---- crc32c (Castagnoli), for the metadata's checksum ----
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    tab = CRC_TABLE
+    for b in data:
+        c = tab[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def crc_matches(stated, value):
+    s = stated.strip()
+    forms = {str(value), f"{value:08x}", f"{value:08X}", f"0x{value:08x}", f"0x{value:08X}",
+             f"{value:x}", f"0x{value:x}"}
+    return s in forms
+
+
+# ---- run-directory comparisons ----
+
+RESULT_FILES = ("history.jsonl", "state.json", "genotype.txt", "genotype.json")
+TIMING_KEYS = ("img_per_s", "period_time_s")
+
+
+def metric_lines(d):
+    """{(type, step): line less timings}; a line repeated after a resume must repeat the
+    same values. Returns (lines, number of repeats)."""
+    out, repeats = {}, 0
+    for m in load_jsonl(os.path.join(d, "metrics.jsonl")):
+        key = (m.get("type"), m.get("step"))
+        m = {k: v for k, v in m.items() if k not in TIMING_KEYS}
+        if key in out:
+            repeats += 1
+            check(out[key] == m, f"{d}/metrics.jsonl: {key} written twice with other values:\n"
+                                 f"  {out[key]}\n  {m}")
+        out[key] = m
+    return out, repeats
+
+
+def same_results(ref, d, what, metrics=True):
+    """The run in d ended exactly like the uninterrupted run in ref."""
+    for name in RESULT_FILES:
+        a, b = os.path.join(ref, name), os.path.join(d, name)
+        check(os.path.isfile(b), f"{what}: {name} missing in {d}")
+        check(read_bytes(a) == read_bytes(b),
+              f"{what}: {name} differs from the uninterrupted run\n"
+              f"  uninterrupted: {read_bytes(a)[:300]!r}\n  {what}: {read_bytes(b)[:300]!r}")
+    if metrics:
+        ma, _ = metric_lines(ref)
+        mb, rep = metric_lines(d)
+        check(set(ma) == set(mb),
+              f"{what}: metrics.jsonl lines {sorted(set(ma) ^ set(mb), key=str)[:10]} are in "
+              f"only one of the runs")
+        bad = [k for k in sorted(ma, key=str) if ma[k] != mb[k]]
+        check(not bad, f"{what}: metrics.jsonl differs from the uninterrupted run at "
+                       f"{bad[:6]}:\n  uninterrupted: {ma[bad[0]] if bad else ''}\n"
+                       f"  {what}: {mb[bad[0]] if bad else ''}")
+        if rep:
+            print(f"   note: {rep} metrics.jsonl lines written twice (same values)")
+    fa, fb = newest(ref)[1], newest(d)[1]
+    check(os.path.basename(fa) == os.path.basename(fb),
+          f"{what}: final checkpoint {os.path.basename(fb)}, uninterrupted {os.path.basename(fa)}")
+    n = compare_ckpt_tensors(fa, fb)
+    print(f"   {what}: {', '.join(RESULT_FILES)}{', metrics' if metrics else ''} and the "
+          f"{n} state tensors of {os.path.basename(fa)} identical")
+
+
+def p_deviation(d):
+    st = load_json(os.path.join(d, "state.json"))
+    return max(abs(x - 1.0 / K) for row in st["p_normal"] + st["p_reduce"] for x in row)
+
+
+def stop_at(np_, args, step, rank=None):
+    """Runs with MDENAS_RAISE_AT_STEP: exit 75 and a checkpoint at the stop."""
+    env = {"MDENAS_RAISE_AT_STEP": f"{step}" if rank is None else f"{step}:{rank}"}
+    out = mpirun(np_, args, rc=75, env=env)
+    d = args[args.index("--out") + 1]
+    s, path = newest(d)
+    check(s in (step, step + 1), f"signal before step {step}: newest checkpoint is "
+                                 f"{os.path.basename(path)} (step {step} or {step + 1} expected)")
+    meta, _, _ = read_ckpt(path)
+    check(meta.get("step") == str(s), f"{path}: metadata step {meta.get('step')!r}")
+    _, other = checkpoints(d)
+    check(not other, f"{d}/checkpoints holds {other} after a stop")
+    print(f"   stopped: newest checkpoint {os.path.basename(path)}")
+    return out, s, path
+
+
+def resumed(out, path, what):
+    check("resuming from" in out and os.path.basename(path) in out,
+          f"{what}: the output does not say 'resuming from ...{os.path.basename(path)}':\n"
+          f"{out[-2000:]}")
+
+
+# ---- -np N against -np 1 ----
+
+def rel(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def compare_np(ref, d, what, loss_rtol, strict):
+    """The run in d against the reference run ref (-np 1): the largest differences; fails
+    past the tolerances (strict: the --sync-bn checks; otherwise the losses within
+    loss_rtol and the sampled architectures)."""
+    mr = load_jsonl(os.path.join(ref, "metrics.jsonl"))
+    md = load_jsonl(os.path.join(d, "metrics.jsonl"))
+    check([(m["type"], m["step"]) for m in mr] == [(m["type"], m["step"]) for m in md],
+          f"{what}: metrics.jsonl lines at other steps than the reference\n"
+          f"  {[(m['type'], m['step']) for m in md]}\n  {[(m['type'], m['step']) for m in mr]}")
+    worst = {"loss_rel": 0.0, "acc_abs": 0.0, "val_acc_abs": 0.0, "p_abs": 0.0}
+    last = {"interval": 0, "period": 0}
+    for a, b in zip(mr, md):
+        kind = a["type"]
+        lk, ak = ("loss", "acc") if kind == "interval" else ("train_loss", "train_acc")
+        # the images behind the line: the steps since the previous line of its type
+        imgs = BATCH * (a["step"] - last[kind])
+        last[kind] = a["step"]
+        r = rel(a[lk], b[lk])
+        worst["loss_rel"] = max(worst["loss_rel"], r)
+        check(r <= loss_rtol, f"{what} step {a['step']} ({kind}): {lk} {b[lk]!r}, reference "
+                              f"{a[lk]!r} (relative difference {r:.3g} > {loss_rtol})")
+        da = abs(a[ak] - b[ak])
+        worst["acc_abs"] = max(worst["acc_abs"], da)
+        check(not strict or da <= ACC_FLIPS / imgs + 1e-12,
+              f"{what} step {a['step']} ({kind}): {ak} {b[ak]!r}, reference {a[ak]!r}: more "
+              f"than {ACC_FLIPS} of {imgs} images classified otherwise")
+        if kind == "period":
+            worst["val_acc_abs"] = max(worst["val_acc_abs"], abs(a["val_acc"] - b["val_acc"]))
+            check(a["arch"] == b["arch"], f"{what} period {a['period']}: sampled "
+                                          f"{b['arch']}, reference {a['arch']}")
+    hr = load_jsonl(os.path.join(ref, "history.jsonl"))
+    hd = load_jsonl(os.path.join(d, "history.jsonl"))
+    check(len(hr) == len(hd) and len(hr) > 0,
+          f"{what}: history.jsonl {len(hd)} lines, reference {len(hr)}")
+    for t, (a, b) in enumerate(zip(hr, hd), 1):
+        check(a["arch"] == b["arch"], f"{what} period {t}: arch differs from the reference")
+        if not strict:
+            continue
+        check(a["val_acc"] == b["val_acc"], f"{what} period {t}: val_acc {b['val_acc']!r}, "
+                                            f"reference {a['val_acc']!r}")
+        check(a["he"] == b["he"], f"{what} period {t}: he differs from the reference")
+        for k in ("p", "ha"):
+            for e in range(ROWS):
+                for o in range(K):
+                    x, y = a[k][e][o], b[k][e][o]
+                    if k == "p":
+                        worst["p_abs"] = max(worst["p_abs"], abs(x - y))
+                    check(abs(x - y) <= P_TOL,
+                          f"{what} period {t}: {k}[{e}][{o}] = {y!r}, reference {x!r} "
+                          f"(|diff| > {P_TOL})")
+    if strict:
+        ga = read_bytes(os.path.join(ref, "genotype.txt"))
+        gb = read_bytes(os.path.join(d, "genotype.txt"))
+        check(ga == gb, f"{what}: genotype.txt {gb!r}, reference {ga!r}")
+    return worst
+
+
+def np_matches_np1(tmp, np_):
+    extra = ["--epochs", "2", "--period-steps", "2", "--log-every", "1", "--ckpt-every", "0"]
+    ref = os.path.join(tmp, "np1")
+    mpirun(1, search_args(ref, *(extra + ["--sync-bn"])))
+    dev = p_deviation(ref)
+    check(dev > 0.01, f"p stayed uniform (max |p - 1/8| = {dev}): the comparison says nothing")
+    d = os.path.join(tmp, f"np{np_}")
+    out = mpirun(np_, search_args(d, *(extra + ["--sync-bn"])))
+    cfg = load_json(os.path.join(d, "config.json"))
+    check(cfg.get("world_size") == np_, f"-np {np_}: config.json world_size "
+                                        f"{cfg.get('world_size')!r}")
+    check(cfg.get("batch") == BATCH, f"-np {np_}: config.json batch {cfg.get('batch')!r}, the "
+                                     f"global batch {BATCH} expected")
+    check(out.count("search finished") == 1,
+          f"-np {np_}: 'search finished' printed {out.count('search finished')} times "
+          f"(only rank 0 prints)")
+    periods = 2 * STEPS_PER_EPOCH // 2
+    check(out.count(f"period {periods}/{periods} done") == 1,
+          f"-np {np_}: 'period {periods}/{periods} done' not printed exactly once")
+    meta, _, _ = read_ckpt(newest(d)[1])
+    check(meta.get("world_size") == str(np_), f"-np {np_}: checkpoint world_size "
+                                              f"{meta.get('world_size')!r}")
+    w = compare_np(ref, d, f"-np {np_}", LOSS_RTOL, strict=True)
+    print(f"   -np {np_} --sync-bn vs -np 1: max relative loss difference {w['loss_rel']:.3g} "
+          f"(tolerance {LOSS_RTOL}), max |train acc diff| {w['acc_abs']:.3g}, max |val_acc diff| "
+          f"{w['val_acc_abs']:.3g}, max |p diff| {w['p_abs']:.3g} (tolerance {P_TOL}); "
+          f"max |p - 1/8| {dev:.3f}")
+    # Without --sync-bn: another model (per-rank BN statistics), but the same data and
+    # schedule: the losses stay near -np 1's.
+    d2 = os.path.join(tmp, f"np{np_}_nosync")
+    ref2 = os.path.join(tmp, "np1_nosync")
+    mpirun(1, search_args(ref2, *extra))
+    mpirun(np_, search_args(d2, *extra))
+    check(read_bytes(os.path.join(ref2, "history.jsonl")) ==
+          read_bytes(os.path.join(ref, "history.jsonl")),
+          "-np 1 with and without --sync-bn differ: on one rank --sync-bn must change nothing")
+    w2 = compare_np(ref2, d2, f"-np {np_} without --sync-bn", NOSYNC_LOSS_RTOL, strict=False)
+    print(f"   -np {np_} without --sync-bn vs -np 1: max relative loss difference "
+          f"{w2['loss_rel']:.3g} (tolerance {NOSYNC_LOSS_RTOL}), max |train acc diff| "
+          f"{w2['acc_abs']:.3g}")
+
+
+def t_np2_matches_np1(tmp):
+    np_matches_np1(tmp, 2)
+
+
+def t_np4_matches_np1(tmp):
+    np_matches_np1(tmp, 4)
+
+
+# ---- resume ----
+
+RESUME = ["--epochs", "2", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "0"]
+
+
+def t_resume_bit_identical(tmp):
+    total = 2 * STEPS_PER_EPOCH  # 16 steps, 4 periods
+    for np_, step, rank in ((1, 6, None), (2, 10, 1)):
+        print(f"-- -np {np_}, signal before step {step} on rank {rank or 0}")
+        ref = os.path.join(tmp, f"straight_np{np_}")
+        mpirun(np_, search_args(ref, *RESUME))
+        check(newest(ref)[0] == total, f"final checkpoint of {ref} is not at step {total}")
+        d = os.path.join(tmp, f"stopped_np{np_}")
+        args = search_args(d, *RESUME)
+        _, s, path = stop_at(np_, args, step, rank)
+        meta, _, _ = read_ckpt(path)
+        check(meta.get("periods_done") == str(s // 4),
+              f"{path}: periods_done {meta.get('periods_done')!r}, {s // 4} expected at step {s}")
+        hist = load_jsonl(os.path.join(d, "history.jsonl"))
+        check(len(hist) == s // 4, f"history.jsonl of the stopped run has {len(hist)} lines, "
+                                   f"{s // 4} periods were done")
+        out = mpirun(np_, args)
+        resumed(out, path, f"-np {np_} rerun")
+        same_results(ref, d, f"-np {np_} stopped at {s} and resumed")
+        dev = p_deviation(ref)
+        check(dev > 0.01, f"p stayed uniform (max |p - 1/8| = {dev}): the comparison says "
+                          "nothing")
+
+
+def wait_for(cond, timeout, what, proc=None):
+    t = time.time()
+    while time.time() - t < timeout:
+        v = cond()
+        if v:
+            return v
+        if proc is not None and proc.poll() is not None:
+            raise Fail(f"mpirun exited ({proc.returncode}) before {what}")
+        time.sleep(0.02)
+    raise Fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def children(pid):
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids.append(int(name))
+    return kids
+
+
+def rank_of(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return None
+    for kv in env:
+        if kv.startswith(b"OMPI_COMM_WORLD_RANK="):
+            return int(kv.split(b"=", 1)[1])
+    return None
+
+
+def t_kill9_resume(tmp):
+    # 64 steps, checkpoints every 3 steps and at the period ends.
+    extra = ["--epochs", "8", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "3"]
+    ref = os.path.join(tmp, "straight")
+    mpirun(2, search_args(ref, *extra))
+    d = os.path.join(tmp, "killed")
+    args = search_args(d, *extra)
+    cmd = mpi_cmd(2, args)
+    print(f"$ {show(cmd, None)} &")
+    log = open(os.path.join(tmp, "killed.log"), "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=WORK, env=mpi_env(),
+                            start_new_session=True)
+    try:
+        def past_checkpoint():
+            found, _ = checkpoints(d)
+            if not found:
+                return None
+            mpath = os.path.join(d, "metrics.jsonl")
+            try:
+                with open(mpath, encoding="utf-8") as f:
+                    steps = [json.loads(l)["step"] for l in f if l.endswith("\n")]
+            except (OSError, ValueError):
+                return None
+            return found[0][0] if steps and max(steps) >= found[0][0] + 2 else None
+        c = wait_for(past_checkpoint, 120, "a checkpoint and two steps past it", proc)
+        ranks = {}
+        for pid in children(proc.pid):
+            r = rank_of(pid)
+            if r is not None:
+                ranks[r] = pid
+        check(sorted(ranks) == [0, 1], f"rank processes under mpirun {proc.pid}: {ranks}")
+        os.kill(ranks[0], signal.SIGKILL)
+        found, _ = checkpoints(d)
+        print(f"   kill -9 rank 0 (pid {ranks[0]}) after checkpoint step {c}; checkpoints "
+              f"{[s for s, _ in found]}")
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Fail("mpirun did not exit within 60 s of kill -9 of rank 0")
+        check(rc != 0, "mpirun exited 0 after a rank was killed")
+        check(rc != 75, "mpirun exited 75 (stopped with a checkpoint) after kill -9 of rank 0")
+        print(f"   mpirun exited {rc}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    last, path = newest(d)
+    check(last < 8 * STEPS_PER_EPOCH, f"the killed run got to its final checkpoint {path}: "
+                                      "killed too late to test anything")
+    out = mpirun(2, args)
+    check("resuming from" in out, f"rerun after kill -9 does not say 'resuming from':\n"
+                                  f"{out[-2000:]}")
+    same_results(ref, d, "-np 2 killed and resumed")
+
+
+def flip_data_byte(path):
+    data = bytearray(read_bytes(path))
+    (n,) = struct.unpack("<Q", bytes(data[:8]))
+    pos = 8 + n + (len(data) - 8 - n) // 2
+    data[pos] ^= 0x10
+    with open(path, "wb") as f:
+        f.write(data)
+    return pos
+
+
+def truncate(path, size):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def refused_inspect(path, *needles):
+    out = direct(["inspect", path], rc=2)
+    for n in (path,) + needles:
+        check(n in out, f"`inspect {path}` does not name {n!r}:\n{out[-1500:]}")
+    print(f"   refused: {out.strip().splitlines()[-1][:200] if out.strip() else ''}")
+
+
+def damaged_newest(tmp, damage, what):
+    extra = ["--epochs", "2", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "0"]
+    ref = os.path.join(tmp, "straight")
+    mpirun(1, search_args(ref, *extra))
+    found, _ = checkpoints(ref)
+    check(len(found) == 3, f"a finished run with the default --keep 3 keeps "
+                           f"{[os.path.basename(p) for _, p in found]}")
+    for _, p in found:
+        direct(["inspect", p])
+    bad = os.path.join(tmp, "bad.safetensors")
+    shutil.copyfile(found[-1][1], bad)
+    damage(bad)
+    refused_inspect(bad)
+    # a stopped run with checkpoints at steps 4, 8 and the stop (10 or 11)
+    d = os.path.join(tmp, "stopped")
+    args = search_args(d, *extra)
+    _, s, path = stop_at(1, args, 10)
+    found, _ = checkpoints(d)
+    check(len(found) >= 2, f"stopped run keeps {found}: two checkpoints needed")
+    prev = found[-2][1]
+    damage(path)
+    refused_inspect(path)
+    out = mpirun(1, args)
+    check(path in out or os.path.basename(path) in out,
+          f"rerun with a {what} newest checkpoint does not name {path}:\n{out[-2000:]}")
+    resumed(out, prev, f"rerun with a {what} newest checkpoint")
+    line = [l for l in out.splitlines() if os.path.basename(path) in l]
+    print(f"   reported: {line[0][:200] if line else ''}")
+    same_results(ref, d, f"stopped, newest checkpoint {what}, resumed")
+
+
+def t_corrupt_newest(tmp):
+    damaged_newest(tmp, flip_data_byte, "corrupt")
+
+
+def t_truncated_checkpoint(tmp):
+    # inspect on a series of cuts of a good checkpoint
+    extra = ["--epochs", "1", "--period-steps", "4", "--ckpt-every", "0"]
+    d = os.path.join(tmp, "one")
+    mpirun(1, search_args(d, *extra))
+    good = newest(d)[1]
+    data = read_bytes(good)
+    (n,) = struct.unpack("<Q", data[:8])
+    for size in (4, 8, 8 + n // 2, 8 + n, 8 + n + 1, len(data) // 2, len(data) - 1):
+        cut = os.path.join(tmp, f"cut_{size}.safetensors")
+        with open(cut, "wb") as f:
+            f.write(data[:size])
+        print(f"-- {size} of {len(data)} bytes")
+        refused_inspect(cut)
+    damaged_newest(tmp, lambda p: truncate(p, os.path.getsize(p) // 2), "truncated")
+
+
+def t_wrong_config(tmp):
+    extra = ["--epochs", "2", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "0"]
+    ref = os.path.join(tmp, "straight")
+    mpirun(1, search_args(ref, *extra))
+    d = os.path.join(tmp, "stopped")
+    args = search_args(d, *extra)
+    stop_at(1, args, 6)
+    before = snapshot(d)
+    wrong = search_args(d, *(extra + ["--epochs", "3", "--lr", "0.07"]))
+    out = mpirun(1, wrong, rc=2)
+    for opt in ("--lr", "--epochs"):
+        check(opt in out, f"the refusal does not name {opt}:\n{out[-2000:]}")
+    changed = snapshot_diff(before, snapshot(d))
+    check(not changed, f"the refused resume changed {changed}")
+    print(f"   refused: {[l for l in out.splitlines() if '--lr' in l][:1]}")
+    out = mpirun(1, search_args(d, *(extra + ["--lr", "0.07"])), rc=2)
+    check("--lr" in out, f"the refusal of another --lr does not name it:\n{out[-2000:]}")
+    check(not snapshot_diff(before, snapshot(d)), "the refused resume changed the run directory")
+    # options that may differ: --keep, --ckpt-every (and --out, --threads, --log-every)
+    allowed = search_args(d, *(extra + ["--ckpt-every", "5", "--keep", "4"]))
+    out = mpirun(1, allowed)
+    check("resuming from" in out, f"another --keep/--ckpt-every did not resume:\n{out[-2000:]}")
+    same_results(ref, d, "resumed with another --keep and --ckpt-every")
+
+
+def t_world_size_change(tmp):
+    extra = RESUME + ["--sync-bn"]
+    ref = os.path.join(tmp, "straight_np2")
+    mpirun(2, search_args(ref, *extra))
+    ref1 = os.path.join(tmp, "straight_np1")
+    mpirun(1, search_args(ref1, *extra))
+    d = os.path.join(tmp, "stopped")
+    args = search_args(d, *extra)
+    _, s, path = stop_at(2, args, 6)
+    meta, _, _ = read_ckpt(path)
+    check(meta.get("world_size") == "2", f"{path}: world_size {meta.get('world_size')!r}")
+    out = mpirun(1, args)
+    resumed(out, path, "-np 1 rerun of a -np 2 run")
+    notes = [l for l in out.replace(tmp, "TMP").splitlines()
+             if re.search(r"world|rank", l, re.I) and "2" in l and "1" in l]
+    check(notes, f"the -np 1 resume of a -np 2 checkpoint prints no note on the world size:\n"
+                 f"{out[-2000:]}")
+    print(f"   note: {notes[0][:200]}")
+    for r, name in ((ref, "-np 2"), (ref1, "-np 1")):
+        w = compare_np(r, d, f"resumed -np 2 -> 1 vs {name}", LOSS_RTOL, strict=True)
+        print(f"   resumed -np 2 -> 1 vs uninterrupted {name}: max relative loss difference "
+              f"{w['loss_rel']:.3g}, max |p diff| {w['p_abs']:.3g}, max |val_acc diff| "
+              f"{w['val_acc_abs']:.3g}")
+    cfg = load_json(os.path.join(d, "state.json"))
+    check(cfg.get("genotype") == load_json(os.path.join(ref, "state.json")).get("genotype"),
+          "genotype differs from the uninterrupted -np 2 run")
+
+
+def t_keep_k(tmp):
+    total = 2 * STEPS_PER_EPOCH
+    d = os.path.join(tmp, "keep2")
+    mpirun(1, search_args(d, "--epochs", "2", "--period-steps", "4", "--ckpt-every", "3",
+                          "--keep", "2"))
+    found, other = checkpoints(d)
+    steps = [s for s, _ in found]
+    check(steps == [total - 1, total], f"--keep 2 --ckpt-every 3 over {total} steps left "
+                                       f"checkpoints at {steps}, expected [{total - 1}, {total}]")
+    check(not other, f"{d}/checkpoints holds other files: {other}")
+    tmps = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if ".tmp" in f]
+    check(not tmps, f"temporary files left: {tmps}")
+    # the default keeps 3; with --ckpt-every 2: 2, 4, ..., 16
+    d3 = os.path.join(tmp, "default")
+    mpirun(1, search_args(d3, "--epochs", "2", "--period-steps", "4", "--ckpt-every", "2"))
+    dsteps = [s for s, _ in checkpoints(d3)[0]]
+    check(dsteps == [total - 4, total - 2, total], f"the default --keep left {dsteps}")
+    # a stopped run keeps K too, and the checkpoint at the stop is among them
+    d4 = os.path.join(tmp, "stopped")
+    args = search_args(d4, "--epochs", "2", "--period-steps", "4", "--ckpt-every", "2",
+                       "--keep", "2")
+    _, s, _ = stop_at(1, args, 9)
+    steps = [x for x, _ in checkpoints(d4)[0]]
+    check(len(steps) == 2 and steps[-1] == s, f"--keep 2, stopped at {s}: checkpoints {steps}")
+    bad = os.path.join(tmp, "keep1")
+    out = mpirun(1, search_args(bad, "--epochs", "1", "--keep", "1"), rc=2)
+    check("--keep" in out, f"--keep 1 refused without naming --keep:\n{out[-1500:]}")
+    check(not os.path.exists(bad), "--keep 1 was refused but created the run directory")
+    print(f"   --keep 2: {[os.path.basename(p) for _, p in found]}; default: {dsteps}; "
+          f"--keep 2 stopped at {s}: {steps}")
+
+
+def t_inspect(tmp):
+    extra = ["--epochs", "2", "--period-steps", "4", "--ckpt-every", "3", "--keep", "2"]
+    d = os.path.join(tmp, "run")
+    mpirun(1, search_args(d, *extra))
+    hist = load_jsonl(os.path.join(d, "history.jsonl"))
+    st = load_json(os.path.join(d, "state.json"))
+    found, _ = checkpoints(d)
+    for step, path in found:
+        meta, tensors, body = read_ckpt(path)
+        for key in ("format", "step", "period", "periods_done", "world_size", "config",
+                    "config_hash", "crc32c"):
+            check(key in meta, f"{path}: metadata lacks {key}: {sorted(meta)}")
+        check(meta["format"] == "mdenas-checkpoint-1", f"{path}: format {meta['format']!r}")
+        check(meta["step"] == str(step), f"{path}: metadata step {meta['step']!r}")
+        check(meta["world_size"] == "1", f"{path}: world_size {meta['world_size']!r}")
+        done = int(meta["periods_done"])
+        check(done == step // 4, f"{path}: periods_done {done} at step {step}")
+        try:
+            cfg = json.loads(meta["config"])
+        except ValueError as e:
+            raise Fail(f"{path}: metadata config is not JSON: {e}")
+        check(cfg.get("lr") == 0.05 and cfg.get("epochs") == 2 and cfg.get("batch") == BATCH and
+              cfg.get("seed") == 7, f"{path}: config {cfg}")
+        crc = crc32c(body)
+        check(crc_matches(meta["crc32c"], crc),
+              f"{path}: metadata crc32c {meta['crc32c']!r}, the data section's is {crc:08x}")
+        params = {k[6:]: v for k, v in tensors.items() if k.startswith("param/")}
+        moms = {k[9:]: v for k, v in tensors.items() if k.startswith("momentum/")}
+        check("stem.conv" in params, f"{path}: no param/stem.conv: {sorted(params)[:10]}")
+        check(sorted(params) == sorted(moms), f"{path}: param/* and momentum/* name other "
+                                              f"tensors: {sorted(set(params) ^ set(moms))[:10]}")
+        for name, (dt, shape, _) in params.items():
+            check(dt == "F32" and moms[name][0] == "F32" and moms[name][1] == shape,
+                  f"{path}: param/{name} {dt} {shape}, momentum {moms[name][:2]}")
+        bns = [k for k in tensors if k.startswith("bn/")]
+        check(bns and all(tensors[k][0] == "F32" for k in bns), f"{path}: bn/* tensors {bns[:5]}")
+        p = f64_matrix(tensors["mdl/p"], ROWS, K)
+        he = f64_matrix(tensors["mdl/he"], ROWS, K)
+        ha = f64_matrix(tensors["mdl/ha"], ROWS, K)
+        if done == 0:
+            check(not any(k.startswith("mdl/hist_") for k in tensors),
+                  f"{path}: mdl/hist_* present with no period done")
+            check(p == [[1.0 / K] * K] * ROWS, f"{path}: p is not uniform before period 1")
+        else:
+            check(p == hist[done - 1]["p"] and he == hist[done - 1]["he"] and
+                  ha == hist[done - 1]["ha"],
+                  f"{path}: mdl/p, he, ha differ from history.jsonl line {done}")
+            for k in ("p", "he", "ha"):
+                dt, shape, raw = tensors[f"mdl/hist_{k}"]
+                check(dt == "F64" and shape == [done, ROWS, K],
+                      f"{path}: mdl/hist_{k} {dt} {shape}, F64 [{done}, {ROWS}, {K}] expected")
+                flat = struct.unpack(f"<{done * ROWS * K}d", raw)
+                want = [x for h in hist[:done] for row in h[k] for x in row]
+                check(list(flat) == want, f"{path}: mdl/hist_{k} differs from history.jsonl")
+        out = direct(["inspect", path])
+        for what, value in (("step", meta["step"]), ("period", meta["period"])):
+            check(re.search(rf"{what}\W{{1,4}}{value}\b", out, re.I),
+                  f"`inspect {path}` does not print {what} {value}:\n{out}")
+        check(re.search(rf"\b{len(tensors)}\b", out),
+              f"`inspect {path}` does not print the tensor count {len(tensors)}:\n{out}")
+        check(re.search(r"\bok\b", out, re.I), f"`inspect {path}` does not say the checksum "
+                                               f"is ok:\n{out}")
+        print(f"   {os.path.basename(path)}: {len(tensors)} tensors, {len(body)} data bytes, "
+              f"crc32c {crc:08x}, period {meta['period']}, periods_done {done}")
+    last = found[-1][1]
+    check(f64_matrix(read_ckpt(last)[1]["mdl/p"], ROWS, K) == st["p_normal"] + st["p_reduce"],
+          f"{last}: mdl/p differs from state.json")
+
+    # not checkpoints: exit 2, named
+    cases = []
+    cases.append(("a directory", d))
+    cases.append(("a missing path", os.path.join(tmp, "nope.safetensors")))
+    empty = os.path.join(tmp, "empty.safetensors")
+    open(empty, "wb").close()
+    cases.append(("an empty file", empty))
+    rnd = os.path.join(tmp, "random.safetensors")
+    with open(rnd, "wb") as f:
+        f.write(bytes(random.Random(4).getrandbits(8) for _ in range(4096)))
+    cases.append(("random bytes", rnd))
+    huge = os.path.join(tmp, "huge.safetensors")
+    with open(huge, "wb") as f:
+        f.write(struct.pack("<Q", 1 << 62) + b"{}" + bytes(64))
+    cases.append(("a header length of 2^62", huge))
+    plain = os.path.join(tmp, "plain.safetensors")
+    hdr = json.dumps({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    with open(plain, "wb") as f:
+        f.write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<2f", 1.0, 2.0))
+    cases.append(("a safetensors file that is no checkpoint", plain))
+    for what, path in cases:
+        print(f"-- {what}")
+        refused_inspect(path)
+    print("-- no file")
+    out = direct(["inspect"], rc=2)
+    check("inspect" in out, f"`inspect` without a file: {out[-500:]}")
+
+
+def t_safetensors_python(tmp):
+    try:
+        import numpy as np
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+    except ImportError as e:
+        raise Skip(f"PyPI safetensors (and numpy) not importable in {sys.executable}: {e}")
+    extra = ["--epochs", "2", "--period-steps", "4", "--ckpt-every", "0"]
+    d = os.path.join(tmp, "run")
+    mpirun(1, search_args(d, *extra))
+    step, path = newest(d)
+    meta, tensors, _ = read_ckpt(path)
+    arrays = load_file(path)
+    check(sorted(arrays) == sorted(tensors), f"safetensors sees {sorted(arrays)[:10]}, the "
+                                             f"header names {sorted(tensors)[:10]}")
+    p = arrays["mdl/p"]
+    check(p.shape == (ROWS, K) and p.dtype == np.float64, f"mdl/p {p.dtype} {p.shape}, "
+                                                          f"float64 ({ROWS}, {K}) expected")
+    check(np.all(np.abs(p.sum(axis=1) - 1.0) <= 1e-12), f"mdl/p rows sum to {p.sum(axis=1)}")
+    st = load_json(os.path.join(d, "state.json"))
+    want = np.array(st["p_normal"] + st["p_reduce"], dtype=np.float64)
+    check(np.max(np.abs(p - want)) <= 1e-12,
+          f"mdl/p differs from state.json by {np.max(np.abs(p - want))}")
+    nparam = 0
+    for name, (dt, shape, raw) in tensors.items():
+        a = arrays[name]
+        check(list(a.shape) == shape and a.tobytes() == raw,
+              f"{name}: safetensors gives {a.dtype} {a.shape}, the header {dt} {shape}")
+        if name.startswith("param/"):
+            nparam += 1
+            check(a.dtype == np.float32 and np.all(np.isfinite(a)),
+                  f"{name}: {a.dtype}, finite {np.all(np.isfinite(a))}")
+    with safe_open(path, framework="numpy") as f:
+        m = f.metadata()
+    check(m == meta, "safetensors metadata differs from the header's")
+    check(m.get("format") == "mdenas-checkpoint-1" and m.get("step") == str(step),
+          f"metadata format {m.get('format')!r}, step {m.get('step')!r}")
+    cfg = json.loads(m["config"])
+    check(cfg.get("epochs") == 2 and cfg.get("lr") == 0.05 and cfg.get("period_steps") == 4,
+          f"metadata config {cfg}")
+    print(f"   {os.path.basename(path)}: {len(arrays)} tensors ({nparam} param/*), mdl/p "
+          f"{p.shape} = state.json, metadata {sorted(m)}")
+
+
+TESTS = {"np2_matches_np1": t_np2_matches_np1, "np4_matches_np1": t_np4_matches_np1,
+         "resume_bit_identical": t_resume_bit_identical, "kill9_resume": t_kill9_resume,
+         "corrupt_newest": t_corrupt_newest, "truncated_checkpoint": t_truncated_checkpoint,
+         "wrong_config": t_wrong_config, "world_size_change": t_world_size_change,
+         "keep_k": t_keep_k, "inspect": t_inspect, "safetensors_python": t_safetensors_python}
+
+
+def main():
+    global BINARY, WORK, MPIRUN
+    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    BINARY = os.path.abspath(sys.argv[1])
+    WORK = os.getcwd()
+    MPIRUN = shutil.which("mpirun")
+    if not MPIRUN:
+        print(f"FAIL {sys.argv[2]}: mpirun not found on PATH", file=sys.stderr)
+        return 1
+    tmp = tempfile.mkdtemp(prefix=f"dist_e2e_{sys.argv[2]}.", dir=WORK)
+    t0 = time.time()
+    try:
+        TESTS[sys.argv[2]](tmp)
+    except Skip as e:
+        print(f"SKIP {sys.argv[2]}: {e}")
+        return 77
+    except Fail as e:
+        print(f"FAIL {sys.argv[2]}: {e}", file=sys.stderr)
+        return 1
+    except subprocess.TimeoutExpired as e:
+        print(f"FAIL {sys.argv[2]}: timed out: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if os.environ.get("MDENAS_E2E_KEEP"):
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"PASS {sys.argv[2]} ({time.time() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
