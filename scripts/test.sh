@@ -5,9 +5,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-# TensorBoard's own reader checks our event files (tests/check_tb_events.py);
-# it comes from PyPI into the python3 first on PATH.
-python3 -m pip install -q --break-system-packages tensorboard
+# TensorBoard's own reader checks our event files (tests/check_tb_events.py) and
+# PyPI's safetensors loads our checkpoints (tests/dist_e2e.py); both come from
+# PyPI into the python3 first on PATH.
+python3 -m pip install -q --break-system-packages tensorboard safetensors
 JOBS=$(nproc)
 # Open MPI refuses root unless told; CI runs as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
