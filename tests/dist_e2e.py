@@ -4,25 +4,28 @@
   dist_e2e.py MDENAS_MPI TEST
 
 Every run goes through `mpirun -np N` (Open MPI, as root: OMPI_ALLOW_RUN_AS_ROOT) on
-tiny settings (Fashion-MNIST subset of 256 images, or synthetic data where the
-dataset is not installed; 2 cells, C=4, 2 nodes, --threads 1 per rank). TEST is one of:
+tiny settings (256 synthetic images, 2 cells, C=4, 2 nodes, --threads 1 per rank;
+a run takes about a second). TEST is one of:
 
   np2_matches_np1       -np 2 --sync-bn against -np 1 with the same global batch:
                         sampled architectures, val_acc and he identical, p within
                         P_TOL, per-period and per-step train loss within LOSS_RTOL,
-                        train accuracy within ACC_TOL, identical genotype.txt; only
-                        rank 0 prints; without --sync-bn the losses stay within
+                        train accuracy within ACC_FLIPS images, identical
+                        genotype.txt; only rank 0 prints; world_size 2 in config.json
+                        and the checkpoint; without --sync-bn the first step's loss
+                        differs (per-rank BN statistics) and the losses stay within
                         NOSYNC_LOSS_RTOL of -np 1
   np4_matches_np1       the same with -np 4 --oversubscribe
   resume_bit_identical  a run stopped mid-period by MDENAS_RAISE_AT_STEP (exit 75,
                         checkpoint written) and rerun finishes byte-identical to an
                         uninterrupted run: history.jsonl, state.json, genotype.txt,
-                        metrics (less timings), and every param/momentum/bn/mdl
-                        tensor of the final checkpoint; again with -np 2 and the
-                        signal raised on rank 1 only
-  kill9_resume          kill -9 of rank 0 of a -np 2 run after its first checkpoint;
-                        mpirun exits non-zero; the same command resumes and ends
-                        identical to an uninterrupted run
+                        every param/momentum/bn/mdl tensor of the final checkpoint,
+                        and metrics.jsonl (less timings; --log-every 3, so a logged
+                        window spans the stop); again with -np 2 and the signal
+                        raised on rank 1 only
+  kill9_resume          kill -9 of rank 0 of a -np 2 run two steps past its first
+                        checkpoint; mpirun exits non-zero (not 75); the same command
+                        resumes and ends identical to an uninterrupted run
   corrupt_newest        a flipped data byte: `inspect` refuses the file by name; a
                         stopped run whose newest checkpoint is corrupt resumes from
                         the previous one, names the bad file, ends as uninterrupted
@@ -30,18 +33,22 @@ dataset is not installed; 2 cells, C=4, 2 nodes, --threads 1 per rank). TEST is 
   wrong_config          resuming with another --lr and --epochs: exit 2 naming both,
                         the run directory byte-identical; another --keep and
                         --ckpt-every resume and end as uninterrupted
-  world_size_change     a -np 2 --sync-bn run stopped and resumed with -np 1: a note,
-                        the genotype of the uninterrupted run, p within P_TOL
+  world_size_change     a -np 2 --sync-bn run stopped and resumed with -np 1: a note
+                        naming the 2 ranks; against the uninterrupted -np 2 and -np 1
+                        runs the same checks as np2_matches_np1 (genotype identical)
   keep_k                --keep 2: exactly the newest two checkpoints remain, no .tmp;
-                        default keeps 3; --keep 1 refused
-  inspect               `inspect` on good checkpoints prints step, period, tensor
-                        count and a good checksum; the file format checked here with
+                        the default keeps 3; a stopped run keeps 2, its stop among
+                        them; --keep 1 refused by name, nothing created
+  inspect               `inspect` on good checkpoints prints step, period, the count
+                        of param/, momentum/, bn/, mdl/ tensors and "ok"; the file format checked here with
                         the stdlib (header, offsets, dtypes, crc32c, mdl tensors equal
                         to history.jsonl/state.json); a directory, a missing path, an
                         empty file, random bytes, a huge header length and a plain
                         safetensors file are refused (exit 2) by path
   safetensors_python    the final checkpoint read by PyPI safetensors (exit 77, skip,
-                        when `import safetensors.numpy` fails)
+                        when `import safetensors.numpy` fails): mdl/p float64
+                        [2E, 8], rows sum to 1, = state.json; param/* float32 of the
+                        header's shapes; metadata format, step, config
 
 Run directories go to a fresh temporary directory under the working directory and are
 removed at the end (MDENAS_E2E_KEEP=1 keeps them). Exit: 0 pass, 1 fail, 2 usage, 77 skip.
@@ -58,30 +65,31 @@ import sys
 import tempfile
 import time
 
-FASHION = "/usr/share/datasets/fashion-mnist"
 K = 8
 NODES = 2
 EDGES = NODES * (NODES + 3) // 2  # 5 edges per cell type
 ROWS = 2 * EDGES
 
-# --subset 256, --val-fraction 0.5: 128 search-train images, 16 a batch -> 8 steps an epoch,
-# 128 validation images (8 batches, all of them every period).
+# Synthetic data (32x32x3, 10 classes of block patterns plus noise; no dataset needed):
+# --subset 256, --val-fraction 0.5: 128 search-train images, 16 a batch -> 8 steps an
+# epoch, 128 validation images (8 batches, all of them every period). Synthetic, not
+# Fashion-MNIST: on these tiny Fashion-MNIST settings the network stays at chance for
+# 16 steps and the float rounding of a different summation order grows (-np 2 against
+# -np 1 --sync-bn: 3e-7 relative in the loss at step 2, 7e-3 at step 13; -np 2 against
+# -np 4 just as much), so validation predictions flip and p differs by 0.2: that
+# comparison would test the data, not the program. On the synthetic data the same
+# runs agree to 1e-7 at every step.
 SUBSET, BATCH = 256, 16
 STEPS_PER_EPOCH = SUBSET // 2 // BATCH
-NVAL = SUBSET // 2
 
 
 FLAGS = {"--sync-bn"}
 
 
 def base_args():
-    if os.path.isfile(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
-        data = ["--dataset", "fashion-mnist"]
-    else:
-        data = ["--dataset", "synthetic"]
-    return data + ["--subset", str(SUBSET), "--batch", str(BATCH), "--cells", "2",
-                   "--channels", "4", "--nodes", str(NODES), "--threads", "1", "--lr", "0.05",
-                   "--alpha", "0.05", "--seed", "7"]
+    return ["--dataset", "synthetic", "--subset", str(SUBSET), "--batch", str(BATCH),
+            "--cells", "2", "--channels", "4", "--nodes", str(NODES), "--threads", "1",
+            "--lr", "0.05", "--alpha", "0.05", "--seed", "7"]
 
 
 def opt_pairs(args):
@@ -108,22 +116,28 @@ def search_args(out_dir, *extra):
     return args + ["--out", out_dir]
 
 
-# Tolerances of a -np N --sync-bn run against -np 1 (same global batch).
+# Tolerances of a -np N --sync-bn run against -np 1 (same global batch of 16).
 # Gradients and BN statistics are summed over ranks in another order than over one
-# batch, so parameters differ by float32 rounding (~1e-7 relative per step) that grows
-# a little over the steps; over the <= 16 steps here the train loss moves by far less
-# than LOSS_RTOL (measured: see the report printed by the test). Everything that is
-# a count (val_acc = correct / 128, he) or a function of counts (p: the update rule
-# only compares he and ha) is identical unless a validation prediction flips, which
-# these tiny runs never showed; P_TOL leaves room only for the last bits of a double.
+# batch, so the parameters differ by float32 rounding. Measured over the 16 steps here
+# (synthetic data, -np 2 and -np 4): train loss within 1.2e-7 relative at every step,
+# train and validation accuracy, he, ha and p identical, the same genotype.
+# LOSS_RTOL leaves three orders of magnitude for another summation order; a wrong
+# gradient average (sum instead of mean, a rank's share counted twice or dropped,
+# per-rank BN statistics) moves the loss by 1e-3 to 1e-1 (see NOSYNC below).
+# val_acc and he are counts and must be identical; p is a function of he and ha only
+# (comparisons of counts), so P_TOL leaves room only for the last bits of a double.
 P_TOL = 1e-6
-LOSS_RTOL = 1e-3
+LOSS_RTOL = 1e-4
 # Train accuracy is a count: allow at most one image of the logged window to flip
-# (its logit margin can be at the float32 noise level).
+# (its logit margin could be at the float32 noise level; measured: none flipped).
 ACC_FLIPS = 1
 # Without --sync-bn every rank normalises with the statistics of its own 8 (or 4)
-# images: a different model, but the same data and schedule, so the loss stays close.
+# images: another model, the same data and schedule. Measured: the loss differs from
+# -np 1 by 2e-3 (-np 2) and 2e-2 (-np 4) at the first step and by at most 5e-2
+# relative over the 16 steps. NOSYNC_LOSS_RTOL is five times that; NOSYNC_MIN_STEP1 is
+# what the first step must show for the BN statistics to be the rank's own.
 NOSYNC_LOSS_RTOL = 0.25
+NOSYNC_MIN_STEP1 = 1e-5
 
 
 class Fail(Exception):
@@ -393,32 +407,55 @@ def metric_lines(d):
     return out, repeats
 
 
-def same_results(ref, d, what, metrics=True):
-    """The run in d ended exactly like the uninterrupted run in ref."""
+def first_difference(x, y):
+    """Where two byte strings first differ: line number and both lines around there."""
+    lx, ly = x.split(b"\n"), y.split(b"\n")
+    for i in range(max(len(lx), len(ly))):
+        a = lx[i] if i < len(lx) else b"(none)"
+        b = ly[i] if i < len(ly) else b"(none)"
+        if a != b:
+            j = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+            lo = max(0, j - 80)
+            return (f"line {i + 1} of {len(lx)} / {len(ly)}, byte {j}:\n"
+                    f"  uninterrupted: ...{a[lo:j + 120]!r}\n  this run:      ...{b[lo:j + 120]!r}")
+    return "no difference"
+
+
+def same_results(ref, d, what, metrics=True, resume_step=None):
+    """The run in d ended exactly like the uninterrupted run in ref: the result files and
+    the final checkpoint's state tensors byte-identical, then every metrics.jsonl line
+    (less timings) the same."""
     for name in RESULT_FILES:
         a, b = os.path.join(ref, name), os.path.join(d, name)
         check(os.path.isfile(b), f"{what}: {name} missing in {d}")
         check(read_bytes(a) == read_bytes(b),
-              f"{what}: {name} differs from the uninterrupted run\n"
-              f"  uninterrupted: {read_bytes(a)[:300]!r}\n  {what}: {read_bytes(b)[:300]!r}")
-    if metrics:
-        ma, _ = metric_lines(ref)
-        mb, rep = metric_lines(d)
-        check(set(ma) == set(mb),
-              f"{what}: metrics.jsonl lines {sorted(set(ma) ^ set(mb), key=str)[:10]} are in "
-              f"only one of the runs")
-        bad = [k for k in sorted(ma, key=str) if ma[k] != mb[k]]
-        check(not bad, f"{what}: metrics.jsonl differs from the uninterrupted run at "
-                       f"{bad[:6]}:\n  uninterrupted: {ma[bad[0]] if bad else ''}\n"
-                       f"  {what}: {mb[bad[0]] if bad else ''}")
-        if rep:
-            print(f"   note: {rep} metrics.jsonl lines written twice (same values)")
+              f"{what}: {name} differs from the uninterrupted run: "
+              f"{first_difference(read_bytes(a), read_bytes(b))}")
     fa, fb = newest(ref)[1], newest(d)[1]
     check(os.path.basename(fa) == os.path.basename(fb),
           f"{what}: final checkpoint {os.path.basename(fb)}, uninterrupted {os.path.basename(fa)}")
     n = compare_ckpt_tensors(fa, fb)
-    print(f"   {what}: {', '.join(RESULT_FILES)}{', metrics' if metrics else ''} and the "
-          f"{n} state tensors of {os.path.basename(fa)} identical")
+    print(f"   {what}: {', '.join(RESULT_FILES)} and the {n} state tensors of "
+          f"{os.path.basename(fa)} identical")
+    if not metrics:
+        return
+    ma, _ = metric_lines(ref)
+    mb, rep = metric_lines(d)
+    check(set(ma) == set(mb), f"{what}: metrics.jsonl lines "
+                              f"{sorted(set(ma) ^ set(mb), key=str)[:10]} are in only one run")
+    bad = [k for k in sorted(ma, key=str) if ma[k] != mb[k]]
+    if bad:
+        hint = ""
+        if resume_step is not None and bad[0][0] == "interval":
+            prev = max([s for t, s in ma if t == "interval" and s < bad[0][1]], default=0)
+            if prev < resume_step < bad[0][1]:
+                hint = (f"\n  (the line's window, steps {prev + 1}-{bad[0][1]}, spans the resume "
+                        f"at step {resume_step}: its loss/acc sums did not survive the "
+                        f"checkpoint)")
+        raise Fail(f"{what}: metrics.jsonl differs from the uninterrupted run at {bad[:6]}:\n"
+                   f"  uninterrupted: {ma[bad[0]]}\n  {what}: {mb[bad[0]]}{hint}")
+    print(f"   {what}: metrics.jsonl the same ({len(ma)} lines"
+          f"{f', {rep} written twice with the same values' if rep else ''})")
 
 
 def p_deviation(d):
@@ -457,7 +494,7 @@ def rel(a, b):
 def compare_np(ref, d, what, loss_rtol, strict):
     """The run in d against the reference run ref (-np 1): the largest differences; fails
     past the tolerances (strict: the --sync-bn checks; otherwise the losses within
-    loss_rtol and the sampled architectures)."""
+    loss_rtol: p, and so the architectures sampled, may differ then)."""
     mr = load_jsonl(os.path.join(ref, "metrics.jsonl"))
     md = load_jsonl(os.path.join(d, "metrics.jsonl"))
     check([(m["type"], m["step"]) for m in mr] == [(m["type"], m["step"]) for m in md],
@@ -482,16 +519,16 @@ def compare_np(ref, d, what, loss_rtol, strict):
               f"than {ACC_FLIPS} of {imgs} images classified otherwise")
         if kind == "period":
             worst["val_acc_abs"] = max(worst["val_acc_abs"], abs(a["val_acc"] - b["val_acc"]))
-            check(a["arch"] == b["arch"], f"{what} period {a['period']}: sampled "
+            check(not strict or a["arch"] == b["arch"], f"{what} period {a['period']}: sampled "
                                           f"{b['arch']}, reference {a['arch']}")
     hr = load_jsonl(os.path.join(ref, "history.jsonl"))
     hd = load_jsonl(os.path.join(d, "history.jsonl"))
     check(len(hr) == len(hd) and len(hr) > 0,
           f"{what}: history.jsonl {len(hd)} lines, reference {len(hr)}")
     for t, (a, b) in enumerate(zip(hr, hd), 1):
-        check(a["arch"] == b["arch"], f"{what} period {t}: arch differs from the reference")
         if not strict:
             continue
+        check(a["arch"] == b["arch"], f"{what} period {t}: arch differs from the reference")
         check(a["val_acc"] == b["val_acc"], f"{what} period {t}: val_acc {b['val_acc']!r}, "
                                             f"reference {a['val_acc']!r}")
         check(a["he"] == b["he"], f"{what} period {t}: he differs from the reference")
@@ -548,8 +585,16 @@ def np_matches_np1(tmp, np_):
           read_bytes(os.path.join(ref, "history.jsonl")),
           "-np 1 with and without --sync-bn differ: on one rank --sync-bn must change nothing")
     w2 = compare_np(ref2, d2, f"-np {np_} without --sync-bn", NOSYNC_LOSS_RTOL, strict=False)
+    first = [load_jsonl(os.path.join(x, "metrics.jsonl"))[0] for x in (ref2, d2)]
+    check(first[0]["type"] == "interval" and first[0]["step"] == 1,
+          f"metrics.jsonl does not start with the step-1 line: {first[0]}")
+    r1 = rel(first[0]["loss"], first[1]["loss"])
+    check(r1 > NOSYNC_MIN_STEP1,
+          f"-np {np_} without --sync-bn: step-1 loss {first[1]['loss']!r}, -np 1 "
+          f"{first[0]['loss']!r}: the same (relative difference {r1:.3g}): BN statistics "
+          f"synced without --sync-bn?")
     print(f"   -np {np_} without --sync-bn vs -np 1: max relative loss difference "
-          f"{w2['loss_rel']:.3g} (tolerance {NOSYNC_LOSS_RTOL}), max |train acc diff| "
+          f"{w2['loss_rel']:.3g} (tolerance {NOSYNC_LOSS_RTOL}), at step 1 {r1:.3g}, max |train acc diff| "
           f"{w2['acc_abs']:.3g}")
 
 
@@ -563,7 +608,7 @@ def t_np4_matches_np1(tmp):
 
 # ---- resume ----
 
-RESUME = ["--epochs", "2", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "0"]
+RESUME = ["--epochs", "2", "--period-steps", "4", "--log-every", "3", "--ckpt-every", "0"]
 
 
 def t_resume_bit_identical(tmp):
@@ -584,7 +629,7 @@ def t_resume_bit_identical(tmp):
                                    f"{s // 4} periods were done")
         out = mpirun(np_, args)
         resumed(out, path, f"-np {np_} rerun")
-        same_results(ref, d, f"-np {np_} stopped at {s} and resumed")
+        same_results(ref, d, f"-np {np_} stopped at {s} and resumed", resume_step=s)
         dev = p_deviation(ref)
         check(dev > 0.01, f"p stayed uniform (max |p - 1/8| = {dev}): the comparison says "
                           "nothing")
@@ -661,7 +706,11 @@ def t_kill9_resume(tmp):
             if r is not None:
                 ranks[r] = pid
         check(sorted(ranks) == [0, 1], f"rank processes under mpirun {proc.pid}: {ranks}")
-        os.kill(ranks[0], signal.SIGKILL)
+        try:
+            os.kill(ranks[0], signal.SIGKILL)
+        except ProcessLookupError:
+            raise Fail(f"rank 0 (pid {ranks[0]}) was gone before kill -9: the run ended "
+                       "too soon to test anything")
         found, _ = checkpoints(d)
         print(f"   kill -9 rank 0 (pid {ranks[0]}) after checkpoint step {c}; checkpoints "
               f"{[s for s, _ in found]}")
@@ -737,10 +786,32 @@ def damaged_newest(tmp, damage, what):
     line = [l for l in out.splitlines() if os.path.basename(path) in l]
     print(f"   reported: {line[0][:200] if line else ''}")
     same_results(ref, d, f"stopped, newest checkpoint {what}, resumed")
+    # docs/usage.md: the bad file is renamed to *.corrupt
+    _, other = checkpoints(d)
+    kept = [n for n in other if n.startswith(os.path.basename(path)) and n.endswith(".corrupt")]
+    check(kept, f"the {what} {os.path.basename(path)} was not renamed to *.corrupt: "
+                f"{d}/checkpoints holds {sorted(os.listdir(os.path.dirname(path)))}")
+    return extra
 
 
 def t_corrupt_newest(tmp):
-    damaged_newest(tmp, flip_data_byte, "corrupt")
+    extra = damaged_newest(tmp, flip_data_byte, "corrupt")
+    # docs/usage.md: no usable checkpoint -> exit 1, nothing else changed
+    d = os.path.join(tmp, "allbad")
+    args = search_args(d, *extra)
+    stop_at(1, args, 6)
+    found, _ = checkpoints(d)
+    for _, p in found:
+        flip_data_byte(p)
+    before = {k: v for k, v in snapshot(d).items() if not k.startswith("checkpoints")}
+    out = mpirun(1, args, rc=1)
+    for _, p in found:
+        check(os.path.basename(p) in out, f"with every checkpoint corrupt, the message does not "
+                                          f"name {os.path.basename(p)}:\n{out[-2000:]}")
+    after = {k: v for k, v in snapshot(d).items() if not k.startswith("checkpoints")}
+    check(before == after, f"with every checkpoint corrupt, the refused resume changed "
+                           f"{snapshot_diff(before, after)}")
+    print(f"   every checkpoint corrupt: exit 1, {len(found)} named, run directory unchanged")
 
 
 def t_truncated_checkpoint(tmp):
@@ -786,7 +857,8 @@ def t_wrong_config(tmp):
 
 
 def t_world_size_change(tmp):
-    extra = RESUME + ["--sync-bn"]
+    extra = ["--epochs", "2", "--period-steps", "4", "--log-every", "1", "--ckpt-every", "0",
+             "--sync-bn"]
     ref = os.path.join(tmp, "straight_np2")
     mpirun(2, search_args(ref, *extra))
     ref1 = os.path.join(tmp, "straight_np1")
@@ -798,8 +870,9 @@ def t_world_size_change(tmp):
     check(meta.get("world_size") == "2", f"{path}: world_size {meta.get('world_size')!r}")
     out = mpirun(1, args)
     resumed(out, path, "-np 1 rerun of a -np 2 run")
+    # a note naming the checkpoint's world size (not the banner's "over 1 rank(s)")
     notes = [l for l in out.replace(tmp, "TMP").splitlines()
-             if re.search(r"world|rank", l, re.I) and "2" in l and "1" in l]
+             if re.search(r"\b2 ranks?\b|\b2 rank\(s\)|world.size\D{0,20}\b2\b", l, re.I)]
     check(notes, f"the -np 1 resume of a -np 2 checkpoint prints no note on the world size:\n"
                  f"{out[-2000:]}")
     print(f"   note: {notes[0][:200]}")
@@ -873,7 +946,8 @@ def t_inspect(tmp):
               f"{path}: metadata crc32c {meta['crc32c']!r}, the data section's is {crc:08x}")
         params = {k[6:]: v for k, v in tensors.items() if k.startswith("param/")}
         moms = {k[9:]: v for k, v in tensors.items() if k.startswith("momentum/")}
-        check("stem.conv" in params, f"{path}: no param/stem.conv: {sorted(params)[:10]}")
+        check(any(k.startswith("stem.conv") for k in params),
+              f"{path}: no param/stem.conv*: {sorted(params)[:10]}")
         check(sorted(params) == sorted(moms), f"{path}: param/* and momentum/* name other "
                                               f"tensors: {sorted(set(params) ^ set(moms))[:10]}")
         for name, (dt, shape, _) in params.items():
@@ -901,10 +975,12 @@ def t_inspect(tmp):
                 check(list(flat) == want, f"{path}: mdl/hist_{k} differs from history.jsonl")
         out = direct(["inspect", path])
         for what, value in (("step", meta["step"]), ("period", meta["period"])):
-            check(re.search(rf"{what}\W{{1,4}}{value}\b", out, re.I),
+            check(re.search(rf"\b{what}\b[\s:=]+{value}\b", out, re.I),
                   f"`inspect {path}` does not print {what} {value}:\n{out}")
-        check(re.search(rf"\b{len(tensors)}\b", out),
-              f"`inspect {path}` does not print the tensor count {len(tensors)}:\n{out}")
+        for prefix in ("param/", "momentum/", "bn/", "mdl/"):
+            n = sum(k.startswith(prefix) for k in tensors)
+            check(re.search(rf"\b{n}\b", out),
+                  f"`inspect {path}` does not print the count of {prefix}* tensors, {n}:\n{out}")
         check(re.search(r"\bok\b", out, re.I), f"`inspect {path}` does not say the checksum "
                                                f"is ok:\n{out}")
         print(f"   {os.path.basename(path)}: {len(tensors)} tensors, {len(body)} data bytes, "

@@ -728,6 +728,9 @@ def t_bad_input(tmp):
         (["--threads", "-2"], ["--threads"]),
         (["--dataset", "mnist"], ["--dataset", "mnist"]),
         (["--preset", "huge"], ["huge"]),
+        (["--device", "tpu"], ["--device", "tpu"]),
+        (["--keep", "1"], ["--keep"]),
+        (["--ckpt-every", "-1"], ["--ckpt-every"]),
     ]:
         print(f"-- {' '.join(args)}")
         refused(["search"] + QUICK + args + ["--out", out], None, *needles)

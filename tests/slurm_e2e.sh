@@ -15,6 +15,7 @@
 # Every daemon it started is stopped and the temporary folder removed on exit
 # (MDENAS_SLURM_E2E_KEEP=1 keeps the folder: logs, run directories, slurm.conf).
 # Exit status: 0 pass, 1 fail, 2 bad usage, 77 skipped (not root).
+# shellcheck disable=SC2317 # cleanup and dump run from traps
 set -u
 
 [ "$(id -u)" = 0 ] || { echo "slurm_e2e: skipped: needs root (it starts Slurm daemons)"; exit 77; }
@@ -30,12 +31,13 @@ T0=$(date +%s)
 log() { echo "slurm_e2e: [$(($(date +%s) - T0)) s] $*"; }
 
 # The search: 2400 Fashion-MNIST images (1200 to train, 1200 held out), batch 32,
-# 3 epochs, a sampling period every 12 steps (so checkpoints every 10 steps fall
-# mid-period), about 10-20 s with two ranks of one thread.
+# 3 epochs (111 steps), a sampling period every 20 steps and a checkpoint every 10,
+# so the stop (a step or two after the first checkpoint) falls mid-period; about
+# 10-20 s with two ranks of one thread.
 SEARCH_ARGS="--dataset fashion-mnist --subset 2400 --epochs 3 --batch 32 --cells 3 --channels 4
- --nodes 4 --period-steps 12 --val-batches 8 --lr 0.1 --alpha 0.02 --seed 3 --log-every 12
+ --nodes 4 --period-steps 20 --val-batches 8 --lr 0.1 --alpha 0.02 --seed 3 --log-every 10
  --ckpt-every 10 --keep 3"
-SEARCH_ARGS=$(echo $SEARCH_ARGS)
+SEARCH_ARGS=$(echo "$SEARCH_ARGS" | tr -s " \n" "  ")
 FASHION=/usr/share/datasets/fashion-mnist
 
 # --- packages -----------------------------------------------------------------
@@ -47,6 +49,7 @@ done
 if [ -n "$missing" ]; then
     log "installing$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # a list of package names
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } >/dev/null ||
         { echo "slurm_e2e: FAIL: apt-get install$missing failed" >&2; exit 1; }
 fi
@@ -64,11 +67,12 @@ JOBS=""
 
 pid_of() { [ -s "$1" ] && cat "$1"; }
 cleanup() {
-    local rc=$? i p
+    local rc=$? d p
     trap - EXIT INT TERM
+    # shellcheck disable=SC2086 # a list of job ids
     [ -n "$JOBS" ] && scancel $JOBS 2>/dev/null
     # jobs gone, then the daemons: slurmd, slurmctld, munged (pid files)
-    for i in $(seq 20); do
+    for _ in $(seq 20); do
         [ -z "$(squeue -h 2>/dev/null)" ] && break
         sleep 0.5
     done
@@ -79,7 +83,7 @@ cleanup() {
     for d in slurmd slurmctld munged; do
         p=$(pid_of "$T/$d.pid")
         [ -n "$p" ] || continue
-        for i in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
+        for _ in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
         kill -0 "$p" 2>/dev/null && { log "$d ($p) did not stop, killing it"; kill -KILL "$p"; }
     done
     if [ "${MDENAS_SLURM_E2E_KEEP:-0}" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
@@ -120,7 +124,8 @@ HOST=$(hostname -s)
 NODECONF=$(slurmd -C | head -n 1)
 CPUS=$(echo "$NODECONF" | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p')
 MEM=$(echo "$NODECONF" | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
-[ -n "$CPUS" ] && [ -n "$MEM" ] || fail "slurmd -C printed no CPUs/RealMemory: $NODECONF"
+[ -n "$CPUS" ] && [ -n "$MEM" ] ||
+    fail "slurmd -C printed no CPUs/RealMemory: $NODECONF"
 
 # Munge: a fresh key and a daemon on a private socket.
 dd if=/dev/urandom of="$T/munge.key" bs=1024 count=1 status=none
@@ -156,6 +161,7 @@ SchedulerParameters=sched_interval=2
 MpiDefault=none
 JobRequeue=1
 ReturnToService=2
+MailProg=/bin/true
 MinJobAge=600
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=e2e Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
@@ -163,7 +169,7 @@ EOF
 
 slurmctld -c -f "$SLURM_CONF" || fail "slurmctld did not start"
 slurmd -f "$SLURM_CONF" || fail "slurmd did not start"
-for i in $(seq 60); do
+for _ in $(seq 60); do
     state=$(sinfo -h -n "$HOST" -o %t 2>/dev/null)
     [ "$state" = idle ] && break
     sleep 1

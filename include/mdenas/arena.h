@@ -21,7 +21,17 @@ typedef struct {
     size_t numel;
 } md_param;
 
+/* Where an arena's buffer lives: NULL functions mean host memory. A compute
+ * backend passes memory that both the host and itself can address (CUDA:
+ * managed memory), so initialisation, checkpoints and MPI work on it as is. */
 typedef struct {
+    md_status (*alloc)(void *ctx, size_t bytes, void **out); /* zeroed */
+    void (*free)(void *ctx, void *p);
+    void *ctx;
+} md_allocator;
+
+typedef struct {
+    md_allocator alloc; /* set before md_arena_finalize; mirrors inherit it */
     md_param *table;
     int       count;
     int       capacity;

@@ -29,6 +29,13 @@ typedef struct md_backend md_backend;
 
 /* threads <= 0: the OpenMP default. */
 md_status   md_backend_cpu_create(int threads, md_backend **out);
+/* The CUDA backend on GPU (device mod the device count): cuDNN, cuBLAS, own
+ * kernels. allow_tf32: TF32 tensor-core math for fp32 convolutions and GEMMs
+ * (PyTorch's default for convolutions). MD_ERR_BACKEND with a message when the
+ * build has no CUDA backend or the machine no GPU. */
+md_status   md_backend_cuda_create(int device, int allow_tf32, md_backend **out);
+/* 1 when this build has the CUDA backend (a GPU may still be absent). */
+int         md_backend_cuda_built(void);
 void        md_backend_destroy(md_backend *be);
 const char *md_backend_name(const md_backend *be);
 /* A line describing the backend and its library versions, for logs. */
@@ -36,6 +43,12 @@ const char *md_backend_describe(const md_backend *be);
 
 md_status md_backend_alloc(md_backend *be, size_t bytes, void **out); /* zeroed, 64-byte aligned */
 void      md_backend_free(md_backend *be, void *p);
+/* Memory the host and the backend both address, zeroed (CPU: host memory; CUDA:
+ * managed memory). Call md_backend_sync before the host reads what ops wrote. */
+md_status md_backend_alloc_shared(md_backend *be, size_t bytes, void **out);
+void      md_backend_free_shared(md_backend *be, void *p);
+/* 1 when host pointers can be passed to ops directly (the CPU backend). */
+int       md_backend_is_host(const md_backend *be);
 md_status md_backend_upload(md_backend *be, void *dst, const void *host, size_t bytes);
 md_status md_backend_download(md_backend *be, void *host, const void *src, size_t bytes);
 md_status md_backend_sync(md_backend *be);

@@ -30,6 +30,7 @@ md_status md_comm_sum_f64(md_comm *c, double *buf, size_t n);
 md_status md_comm_sum_f32(md_comm *c, float *buf, size_t n);
 /* Rank `root`'s buffer to every rank. */
 md_status md_comm_bcast(md_comm *c, void *buf, size_t bytes, int root);
+md_status md_comm_barrier(md_comm *c);
 /* The maximum of an int over ranks (agreement on flags and error codes). */
 md_status md_comm_max_int(md_comm *c, int *v);
 

@@ -30,6 +30,8 @@ typedef struct {
     int         sync_bn;    /* BN statistics over all ranks */
     int         ckpt_every; /* steps between checkpoints (0: period ends only) */
     int         keep;       /* checkpoints kept (>= 2) */
+    char        device[8];  /* cpu | cuda | auto */
+    int         tf32;       /* CUDA: TF32 tensor-core math for fp32 */
     char        out[512];  /* run directory */
 } md_search_config;
 

@@ -42,6 +42,10 @@ typedef struct {
 typedef struct md_supernet md_supernet;
 
 md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_supernet **out);
+/* The same, with every arena in memory that backend `be` and the host share
+ * (md_backend_alloc_shared); be must outlive the supernet. */
+md_status md_supernet_create_on(const md_darts_config *cfg, uint64_t seed, md_backend *be,
+                                md_supernet **out);
 void      md_supernet_destroy(md_supernet *s);
 const md_darts_config *md_supernet_config(const md_supernet *s);
 int       md_supernet_edges(const md_supernet *s); /* per cell type: 14 for 4 nodes */

@@ -91,6 +91,14 @@ static int cmd_info(int argc, char **argv, int rank, int world) {
         if (nl) *nl = '\0';
         printf("mdenas %s\n", MDENAS_VERSION);
         printf("backend %s (self-check passed)\n", md_backend_describe(be));
+        md_backend *gpu = NULL;
+        if (!md_backend_cuda_built())
+            printf("backend cuda: not built (configure with -DMDENAS_CUDA=ON)\n");
+        else if (md_backend_cuda_create(0, 1, &gpu) == MD_OK)
+            printf("backend %s\n", md_backend_describe(gpu));
+        else
+            printf("backend cuda: built, not usable here: %s\n", md_error_message());
+        md_backend_destroy(gpu);
         printf("mpi: %d rank(s), %s\n", world, lib);
     }
     md_backend_destroy(be);

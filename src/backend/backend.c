@@ -84,6 +84,19 @@ void md_backend_free(md_backend *be, void *p) {
     if (p) be->vt->free(be, p);
 }
 
+md_status md_backend_alloc_shared(md_backend *be, size_t bytes, void **out) {
+    *out = NULL;
+    return be->vt->alloc_shared(be, bytes, out);
+}
+
+void md_backend_free_shared(md_backend *be, void *p) {
+    if (p) be->vt->free_shared(be, p);
+}
+
+int md_backend_is_host(const md_backend *be) {
+    return be->vt->host;
+}
+
 md_status md_backend_upload(md_backend *be, void *dst, const void *host, size_t bytes) {
     return be->vt->upload(be, dst, host, bytes);
 }

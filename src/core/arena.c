@@ -47,6 +47,12 @@ md_status md_arena_add(md_arena *a, const char *name, int ndim, const int *dim, 
 
 static md_status arena_alloc(md_arena *a) {
     size_t bytes = (a->numel ? a->numel : MD_ARENA_ALIGN_FLOATS) * sizeof(float);
+    if (a->alloc.alloc) {
+        void *p = NULL;
+        MD_TRY(a->alloc.alloc(a->alloc.ctx, bytes, &p));
+        a->data = p;
+        return MD_OK;
+    }
     a->data = aligned_alloc(64, bytes);
     if (!a->data) return md_fail(MD_ERR_NOMEM, "arena: %zu bytes", bytes);
     memset(a->data, 0, bytes);
@@ -61,6 +67,7 @@ md_status md_arena_finalize(md_arena *a) {
 md_status md_arena_mirror(md_arena *dst, const md_arena *src) {
     if (!src->data) return md_fail(MD_ERR_ARG, "arena: mirror of an arena not finalized");
     md_arena_init(dst);
+    dst->alloc = src->alloc;
     if (src->count) {
         dst->table = malloc((size_t)src->count * sizeof *dst->table);
         if (!dst->table) return md_fail(MD_ERR_NOMEM, "arena: mirror table");
@@ -75,8 +82,11 @@ md_status md_arena_mirror(md_arena *dst, const md_arena *src) {
 
 void md_arena_free(md_arena *a) {
     free(a->table);
-    free(a->data);
+    if (a->alloc.free && a->data) a->alloc.free(a->alloc.ctx, a->data);
+    else free(a->data);
+    md_allocator keep = a->alloc;
     md_arena_init(a);
+    a->alloc = keep;
 }
 
 int md_arena_find(const md_arena *a, const char *name) {

@@ -114,6 +114,11 @@ md_status md_comm_bcast(md_comm *c, void *buf, size_t bytes, int root) {
     return MD_OK;
 }
 
+md_status md_comm_barrier(md_comm *c) {
+    if (c->size == 1) return MD_OK;
+    return mpi_check(MPI_Barrier(c->comm), "barrier");
+}
+
 md_status md_comm_max_int(md_comm *c, int *v) {
     if (c->size == 1) return MD_OK;
     return mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MAX, c->comm), "allreduce");

@@ -386,7 +386,20 @@ static md_status check_config(const md_darts_config *c) {
     return MD_OK;
 }
 
+static md_status shared_alloc(void *ctx, size_t bytes, void **out) {
+    return md_backend_alloc_shared(ctx, bytes, out);
+}
+
+static void shared_free(void *ctx, void *p) {
+    md_backend_free_shared(ctx, p);
+}
+
 md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_supernet **out) {
+    return md_supernet_create_on(cfg, seed, NULL, out);
+}
+
+md_status md_supernet_create_on(const md_darts_config *cfg, uint64_t seed, md_backend *be,
+                                md_supernet **out) {
     *out = NULL;
     MD_TRY(check_config(cfg));
     md_supernet *s = calloc(1, sizeof *s);
@@ -394,6 +407,10 @@ md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_super
     s->cfg = *cfg;
     md_arena_init(&s->params);
     md_arena_init(&s->stats);
+    if (be) {
+        md_allocator a = {shared_alloc, shared_free, be};
+        s->params.alloc = a, s->stats.alloc = a;
+    }
     md_plan *shape = NULL;
     md_status st = md_plan_shell(s, NULL, 1, &shape);
     if (st == MD_OK) {

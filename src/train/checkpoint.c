@@ -156,6 +156,9 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     snprintf(v[10], sizeof v[10], "%.17g", ps->period_loss);
     snprintf(v[11], sizeof v[11], "%ld", ps->metrics_bytes);
     snprintf(v[12], sizeof v[12], "%ld", ps->history_bytes);
+    char iv[80];
+    snprintf(iv, sizeof iv, "%ld %ld %ld %.17g", ps->iv_steps, ps->iv_correct, ps->iv_seen,
+             ps->iv_loss);
     time_t    now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
@@ -170,6 +173,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
         {"period_correct", v[8]},   {"period_seen", v[9]},
         {"period_loss", v[10]},     {"metrics_bytes", v[11]},
         {"history_bytes", v[12]},   {"created", v[13]},
+        {"interval", iv},
     };
     snprintf(path, path_len, "%s/ckpt-%09ld.safetensors", dir, ps->step);
     md_status s = cj.failed ? md_fail(MD_ERR_NOMEM, "checkpoint config")
@@ -199,7 +203,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
 static void value_text(const md_jvalue *v, char *buf, size_t len) {
     if (!v) snprintf(buf, len, "(absent)");
     else if (v->type == MD_JSTR) snprintf(buf, len, "'%s'", v->str);
-    else if (v->type == MD_JNUM) snprintf(buf, len, "%.17g", v->num);
+    else if (v->type == MD_JNUM) snprintf(buf, len, "%.15g", v->num);
     else if (v->type == MD_JBOOL) snprintf(buf, len, "%s", v->num ? "true" : "false");
     else snprintf(buf, len, "(%s)", md_json_type_name(v->type));
 }
@@ -355,6 +359,10 @@ md_status md_ckpt_load(md_run *r, const md_st_file *f) {
     char       *end = NULL;
     ps->period_loss = loss ? strtod(loss, &end) : 0;
     if (!loss || *end) return md_fail(MD_ERR_DATA, "%s: metadata 'period_loss' is missing", f->path);
+    const char *iv = md_st_meta_get(f, "interval");
+    if (!iv || sscanf(iv, "%ld %ld %ld %lf", &ps->iv_steps, &ps->iv_correct, &ps->iv_seen,
+                      &ps->iv_loss) != 4 || ps->iv_steps < 0)
+        return md_fail(MD_ERR_DATA, "%s: metadata 'interval' is missing or malformed", f->path);
     const void *st[3], *hi[3] = {NULL, NULL, NULL};
     int64_t     d2[2] = {m->edges, m->k}, d3[3] = {ps->periods_done, m->edges, m->k};
     static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};

@@ -38,6 +38,8 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     c->log_every = 20;
     c->ckpt_every = 200;
     c->keep = 3;
+    snprintf(c->device, sizeof c->device, "cpu");
+    c->tf32 = 1;
     snprintf(c->out, sizeof c->out, "run");
     if (!preset || !preset[0]) return MD_OK;
     snprintf(c->preset, sizeof c->preset, "%s", preset);
@@ -83,6 +85,8 @@ md_status md_search_config_check(const md_search_config *c) {
         c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
         return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
                                    ">= 0, --log-every >= 1, --crop-pad in 0..16");
+    if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda") && strcmp(c->device, "auto"))
+        return md_fail(MD_ERR_ARG, "--device '%s': use cpu, cuda or auto", c->device);
     if (c->ckpt_every < 0 || c->keep < 2)
         return md_fail(MD_ERR_ARG, "--ckpt-every %d must be >= 0 and --keep %d >= 2",
                        c->ckpt_every, c->keep);
@@ -190,6 +194,8 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
         return;
     }
     /* Options free to change when a run resumes. */
+    md_json_key(j, "device"), md_json_string(j, c->device);
+    md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
     md_json_key(j, "threads"), md_json_int(j, c->threads);
     md_json_key(j, "log_every"), md_json_int(j, c->log_every);
     md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
@@ -442,6 +448,31 @@ static void maybe_raise(const run_t *r, long step) {
     if (step == at && r->rank == rank) raise(SIGUSR1);
 }
 
+/* ---- batches on the backend ------------------------------------------------------------- */
+
+/* The loader fills host memory; a device backend gets a copy in buffers made once. */
+static md_status to_backend(run_t *r, const float **x, const int32_t **y, int rows) {
+    if (md_backend_is_host(r->be) || rows == 0) return MD_OK;
+    size_t xb = (size_t)rows * r->ds.c * r->ds.h * r->ds.w * sizeof(float);
+    size_t yb = (size_t)rows * sizeof(int32_t);
+    if (xb > r->stage_x_bytes) {
+        md_backend_free(r->be, r->stage_x);
+        r->stage_x = NULL, r->stage_x_bytes = 0;
+        MD_TRY(md_backend_alloc(r->be, xb, &r->stage_x));
+        r->stage_x_bytes = xb;
+    }
+    if (yb > r->stage_y_bytes) {
+        md_backend_free(r->be, r->stage_y);
+        r->stage_y = NULL, r->stage_y_bytes = 0;
+        MD_TRY(md_backend_alloc(r->be, yb, &r->stage_y));
+        r->stage_y_bytes = yb;
+    }
+    MD_TRY(md_backend_upload(r->be, r->stage_x, *x, xb));
+    MD_TRY(md_backend_upload(r->be, r->stage_y, *y, yb));
+    *x = r->stage_x, *y = r->stage_y;
+    return MD_OK;
+}
+
 /* ---- checkpoints ------------------------------------------------------------------ */
 
 static md_status save_checkpoint(run_t *r, const char *why) {
@@ -449,6 +480,7 @@ static md_status save_checkpoint(run_t *r, const char *why) {
     md_loader_tell(r->val, &r->pos.val_epoch, &r->pos.val_batch);
     r->last_ckpt_step = r->pos.step;
     if (r->rank != 0) return MD_OK;
+    MD_TRY(md_backend_sync(r->be)); /* the arenas are read on the host */
     char   path[1024];
     size_t bytes = 0;
     double t = now_s();
@@ -465,8 +497,8 @@ static md_status save_checkpoint(run_t *r, const char *why) {
 static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, int *stop) {
     const md_search_config *c = r->cfg;
     md_run_pos             *ps = &r->pos;
-    double                  loss_iv = 0, t_iv = now_s();
-    long                    correct_iv = 0, seen_iv = 0, n_iv = 0;
+    double                  t_iv = now_s();
+    long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
     md_arena *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
              *ma = md_supernet_momentum(r->net);
@@ -480,6 +512,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         const int32_t *y;
         int            rows, grows;
         MD_TRY(md_loader_next(r->train, &x, &y, &rows, &grows));
+        MD_TRY(to_backend(r, &x, &y, rows));
         md_plan *p;
         MD_TRY(plan_for(r, a, rows, &p));
         float loss;
@@ -494,6 +527,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         /* Sum of the replicas' parts of the global batch's gradient; loss, accuracy
          * and the stop flag ride in the same call. */
         float extra[3] = {loss * (float)rows, (float)correct, (float)stop_requested};
+        if (r->world > 1) MD_TRY(md_backend_sync(r->be)); /* gradients are packed on the host */
         MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
         float gloss = r->world > 1 ? extra[0] / (float)grows : loss;
         long  gcorrect = r->world > 1 ? lroundf(extra[1]) : correct;
@@ -501,16 +535,18 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         MD_TRY(md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr,
                            (float)c->momentum, (float)c->weight_decay));
         ps->step++;
-        ps->period_loss += gloss, loss_iv += gloss;
-        ps->period_correct += gcorrect, correct_iv += gcorrect;
-        ps->period_seen += grows, seen_iv += grows;
-        n_iv++;
+        ps->period_loss += gloss, ps->iv_loss += gloss;
+        ps->period_correct += gcorrect, ps->iv_correct += gcorrect;
+        ps->period_seen += grows, ps->iv_seen += grows;
+        ps->iv_steps++;
+        seen_here += grows;
         if ((step + 1) % c->log_every == 0 || ps->step == end) {
-            double t = now_s(), ips = seen_iv / fmax(t - t_iv, 1e-9);
+            double t = now_s(), ips = seen_here / fmax(t - t_iv, 1e-9);
             double per_step = (t - r->t0) / (double)(ps->step - r->step0);
             char   eta[32];
             fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - ps->step));
-            double mloss = loss_iv / (double)n_iv, macc = correct_iv / fmax((double)seen_iv, 1);
+            double mloss = ps->iv_loss / (double)ps->iv_steps;
+            double macc = ps->iv_correct / fmax((double)ps->iv_seen, 1);
             say(r,
                 "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
                 "%.0f img/s | ETA %s\n",
@@ -536,7 +572,8 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                 MD_TRY(md_tb_scalar(r->tb, "train/acc", step + 1, (float)macc));
                 MD_TRY(md_tb_scalar(r->tb, "train/lr", step + 1, lr));
             }
-            loss_iv = 0, correct_iv = 0, seen_iv = 0, n_iv = 0, t_iv = now_s();
+            ps->iv_loss = 0, ps->iv_correct = 0, ps->iv_seen = 0, ps->iv_steps = 0;
+            seen_here = 0, t_iv = now_s();
         }
         if (extra[2] > 0.0f) {
             *stop = 1;
@@ -569,6 +606,7 @@ static md_status validate(run_t *r, const md_arch *a, double *acc, int *stop) {
             }
             continue;
         }
+        MD_TRY(to_backend(r, &x, &y, rows));
         MD_TRY(plan_for(r, a, rows, &p));
         float loss;
         int   ok = 0;
@@ -746,6 +784,10 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
 
 static void close_run(run_t *r) {
     free_plans(r);
+    if (r->be) {
+        md_backend_free(r->be, r->stage_x);
+        md_backend_free(r->be, r->stage_y);
+    }
     md_loader_destroy(r->train);
     md_loader_destroy(r->val);
     free(r->train_idx);
@@ -788,6 +830,17 @@ static int threads_per_rank(const run_t *r) {
     return t < 1 ? 1 : t;
 }
 
+/* --device: cpu, cuda (GPU = local rank mod the GPUs), or auto (cuda when this
+ * build has it and a GPU answers, else cpu). */
+static md_status make_backend(run_t *r) {
+    const md_search_config *c = r->cfg;
+    if (strcmp(c->device, "cpu")) {
+        md_status s = md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be);
+        if (s == MD_OK || !strcmp(c->device, "cuda")) return s;
+    }
+    return md_backend_cpu_create(threads_per_rank(r), &r->be);
+}
+
 static md_status search(run_t *r, int *stopped) {
     const md_search_config *c = r->cfg;
     MD_TRY(md_search_config_check(c));
@@ -810,12 +863,13 @@ static md_status search(run_t *r, int *stopped) {
         s = r->rank == 0 ? vs
                          : md_fail((md_status)-verdict, "rank 0 refused the run directory %s",
                                    c->out);
-    if (s == MD_OK) s = md_backend_cpu_create(threads_per_rank(r), &r->be);
+    if (s == MD_OK) s = make_backend(r);
     if (s == MD_OK) s = load_data(r);
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
                           .classes = r->ds.classes, .cells = c->cells,
                           .channels = c->channels, .nodes = c->nodes};
-    if (s == MD_OK) s = md_supernet_create(&dc, c->seed, &r->net);
+    if (s == MD_OK)
+        s = md_supernet_create_on(&dc, c->seed, md_backend_is_host(r->be) ? NULL : r->be, &r->net);
     if (s == MD_OK) {
         r->edges = md_supernet_edges(r->net);
         s = md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule);
@@ -884,6 +938,9 @@ static md_status search(run_t *r, int *stopped) {
         double ar_bytes = (double)(md_comm_grad_bytes(r->comm) - b0) / fmax(r->pos.step - s0, 1);
         if (s == MD_OK && stop) {
             s = save_checkpoint(r, "stop signal");
+            /* No rank exits before rank 0's checkpoint is on disk: launchers may
+             * kill the others once the first one exits. */
+            if (s == MD_OK) s = md_comm_barrier(r->comm);
             *stopped = 1;
             break;
         }
@@ -896,6 +953,7 @@ static md_status search(run_t *r, int *stopped) {
         }
         free_plans(r);
         if (s == MD_OK && stop) {
+            s = md_comm_barrier(r->comm);
             *stopped = 1;
             break;
         }

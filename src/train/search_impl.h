@@ -21,6 +21,8 @@ typedef struct {
     int    train_batch, val_batch; /* loader positions (md_loader_tell) */
     long   period_correct, period_seen;
     double period_loss; /* sum of per-step mean losses of the period so far */
+    long   iv_steps, iv_correct, iv_seen; /* the progress line being accumulated */
+    double iv_loss;
     long   metrics_bytes, history_bytes; /* lengths of those files when saved */
     int    periods_done;
     int    saved_world; /* ranks of the run that wrote the checkpoint */
@@ -44,6 +46,8 @@ typedef struct {
     long                    step0; /* global step when this process started */
     long                    last_ckpt_step;
     md_run_pos              pos;
+    void                   *stage_x, *stage_y; /* batch copies on a device backend */
+    size_t                  stage_x_bytes, stage_y_bytes;
 } md_run;
 
 /* config JSON: every option (full) or only those that define the result (what a
