@@ -3,6 +3,7 @@
  * sampled architectures that bench_step_torch.py times in PyTorch.
  *
  *   bench_step [--batch N] [--threads N] [--archs N] [--steps N] [--warmup N]
+ *              [--device cpu|cuda] [--tf32 1|0]
  *              [--seed N] [--cells N] [--channels N] [--archs-out FILE]
  *
  * JSON lines: one per architecture, then a summary with the peak RSS. */
@@ -64,10 +65,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_step: need --batch >= 2, --archs >= 1, --steps >= 1\n");
         return 2;
     }
+    const char  *device = arg_str(argc, argv, "--device");
+    int          gpu = device && !strcmp(device, "cuda");
     md_backend  *be;
     md_supernet *net;
-    if (md_backend_cpu_create(threads, &be) != MD_OK) die("backend");
-    if (md_supernet_create(&cfg, (uint64_t)seed, &net) != MD_OK) die("supernet");
+    if (device && !gpu && strcmp(device, "cpu")) {
+        fprintf(stderr, "bench_step: --device '%s': use cpu or cuda\n", device);
+        return 2;
+    }
+    if (gpu ? md_backend_cuda_create(0, arg_int(argc, argv, "--tf32", 1), &be)
+            : md_backend_cpu_create(threads, &be))
+        die("backend");
+    if (md_supernet_create_on(&cfg, (uint64_t)seed, gpu ? be : NULL, &net) != MD_OK) die("supernet");
     int    E = md_supernet_edges(net);
     md_mdl mdl;
     if (md_mdl_init(&mdl, 2 * E, MD_DARTS_OPS, 0.01, MD_UPDATE_PAPER) != MD_OK) die("mdl");
@@ -79,6 +88,15 @@ int main(int argc, char **argv) {
     int32_t *y = malloc((size_t)batch * sizeof *y);
     for (size_t i = 0; i < n; i++) x[i] = 2.0f * md_rng_uniform(&rng) - 1.0f;
     for (int i = 0; i < batch; i++) y[i] = (int32_t)(md_rng_u32(&rng) % 10);
+    if (gpu) { /* the batch lives on the device, as a resident dataset would */
+        void *xd, *yd;
+        if (md_backend_alloc(be, n * sizeof *x, &xd) || md_backend_alloc(be, (size_t)batch * 4, &yd) ||
+            md_backend_upload(be, xd, x, n * sizeof *x) ||
+            md_backend_upload(be, yd, y, (size_t)batch * sizeof *y))
+            die("device batch");
+        free(x), free(y);
+        x = xd, y = yd;
+    }
 
     FILE *af = archs_out ? fopen(archs_out, "w") : NULL;
     if (archs_out && !af) {
@@ -116,6 +134,7 @@ int main(int argc, char **argv) {
                 md_sgd_step(be, pa->data, ga->data, ma->data, r, nr, 0.025f, 0.9f, 3e-4f))
                 die("step");
         }
+        if (md_backend_sync(be)) die("sync");
         double ms = 1e3 * (now_s() - t0) / steps;
         total_ms += ms;
         printf("{\"bench\":\"step\",\"impl\":\"mdenas\",\"arch\":%d,\"batch\":%d,\"threads\":%d,"
@@ -130,15 +149,21 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"batch\":%d,\"threads\":%d,"
-           "\"archs\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,\"peak_rss_mb\":%.1f,"
-           "\"supernet_params\":%zu}\n",
-           batch, threads, narch, total_ms / narch, 1e3 * batch * narch / total_ms,
-           ru.ru_maxrss / 1024.0, pa->numel);
+    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"device\":\"%s\",\"batch\":%d,"
+           "\"threads\":%d,\"archs\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,"
+           "\"peak_rss_mb\":%.1f,\"supernet_params\":%zu,\"backend\":\"%s\"}\n",
+           gpu ? "cuda" : "cpu", batch, threads, narch, total_ms / narch,
+           1e3 * batch * narch / total_ms, ru.ru_maxrss / 1024.0, pa->numel,
+           md_backend_describe(be));
     md_mdl_free(&mdl);
     md_supernet_destroy(net);
+    if (gpu) {
+        md_backend_free(be, x);
+        md_backend_free(be, y);
+    } else {
+        free(x);
+        free(y);
+    }
     md_backend_destroy(be);
-    free(x);
-    free(y);
     return 0;
 }

@@ -141,16 +141,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--cells", type=int, default=8)
     ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # as mdenas does: denormals cost ~100x on x86
     torch.manual_seed(1)
+    dev = torch.device(a.device)
+    gpu = a.device == "cuda"
+    if gpu:  # PyTorch's defaults on GPU: cuDNN autotuning, TF32 for convolutions
+        torch.backends.cudnn.benchmark = True
     archs = json.load(open(a.archs))
-    x = torch.rand(a.batch, 3, 32, 32) * 2 - 1
-    y = torch.randint(0, 10, (a.batch,))
+    x = (torch.rand(a.batch, 3, 32, 32) * 2 - 1).to(dev)
+    y = torch.randint(0, 10, (a.batch,)).to(dev)
     total = 0.0
     for i, arch in enumerate(archs):
-        net = Network(arch, a.channels, a.cells)
+        net = Network(arch, a.channels, a.cells).to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
         for s in range(a.warmup + a.steps):
             if s == a.warmup:
@@ -160,13 +165,17 @@ def main():
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
+        if gpu:
+            torch.cuda.synchronize()
         ms = 1e3 * (time.perf_counter() - t0) / a.steps
         total += ms
         print(json.dumps({"bench": "step", "impl": "pytorch", "arch": i, "batch": a.batch,
                           "threads": a.threads, "ms_per_step": round(ms, 3),
                           "img_per_s": round(1e3 * a.batch / ms, 1)}), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"bench": "step_summary", "impl": "pytorch", "batch": a.batch,
+    peak_gpu = torch.cuda.max_memory_allocated() / 1048576.0 if gpu else 0.0
+    print(json.dumps({"bench": "step_summary", "impl": "pytorch", "device": a.device,
+                      "peak_gpu_mb": round(peak_gpu, 1), "batch": a.batch,
                       "threads": a.threads, "archs": len(archs),
                       "ms_per_step": round(total / len(archs), 3),
                       "img_per_s": round(1e3 * a.batch * len(archs) / total, 1),
