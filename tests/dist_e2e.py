@@ -941,9 +941,13 @@ def t_inspect(tmp):
             raise Fail(f"{path}: metadata config is not JSON: {e}")
         check(cfg.get("lr") == 0.05 and cfg.get("epochs") == 2 and cfg.get("batch") == BATCH and
               cfg.get("seed") == 7, f"{path}: config {cfg}")
-        crc = crc32c(body)
+        # CRC-32C of the data section, then every other metadata key and value,
+        # each NUL-terminated, in header order (include/mdenas/safetensors.h).
+        tail = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                        for k, v in meta.items() if k != "crc32c")
+        crc = crc32c(body + tail)
         check(crc_matches(meta["crc32c"], crc),
-              f"{path}: metadata crc32c {meta['crc32c']!r}, the data section's is {crc:08x}")
+              f"{path}: metadata crc32c {meta['crc32c']!r}, data + metadata give {crc:08x}")
         params = {k[6:]: v for k, v in tensors.items() if k.startswith("param/")}
         moms = {k[9:]: v for k, v in tensors.items() if k.startswith("momentum/")}
         check(any(k.startswith("stem.conv") for k in params),

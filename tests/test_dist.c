@@ -229,6 +229,24 @@ static void test_safetensors(void) {
     path_of(bad, sizeof bad, "flip.safetensors");
     corrupt_at(good, bad, (long)data_start + 9, -1); /* a bit in mdl/p */
     expect_bad(bad, "checksum");
+    /* A digit of a metadata value (a loop position, in a checkpoint). */
+    path_of(bad, sizeof bad, "meta.safetensors");
+    {
+        FILE *g = fopen(good, "rb");
+        char  buf[4096];
+        size_t n = g ? fread(buf, 1, sizeof buf, g) : 0;
+        if (g) fclose(g);
+        char *at = NULL;
+        for (size_t i = 0; i + 6 <= n && !at; i++)
+            if (!memcmp(buf + i, "test-1", 6)) at = buf + i;
+        CHECK(at != NULL, "metadata value not found in %s", good);
+        if (at) {
+            at[5] = '2';
+            g = fopen(bad, "wb");
+            if (g) fwrite(buf, 1, n, g), fclose(g);
+            expect_bad(bad, "checksum");
+        }
+    }
     path_of(bad, sizeof bad, "trunc.safetensors");
     corrupt_at(good, bad, -1, bytes - 3);
     expect_bad(bad, "truncated");

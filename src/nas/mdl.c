@@ -206,9 +206,9 @@ md_status md_mdl_restore(md_mdl *m, int periods, const double *p, const double *
     size_t n = (size_t)m->edges * m->k;
     if (periods < 0) return md_fail(MD_ERR_ARG, "mdl: %d periods", periods);
     MD_TRY(history_reserve(m, periods));
-    memcpy(m->p, p, n * sizeof(double));
-    memcpy(m->he, he, n * sizeof(double));
-    memcpy(m->ha, ha, n * sizeof(double));
+    if (p != m->p) memcpy(m->p, p, n * sizeof(double));
+    if (he != m->he) memcpy(m->he, he, n * sizeof(double));
+    if (ha != m->ha) memcpy(m->ha, ha, n * sizeof(double));
     if (hist_p && periods > 0) {
         memcpy(m->hist_p, hist_p, (size_t)periods * n * sizeof(double));
         memcpy(m->hist_he, hist_he, (size_t)periods * n * sizeof(double));

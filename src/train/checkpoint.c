@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,8 @@ static md_status list_ckpts(const char *dir, ckpt_name **out, int *n, int *corru
             ckpt_name *m = realloc(*out, (size_t)cap * sizeof *m);
             if (!m) {
                 s = md_fail(MD_ERR_NOMEM, "listing %s", dir);
+                free(*out);
+                *out = NULL, *n = 0;
                 break;
             }
             *out = m;
@@ -191,11 +194,12 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     for (int i = c->keep; i < n; i++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/%s", dir, list[i].name);
-        if (remove(p))
-            s = md_fail(MD_ERR_IO, "cannot remove old checkpoint %s: %s", p, strerror(errno));
+        if (remove(p)) /* the run goes on: a stale old checkpoint costs only disk */
+            fprintf(stderr, "mdenas: warning: cannot remove old checkpoint %s: %s\n", p,
+                    strerror(errno));
     }
     free(list);
-    return s;
+    return MD_OK;
 }
 
 /* ---- configuration check -------------------------------------------------------------- */
@@ -257,7 +261,8 @@ md_status md_ckpt_check_config(const md_search_config *c, const char *saved_text
 
 /* ---- find and load ------------------------------------------------------------------- */
 
-md_status md_ckpt_find(const md_search_config *c, md_st_file *out, int *found) {
+md_status md_ckpt_find(const md_search_config *c, md_ckpt_accept accept, void *ctx,
+                       char *path, size_t path_len, int *found) {
     char dir[700];
     ckpt_dir(c, dir, sizeof dir);
     *found = 0;
@@ -269,30 +274,44 @@ md_status md_ckpt_find(const md_search_config *c, md_st_file *out, int *found) {
     for (int i = 0; i < n && !*found && s == MD_OK; i++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/%s", dir, list[i].name);
-        md_status rs = md_st_read(p, out);
-        const char *fmt = rs == MD_OK ? md_st_meta_get(out, "format") : NULL;
-        const char *cfg = rs == MD_OK ? md_st_meta_get(out, "config") : NULL;
-        if (rs == MD_OK && (!fmt || strcmp(fmt, CKPT_FORMAT) || !cfg)) {
-            md_st_free(out);
-            rs = md_fail(MD_ERR_DATA, "%s: not an mdenas checkpoint (format '%s', expected '%s')",
-                         p, fmt ? fmt : "(none)", CKPT_FORMAT);
+        md_st_file f;
+        md_status  rs = md_st_read(p, &f);
+        if (rs != MD_OK && rs != MD_ERR_DATA) {
+            s = rs; /* cannot read (permissions, memory): not the file's fault */
+            break;
         }
-        if (rs != MD_OK) {
-            /* Report, keep the file under another name, try the one before. */
-            char moved[1100];
-            snprintf(moved, sizeof moved, "%s.corrupt", p);
-            fprintf(stderr, "mdenas: checkpoint %s cannot be used: %s\nmdenas: renamed it to %s "
-                            "and trying the previous checkpoint\n", p, md_error_message(), moved);
-            if (rename(p, moved))
-                s = md_fail(MD_ERR_IO, "cannot rename %s: %s", p, strerror(errno));
-            size_t used = strlen(bad);
-            snprintf(bad + used, sizeof bad - used, "%s%s", used ? ", " : "", list[i].name);
-            corrupt++;
-            continue;
+        const char *fmt = rs == MD_OK ? md_st_meta_get(&f, "format") : NULL;
+        const char *cfg = rs == MD_OK ? md_st_meta_get(&f, "config") : NULL;
+        if (rs == MD_OK && (!fmt || strcmp(fmt, CKPT_FORMAT) || !cfg ||
+                            !md_st_meta_get(&f, "crc32c"))) {
+            md_st_free(&f);
+            rs = md_fail(MD_ERR_DATA, "%s: not an mdenas checkpoint (format '%s', expected '%s', "
+                                      "with a crc32c)", p, fmt ? fmt : "(none)", CKPT_FORMAT);
         }
-        s = md_ckpt_check_config(c, cfg, p);
-        if (s != MD_OK) md_st_free(out);
-        else *found = 1;
+        if (rs == MD_OK) {
+            s = md_ckpt_check_config(c, cfg, p); /* other options: refused, not corrupt */
+            if (s == MD_OK) rs = accept(ctx, &f);
+            md_st_free(&f);
+            if (s != MD_OK) break;
+            if (rs != MD_OK && rs != MD_ERR_DATA) {
+                s = rs;
+                break;
+            }
+        }
+        if (rs == MD_OK) {
+            *found = 1;
+            snprintf(path, path_len, "%s", p);
+            break;
+        }
+        /* Report, keep the file under another name, try the one before. */
+        char moved[1100];
+        snprintf(moved, sizeof moved, "%s.corrupt", p);
+        fprintf(stderr, "mdenas: checkpoint %s cannot be used: %s\nmdenas: renamed it to %s "
+                        "and trying the previous checkpoint\n", p, md_error_message(), moved);
+        if (rename(p, moved)) s = md_fail(MD_ERR_IO, "cannot rename %s: %s", p, strerror(errno));
+        size_t used = strlen(bad);
+        snprintf(bad + used, sizeof bad - used, "%s%s", used ? ", " : "", list[i].name);
+        corrupt++;
     }
     free(list);
     MD_TRY(s);
@@ -360,9 +379,12 @@ md_status md_ckpt_load(md_run *r, const md_st_file *f) {
     ps->period_loss = loss ? strtod(loss, &end) : 0;
     if (!loss || *end) return md_fail(MD_ERR_DATA, "%s: metadata 'period_loss' is missing", f->path);
     const char *iv = md_st_meta_get(f, "interval");
-    if (!iv || sscanf(iv, "%ld %ld %ld %lf", &ps->iv_steps, &ps->iv_correct, &ps->iv_seen,
-                      &ps->iv_loss) != 4 || ps->iv_steps < 0)
-        return md_fail(MD_ERR_DATA, "%s: metadata 'interval' is missing or malformed", f->path);
+    if (iv && (sscanf(iv, "%ld %ld %ld %lf", &ps->iv_steps, &ps->iv_correct, &ps->iv_seen,
+                      &ps->iv_loss) != 4 || ps->iv_steps < 0))
+        return md_fail(MD_ERR_DATA, "%s: metadata 'interval' is malformed", f->path);
+    if (!iv) ps->iv_steps = ps->iv_correct = ps->iv_seen = 0, ps->iv_loss = 0;
+    if (v[2] > INT32_MAX || v[11] > INT32_MAX || v[4] > INT32_MAX || v[6] > INT32_MAX)
+        return md_fail(MD_ERR_DATA, "%s: metadata counts out of range", f->path);
     const void *st[3], *hi[3] = {NULL, NULL, NULL};
     int64_t     d2[2] = {m->edges, m->k}, d3[3] = {ps->periods_done, m->edges, m->k};
     static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};

@@ -706,8 +706,14 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
 
 enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART };
 
-/* Rank 0, before any work: what to do with --out. */
-static md_status decide_run_dir(run_t *r, md_st_file *ck, int *verdict) {
+static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
+    md_status s = md_ckpt_load(ctx, f);
+    return s == MD_ERR_ARG ? MD_ERR_DATA : s; /* a bad value in the file */
+}
+
+/* Rank 0, once the network exists: what to do with --out; a checkpoint to
+ * resume from is loaded into r. */
+static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *verdict) {
     const md_search_config *c = r->cfg;
     DIR                    *d = opendir(c->out);
     if (!d && errno == ENOENT) {
@@ -720,7 +726,7 @@ static md_status decide_run_dir(run_t *r, md_st_file *ck, int *verdict) {
         return MD_OK;
     }
     int found = 0;
-    MD_TRY(md_ckpt_find(c, ck, &found));
+    MD_TRY(md_ckpt_find(c, accept_checkpoint, r, ck_path, ck_len, &found));
     if (found) {
         *verdict = RUN_RESUME;
         return MD_OK;
@@ -834,9 +840,15 @@ static int threads_per_rank(const run_t *r) {
  * build has it and a GPU answers, else cpu). */
 static md_status make_backend(run_t *r) {
     const md_search_config *c = r->cfg;
-    if (strcmp(c->device, "cpu")) {
-        md_status s = md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be);
-        if (s == MD_OK || !strcmp(c->device, "cuda")) return s;
+    if (!strcmp(c->device, "cuda"))
+        return md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be);
+    if (!strcmp(c->device, "auto")) {
+        /* Every rank on the same kind of backend, or none on CUDA. */
+        int failed = md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be) != MD_OK;
+        MD_TRY(md_comm_max_int(r->comm, &failed));
+        if (!failed) return MD_OK;
+        md_backend_destroy(r->be);
+        r->be = NULL;
     }
     return md_backend_cpu_create(threads_per_rank(r), &r->be);
 }
@@ -847,23 +859,7 @@ static md_status search(run_t *r, int *stopped) {
     if (c->batch < r->world)
         return md_fail(MD_ERR_ARG, "--batch %d is the global batch and must be at least the "
                                    "number of ranks (%d)", c->batch, r->world);
-    /* Rank 0 decides what to do with the run directory; every rank follows. */
-    md_st_file ck;
-    memset(&ck, 0, sizeof ck);
-    int       verdict = 0;
-    md_status vs = MD_OK;
-    char      ck_path[700] = "";
-    if (r->rank == 0) {
-        vs = decide_run_dir(r, &ck, &verdict);
-        if (vs != MD_OK) verdict = -(int)vs;
-        if (ck.path) snprintf(ck_path, sizeof ck_path, "%s", ck.path);
-    }
-    md_status s = md_comm_bcast(r->comm, &verdict, sizeof verdict, 0);
-    if (s == MD_OK && verdict < 0)
-        s = r->rank == 0 ? vs
-                         : md_fail((md_status)-verdict, "rank 0 refused the run directory %s",
-                                   c->out);
-    if (s == MD_OK) s = make_backend(r);
+    md_status s = make_backend(r);
     if (s == MD_OK) s = load_data(r);
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
                           .classes = r->ds.classes, .cells = c->cells,
@@ -874,9 +870,23 @@ static md_status search(run_t *r, int *stopped) {
         r->edges = md_supernet_edges(r->net);
         s = md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule);
     }
-    if (s == MD_OK && verdict == RUN_RESUME && r->rank == 0) s = md_ckpt_load(r, &ck);
-    md_st_free(&ck);
     MD_TRY(s);
+    /* Rank 0 decides what to do with the run directory (loading a checkpoint to
+     * resume); every rank follows. Nothing has been written yet. */
+    int       verdict = 0;
+    md_status vs = MD_OK;
+    char      ck_path[1024] = "";
+    if (r->rank == 0) {
+        vs = decide_run_dir(r, ck_path, sizeof ck_path, &verdict);
+        if (vs != MD_OK) verdict = -(int)vs;
+    }
+    s = md_comm_bcast(r->comm, &verdict, sizeof verdict, 0);
+    if (s == MD_OK && verdict < 0)
+        s = r->rank == 0 ? vs
+                         : md_fail((md_status)-verdict, "rank 0 refused the run directory %s",
+                                   c->out);
+    MD_TRY(s);
+    r->past_verdict = 1;
     if (verdict == RUN_RESUME) {
         MD_TRY(share_checkpoint(r));
         MD_TRY(md_loader_seek(r->train, r->pos.train_epoch, r->pos.train_batch));
@@ -893,6 +903,10 @@ static md_status search(run_t *r, int *stopped) {
         int  E = r->edges;
         MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * MD_DARTS_OPS, c->nodes, g,
                                  sizeof g, NULL, NULL));
+        /* A stop after the last period's checkpoint may have come before the
+         * genotype files were written. */
+        if (r->rank == 0 && !file_exists(c->out, "genotype.txt"))
+            MD_TRY(write_genotype(r, g, sizeof g));
         if (r->rank == 0)
             printf("the run in %s has finished (%ld periods, checkpoint %s); nothing to do\n"
                    "genotype: %s\n", c->out, sc.periods, ck_path, g);
@@ -908,14 +922,6 @@ static md_status search(run_t *r, int *stopped) {
     r->t0 = now_s();
     r->step0 = r->pos.step;
     char genotype[4096] = "";
-    struct sigaction sa, old_usr1, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    stop_requested = 0;
-    sigaction(SIGUSR1, &sa, &old_usr1);
-    sigaction(SIGTERM, &sa, &old_term);
     s = MD_OK;
     for (sc.period = r->pos.period; sc.period < sc.periods && s == MD_OK; sc.period++) {
         sc.step = sc.period * plen;
@@ -958,8 +964,6 @@ static md_status search(run_t *r, int *stopped) {
             break;
         }
     }
-    sigaction(SIGUSR1, &old_usr1, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     MD_TRY(s);
     if (*stopped) {
         say(r, "\nstopped by a signal at step %ld: checkpoint written; run the same command again "
@@ -985,11 +989,26 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     memset(&r, 0, sizeof r);
     r.cfg = &resolved, r.comm = comm;
     r.rank = md_comm_rank(comm), r.world = md_comm_size(comm);
+    /* From the start: a signal while data loads is taken at the first step. */
+    struct sigaction sa, old_usr1, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    stop_requested = 0;
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    sigaction(SIGTERM, &sa, &old_term);
     md_status s = search(&r, stopped);
-    char      saved[1024];
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    char saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);
     if (s != MD_OK) md_error_restore(saved);
+    /* After rank 0's verdict every error is this rank's alone: the others may be
+     * waiting in a collective, so it must end the job (exit 1, MPI_Abort), not
+     * exit 2 quietly. */
+    if (s == MD_ERR_ARG && r.past_verdict && r.world > 1) s = MD_ERR_IO;
     return s;
 }
 
@@ -998,10 +1017,13 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
 static md_status read_file(const char *path, char **out) {
     FILE *f = fopen(path, "rb");
     if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
+    }
+    long  n = (long)st.st_size;
+    char *buf = malloc((size_t)n + 1);
     if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
         fclose(f);
         free(buf);

@@ -46,6 +46,7 @@ typedef struct {
     long                    step0; /* global step when this process started */
     long                    last_ckpt_step;
     md_run_pos              pos;
+    int                     past_verdict; /* rank 0's run-directory verdict is shared */
     void                   *stage_x, *stage_y; /* batch copies on a device backend */
     size_t                  stage_x_bytes, stage_y_bytes;
 } md_run;
@@ -58,12 +59,17 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
 /* Rank 0: write <out>/checkpoints/ckpt-<step>.safetensors from r and r->pos,
  * then keep only the newest cfg->keep. Logs a line and a metrics record. */
 md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes);
-/* Rank 0, before any work: the newest valid checkpoint of <out>, if any.
- * Invalid newer ones are reported on stderr and renamed to *.corrupt; stale
- * *.tmp files are removed. One whose configuration differs from c is refused
- * (MD_ERR_ARG naming the options). *found = 0 when there is none. */
-md_status md_ckpt_find(const md_search_config *c, md_st_file *out, int *found);
-/* Rank 0: copy a checkpoint into the net, the distribution and r->pos. */
+/* Rank 0: load the newest usable checkpoint of <out>, if any, by calling
+ * accept(ctx, file) on each from the newest: a file that fails to read or to
+ * load with MD_ERR_DATA (corrupt, truncated, not matching this network) is
+ * reported on stderr, renamed to *.corrupt, and the previous one is tried; any
+ * other error stops. A configuration that differs from c is refused (MD_ERR_ARG
+ * naming the options). Stale *.tmp files are removed. *found = 0 when there is
+ * none; else path receives the file used. */
+typedef md_status (*md_ckpt_accept)(void *ctx, const md_st_file *f);
+md_status md_ckpt_find(const md_search_config *c, md_ckpt_accept accept, void *ctx, char *path,
+                       size_t path_len, int *found);
+/* Copy a checkpoint into the net, the distribution and r->pos. */
 md_status md_ckpt_load(md_run *r, const md_st_file *f);
 /* MD_ERR_ARG naming each option whose value in the JSON text `saved` (written
  * by md_search_config_json) differs from c's; `what` names where it came from. */

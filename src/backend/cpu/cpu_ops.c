@@ -50,20 +50,30 @@ md_status md_cpu_bn_forward_train(md_backend *be, const md_tensor *x, const md_t
                                   const md_bn_state *s) {
     (void)be;
     int     C = x->dim[1];
-    double *red = malloc(sizeof(double) * (2 * (size_t)C + 1)), dummy;
+    double *red = malloc(sizeof(double) * (2 * (size_t)C + 1));
     if (!red) return md_fail(MD_ERR_NOMEM, "batch_norm: %d channels", C);
     /* Two passes (mean, then squared deviations: no cancellation), each
      * reduced over replicas when synced. */
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) channel_sums(x, c, 0.0, &red[c], &dummy);
+    for (int c = 0; c < C; c++) {
+        double unused;
+        channel_sums(x, c, 0.0, &red[c], &unused);
+    }
     red[C] = (double)x->dim[0] * x->dim[2] * x->dim[3];
     md_status st = s->sync ? s->sync->allreduce(s->sync->ctx, red, C + 1) : MD_OK;
-    double    m = red[C];
-    for (int c = 0; c < C && st == MD_OK; c++) red[C + 1 + c] = red[c] / m; /* means */
+    if (st != MD_OK) {
+        free(red);
+        return st;
+    }
+    double m = red[C];
+    for (int c = 0; c < C; c++) red[C + 1 + c] = red[c] / m; /* means */
     double *mean = red + C + 1;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) channel_sums(x, c, mean[c], &dummy, &red[c]);
-    if (st == MD_OK && s->sync) st = s->sync->allreduce(s->sync->ctx, red, C);
+    for (int c = 0; c < C; c++) {
+        double unused;
+        channel_sums(x, c, mean[c], &unused, &red[c]);
+    }
+    if (s->sync) st = s->sync->allreduce(s->sync->ctx, red, C);
     if (st != MD_OK) {
         free(red);
         return st;
@@ -671,23 +681,24 @@ md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, 
     return MD_OK;
 }
 
-/* Per-thread partial sums added in thread order: the same bits on every run
- * with the same thread count (an OpenMP reduction combines in arrival order). */
+/* Sums of fixed blocks added in block order: the same bits for any thread count
+ * (so replicas with different threads agree on the clip coefficient). */
+#define SUMSQ_BLOCK 8192
 md_status md_cpu_sumsq(md_backend *be, const float *x, size_t n, double *out) {
     (void)be;
-    double part[256] = {0};
-    int    nthr = omp_get_max_threads();
-    if (nthr > 256 || n <= PAR_MIN) nthr = 1;
-#pragma omp parallel num_threads(nthr)
-    {
-        int    t = omp_get_thread_num(), T = omp_get_num_threads();
-        size_t lo = n * (size_t)t / (size_t)T, hi = n * (size_t)(t + 1) / (size_t)T;
+    size_t  nb = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;
+    double  stack[64], *part = nb <= 64 ? stack : malloc(nb * sizeof *part);
+    if (!part) return md_fail(MD_ERR_NOMEM, "sumsq: %zu partial sums", nb);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * SUMSQ_BLOCK, hi = lo + SUMSQ_BLOCK < n ? lo + SUMSQ_BLOCK : n;
         double s = 0.0;
 #pragma omp simd reduction(+ : s)
         for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        part[t] = s;
+        part[b] = s;
     }
-    for (int t = 0; t < nthr; t++) *out += part[t];
+    for (size_t b = 0; b < nb; b++) *out += part[b];
+    if (part != stack) free(part);
     return MD_OK;
 }
 
