@@ -158,7 +158,7 @@ static void test_elementwise(void) {
         same("zero", &y, 0);
         CHECK_OK(md_scale(cpu, dx.c.data, dx.n, 0.37f)); CHECK_OK(md_scale(gpu, dx.g.data, dx.n, 0.37f));
         same("scale", &dx, 0);
-        double sc = 0, sg = 0;
+        double sc = 1.5, sg = 1.5; /* md_sumsq accumulates */
         CHECK_OK(md_sumsq(cpu, x.c.data, x.n, &sc)); CHECK_OK(md_sumsq(gpu, x.g.data, x.n, &sg));
         CHECK(fabs(sc - sg) <= 1e-9 * sc, "sumsq cpu %.17g cuda %.17g", sc, sg);
         dual w = dual4(3, 4, 9, 9, -1, 1), g = dual4(3, 4, 9, 9, -1, 1), v = dual4(3, 4, 9, 9, -1, 1);

@@ -187,6 +187,7 @@ md_status md_top1_correct(md_backend *be, const md_tensor *logits, const int32_t
 md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
                         float momentum, float weight_decay);
 /* *out += sum of squares of x[0..n) (accumulated in double). */
+/* *out (host) += sum of x[i]^2, in double. */
 md_status md_sumsq(md_backend *be, const float *x, size_t n, double *out);
 md_status md_scale(md_backend *be, float *x, size_t n, float factor); /* x *= factor */
 

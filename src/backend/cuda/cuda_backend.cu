@@ -661,7 +661,7 @@ static md_status cu_sumsq(md_backend *be, const float *x, size_t n, double *out)
     CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + blocks, sizeof(double),
                              cudaMemcpyDeviceToHost, cb->stream));
     CUDA_TRY(cudaStreamSynchronize(cb->stream));
-    *out = cb->red_host[0];
+    *out += cb->red_host[0]; /* accumulates, as the op contract says */
     return MD_OK;
 }
 
