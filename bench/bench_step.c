@@ -3,7 +3,7 @@
  * sampled architectures that bench_step_torch.py times in PyTorch.
  *
  *   bench_step [--batch N] [--threads N] [--archs N] [--steps N] [--warmup N]
- *              [--device cpu|cuda] [--tf32 1|0]
+ *              [--device cpu|cuda] [--tf32 1|0] [--graphs 1|0]
  *              [--seed N] [--cells N] [--channels N] [--archs-out FILE]
  *
  * JSON lines: one per architecture, then a summary with the peak RSS. */
@@ -50,7 +50,7 @@ static const char *arg_str(int argc, char **argv, const char *name) {
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_step [--batch 64] [--threads 0] [--archs 3] [--steps 10] "
+            printf("usage: bench_step [--device cpu|cuda] [--graphs 1] [--tf32 1] [--batch 64] [--threads 0] [--archs 3] [--steps 10] "
                    "[--warmup 2] [--seed 1] [--cells 8] [--channels 16] [--archs-out FILE]\n");
             return 0;
         }
@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char  *device = arg_str(argc, argv, "--device");
+    int          use_graphs = arg_int(argc, argv, "--graphs", 1);
     int          gpu = device && !strcmp(device, "cuda");
     md_backend  *be;
     md_supernet *net;
@@ -106,6 +107,8 @@ int main(int argc, char **argv) {
     if (af) fprintf(af, "[");
     md_arena *pa = md_supernet_params(net), *ga = md_supernet_grads(net),
              *ma = md_supernet_momentum(net);
+    float    *scal = NULL; /* loss, correct, the clip norm (a double), in backend memory */
+    if (md_backend_alloc(be, 64, (void **)&scal)) die("scalars");
     double total_ms = 0;
     for (int a = 0; a < narch; a++) {
         int choice[64];
@@ -125,14 +128,24 @@ int main(int argc, char **argv) {
         double compile_ms = 1e3 * (now_s() - tc), t0 = 0;
         int             nr;
         const md_range *r = md_plan_ranges(p, &nr);
+        md_graph *graph = NULL;
         for (int s = 0; s < warmup + steps; s++) {
             if (s == warmup) t0 = now_s();
-            float loss;
+            if (graph) {
+                if (md_graph_launch(graph)) die("graph launch");
+                continue;
+            }
+            /* The search's step: no host round trip, so a backend with graphs
+             * records it once (after one plain step has made every buffer). */
+            int record = s > 0 && use_graphs && md_backend_has_graphs(be);
+            if (record && md_graph_capture_begin(be)) die("capture");
             if (md_plan_zero_grads(p) || md_plan_forward(p, x, MD_MODE_TRAIN) ||
-                md_plan_loss(p, y, &loss, NULL) || md_plan_backward(p) ||
-                md_clip_grad_norm(be, ga->data, r, nr, 5.0f, NULL) ||
+                md_plan_loss_dev(p, y, scal) || md_plan_backward(p) ||
+                md_clip_grad_norm_dev(be, ga->data, r, nr, 5.0f, (double *)(scal + 2)) ||
                 md_sgd_step(be, pa->data, ga->data, ma->data, r, nr, 0.025f, 0.9f, 3e-4f))
                 die("step");
+            if (record && (md_graph_capture_end(be, &graph) || md_graph_launch(graph)))
+                die("capture end");
         }
         if (md_backend_sync(be)) die("sync");
         double ms = 1e3 * (now_s() - t0) / steps;
@@ -141,6 +154,7 @@ int main(int argc, char **argv) {
                "\"ms_per_step\":%.3f,\"img_per_s\":%.1f,\"plan_mb\":%.1f,\"compile_ms\":%.1f}\n",
                a, batch, threads, ms, 1e3 * batch / ms, md_plan_bytes(p) / 1048576.0, compile_ms);
         fflush(stdout);
+        md_graph_destroy(graph);
         md_plan_destroy(p);
     }
     if (af) {
@@ -149,14 +163,16 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"device\":\"%s\",\"batch\":%d,"
+    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"graphs\":%d,\"device\":\"%s\",\"batch\":%d,"
            "\"threads\":%d,\"archs\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,"
            "\"peak_rss_mb\":%.1f,\"supernet_params\":%zu,\"backend\":\"%s\"}\n",
-           gpu ? "cuda" : "cpu", batch, threads, narch, total_ms / narch,
+           use_graphs && md_backend_has_graphs(be), gpu ? "cuda" : "cpu", batch, threads, narch,
+           total_ms / narch,
            1e3 * batch * narch / total_ms, ru.ru_maxrss / 1024.0, pa->numel,
            md_backend_describe(be));
     md_mdl_free(&mdl);
     md_supernet_destroy(net);
+    md_backend_free(be, scal);
     if (gpu) {
         md_backend_free(be, x);
         md_backend_free(be, y);

@@ -79,6 +79,9 @@ grep -E "^mdenas search|period .* done|finished|genotype:" "$OUT/search.txt" | t
 
 t0=$(t)
 for b in 64 256; do
+    # without graphs first (a diagnosis line), then with: the table takes the last
+    timeout 120 "$P/bench_step" --device cuda --graphs 0 --batch $b --archs 3 --steps 20 \
+        --warmup 3 >> "$OUT/step.jsonl" 2>> "$OUT/step.err"
     timeout 120 "$P/bench_step" --device cuda --batch $b --archs 3 --steps 20 --warmup 3 \
         --archs-out "$OUT/archs$b.json" >> "$OUT/step.jsonl" 2>> "$OUT/step.err"
     timeout 120 python3 bench/bench_step_torch.py --device cuda --archs "$OUT/archs$b.json" \

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdenas/optim.h"
 #include "testutil.h"
 
 static md_backend *cpu, *gpu;
@@ -239,6 +240,26 @@ static void test_classifier(void) {
     lab[3] = K; /* a bad label is refused */
     CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
     CHECK(md_softmax_ce(gpu, &y.g, lab_g, &lg, NULL) == MD_ERR_ARG, "a label of %d was accepted", K);
+    /* the device-side loss: the same numbers, left in backend memory */
+    {
+        float *og = NULL, oc[2], oh[2];
+        dual   d1 = dual_make(2, dy2, -1, 1);
+        CHECK_OK(md_backend_alloc(gpu, 64, (void **)&og));
+        CHECK_OK(md_loss_dev(cpu, &y.c, lab, oc, &d1.c));
+        CHECK_OK(md_loss_dev(gpu, &y.g, lab_g, og, &d1.g));
+        CHECK_OK(md_backend_download(gpu, oh, og, sizeof oh));
+        CHECK(fabsf(oc[0] - oh[0]) <= 1e-5f * fabsf(oc[0]) && oc[1] == oh[1],
+              "loss_dev cpu %g/%g cuda %g/%g", oc[0], oc[1], oh[0], oh[1]);
+        same("loss_dev dlogits (+=)", &d1, 1e-5);
+        /* clip over two ranges of dw's buffer, norm from the backend */
+        double *acc_g = (double *)(og + 2), acc_c[1];
+        md_range rg[2] = {{0, 100}, {200, 300}};
+        CHECK_OK(md_clip_grad_norm_dev(cpu, dw.c.data, rg, 2, 0.5f, acc_c));
+        CHECK_OK(md_clip_grad_norm_dev(gpu, dw.g.data, rg, 2, 0.5f, acc_g));
+        same("clip_grad_norm_dev", &dw, 1e-6);
+        md_backend_free(gpu, og);
+        dual_free(&d1);
+    }
     md_backend_free(gpu, lab_g);
     free(lab);
     /* dropout: the same host stream gives the same mask */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdenas/optim.h"
 #include "mdenas/safetensors.h"
 #include "testutil.h"
 
@@ -274,6 +275,48 @@ static void test_safetensors(void) {
     CHECK(md_st_read(bad, &m) == MD_ERR_IO, "a missing file is not MD_ERR_IO");
 }
 
+/* ---- the device-side step ops on the CPU equal the host ones ----------------------------- */
+
+static void test_step_ops_dev(void) {
+    md_backend *be = NULL;
+    CHECK_OK(md_backend_cpu_create(1, &be));
+    if (!be) return;
+    enum { NR = 7, K = 10, NG = 3000 };
+    float   z[NR * K], d1[NR * K] = {0}, d2[NR * K] = {0}, out[2] = {-1, -1};
+    int32_t lab[NR];
+    md_rng  rng;
+    md_rng_seed(&rng, 3, 4);
+    md_fill_uniform(&rng, z, NR * K, -3, 3);
+    for (int i = 0; i < NR; i++) lab[i] = (int32_t)(md_rng_u32(&rng) % K);
+    md_tensor tz = md_tensor_2d(z, NR, K), t1 = md_tensor_2d(d1, NR, K), t2 = md_tensor_2d(d2, NR, K);
+    float loss = 0;
+    int   correct = -1;
+    CHECK_OK(md_softmax_ce(be, &tz, lab, &loss, &t1));
+    CHECK_OK(md_top1_correct(be, &tz, lab, &correct));
+    CHECK_OK(md_loss_dev(be, &tz, lab, out, &t2));
+    CHECK(out[0] == loss && out[1] == (float)correct, "loss_dev %g/%g vs %g/%d", out[0], out[1],
+          loss, correct);
+    CHECK(md_norm_err(d2, d1, NR * K) == 0, "loss_dev gradient differs");
+    /* Clip over three ranges, norm above and below the limit. */
+    float    g1[NG], g2[NG];
+    md_range rg[3] = {{0, 1000}, {1200, 800}, {2500, 500}};
+    for (int lim = 0; lim < 2; lim++) {
+        md_fill_uniform(&rng, g1, NG, -1, 1);
+        memcpy(g2, g1, sizeof g1);
+        float  max_norm = lim ? 1e6f : 2.0f, total = 0;
+        double acc[2] = {123.0, 0};
+        CHECK_OK(md_clip_grad_norm(be, g1, rg, 3, max_norm, &total));
+        CHECK_OK(md_clip_grad_norm_dev(be, g2, rg, 3, max_norm, acc));
+        CHECK(fabs(sqrt(acc[0]) - total) <= 1e-6 * total, "clip_dev norm %g vs %g", sqrt(acc[0]),
+              total);
+        CHECK(md_norm_err(g2, g1, NG) == 0, "clip_dev result differs (limit %g)", max_norm);
+        CHECK(lim || total > max_norm, "the clip case did not clip (norm %g)", total);
+    }
+    CHECK(!md_backend_has_graphs(be), "the CPU backend claims graphs");
+    CHECK(md_graph_capture_begin(be) == MD_ERR_BACKEND, "graph capture on the CPU did not fail");
+    md_backend_destroy(be);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/md_test_dist.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -282,6 +325,7 @@ int main(void) {
     }
     test_sync_bn();
     test_safetensors();
+    test_step_ops_dev();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);

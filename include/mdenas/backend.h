@@ -187,6 +187,31 @@ md_status md_top1_correct(md_backend *be, const md_tensor *logits, const int32_t
 md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
                         float momentum, float weight_decay);
 /* *out += sum of squares of x[0..n) (accumulated in double). */
+/* ---- a training step without host round trips (what a CUDA graph captures) -- */
+
+/* md_softmax_ce and md_top1_correct with the results left in backend memory:
+ * out[0] = the mean loss, out[1] = the correct rows (as a float). Labels are
+ * not range-checked here (the datasets check them when they load). */
+md_status md_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels, float *out,
+                      const md_tensor *dlogits);
+/* *acc (backend memory, one double) += sum of x[i]^2. */
+md_status md_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc);
+/* x *= min(1, max_norm / (sqrt(*acc) + 1e-6)): clip_grad_norm's coefficient
+ * computed where the gradients are. */
+md_status md_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
+                            float max_norm);
+
+/* Graphs: between capture_begin and capture_end the backend records ops
+ * instead of running them; launch replays them. Only a backend with graphs
+ * (md_backend_has_graphs: CUDA) supports this; ops that need the host (readbacks,
+ * allocations, cross-replica BN) must not be recorded. */
+typedef struct md_graph md_graph;
+int       md_backend_has_graphs(const md_backend *be);
+md_status md_graph_capture_begin(md_backend *be);
+md_status md_graph_capture_end(md_backend *be, md_graph **out);
+md_status md_graph_launch(md_graph *g);
+void      md_graph_destroy(md_graph *g);
+
 /* *out (host) += sum of x[i]^2, in double. */
 md_status md_sumsq(md_backend *be, const float *x, size_t n, double *out);
 md_status md_scale(md_backend *be, float *x, size_t n, float factor); /* x *= factor */

@@ -18,6 +18,11 @@ typedef struct {
 md_status md_clip_grad_norm(md_backend *be, float *grads, const md_range *ranges, int nranges,
                             float max_norm, float *total_norm);
 
+/* The same clip computed on the backend, with no host round trip (so it can
+ * be captured in a graph): acc is one double of backend memory for the norm. */
+md_status md_clip_grad_norm_dev(md_backend *be, float *grads, const md_range *ranges, int nranges,
+                                float max_norm, double *acc);
+
 /* SGD step over the ranges of parameter, gradient and momentum arenas. */
 md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *momentum_buf,
                       const md_range *ranges, int nranges, float lr, float momentum,

@@ -32,6 +32,7 @@ typedef struct {
     int         keep;       /* checkpoints kept (>= 2) */
     char        device[8];  /* cpu | cuda | auto */
     int         tf32;       /* CUDA: TF32 tensor-core math for fp32 */
+    int         cuda_graphs; /* CUDA, one rank: replay each plan's step as a graph */
     char        out[512];  /* run directory */
 } md_search_config;
 

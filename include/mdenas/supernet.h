@@ -90,6 +90,9 @@ md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *corr
  * replica passes its rows / the global rows, so that its gradients are its part
  * of the global batch's mean-loss gradient and the allreduce is a plain sum. */
 md_status md_plan_scale_loss_grad(md_plan *p, float factor);
+/* md_plan_loss with the mean loss and the correct count left in backend memory
+ * (out[0], out[1]): no host round trip, so a step can be captured in a graph. */
+md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out);
 md_status md_plan_backward(md_plan *p);
 md_status md_plan_zero_grads(md_plan *p);
 /* Arena ranges of the weights this plan uses (stem, preprocessing, sampled

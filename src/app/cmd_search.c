@@ -45,6 +45,7 @@ static const option options[] = {
     OPT("--seed", OPT_U64, seed, "seed of every random choice"),
     OPT("--device", OPT_STR, device, "cpu | cuda (GPU = local rank mod GPUs) | auto"),
     OPT("--tf32", OPT_BOOL, tf32, "CUDA: TF32 math for fp32 convolutions and GEMMs, 1 or 0"),
+    OPT("--cuda-graphs", OPT_BOOL, cuda_graphs, "CUDA, one rank: replay each step as a graph, 1 or 0"),
     OPT("--threads", OPT_INT, threads, "CPU threads per rank (0: OpenMP default)"),
     OPT("--log-every", OPT_INT, log_every, "steps between progress lines"),
     OPT("--sync-bn", OPT_FLAG, sync_bn, "BN statistics over all ranks (no value)"),

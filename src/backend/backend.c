@@ -564,6 +564,65 @@ md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size
     return be->vt->sgd_update(be, w, g, v, n, lr, momentum, weight_decay);
 }
 
+md_status md_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels, float *out,
+                      const md_tensor *dlogits) {
+    const char *op = "loss_dev";
+    MD_TRY(want_any(op, "logits", logits));
+    if (logits->ndim != 2) return md_fail(MD_ERR_ARG, "%s: logits must be [N, K]", op);
+    if (!labels || !out) return md_fail(MD_ERR_ARG, "%s: labels or output missing", op);
+    if (dlogits) MD_TRY(want_same(op, "logits gradient", dlogits, logits));
+    return be->vt->loss_dev(be, logits, labels, out, dlogits);
+}
+
+md_status md_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc) {
+    if (!acc || (!x && n)) return md_fail(MD_ERR_ARG, "sumsq_dev: input or accumulator missing");
+    return be->vt->sumsq_dev(be, x, n, acc);
+}
+
+md_status md_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
+                            float max_norm) {
+    if (!acc || (!x && n)) return md_fail(MD_ERR_ARG, "clip_scale_dev: input or norm missing");
+    if (!(max_norm > 0.0f))
+        return md_fail(MD_ERR_ARG, "clip_scale_dev: max_norm=%g must be > 0", max_norm);
+    return be->vt->clip_scale_dev(be, x, n, acc, max_norm);
+}
+
+int md_backend_has_graphs(const md_backend *be) {
+    return be->vt->graph_begin != NULL;
+}
+
+md_status md_graph_capture_begin(md_backend *be) {
+    if (!be->vt->graph_begin)
+        return md_fail(MD_ERR_BACKEND, "graphs: the %s backend has none", be->vt->name);
+    return be->vt->graph_begin(be);
+}
+
+md_status md_graph_capture_end(md_backend *be, md_graph **out) {
+    *out = NULL;
+    if (!be->vt->graph_end)
+        return md_fail(MD_ERR_BACKEND, "graphs: the %s backend has none", be->vt->name);
+    md_graph *g = calloc(1, sizeof *g);
+    if (!g) return md_fail(MD_ERR_NOMEM, "graph");
+    g->be = be;
+    md_status s = be->vt->graph_end(be, &g->impl);
+    if (s != MD_OK) {
+        free(g);
+        return s;
+    }
+    *out = g;
+    return MD_OK;
+}
+
+md_status md_graph_launch(md_graph *g) {
+    return g->be->vt->graph_launch(g->be, g->impl);
+}
+
+void md_graph_destroy(md_graph *g) {
+    if (!g) return;
+    g->be->vt->graph_destroy(g->be, g->impl);
+    free(g);
+}
+
 md_status md_sumsq(md_backend *be, const float *x, size_t n, double *out) {
     if (!out || (!x && n)) return md_fail(MD_ERR_ARG, "sumsq: input or output missing");
     return be->vt->sumsq(be, x, n, out);

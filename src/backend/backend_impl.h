@@ -76,7 +76,22 @@ typedef struct md_backend_vtable {
                             float lr, float momentum, float weight_decay);
     md_status (*sumsq)(md_backend *be, const float *x, size_t n, double *out);
     md_status (*scale)(md_backend *be, float *x, size_t n, float factor);
+    md_status (*loss_dev)(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                          float *out, const md_tensor *dlogits);
+    md_status (*sumsq_dev)(md_backend *be, const float *x, size_t n, double *acc);
+    md_status (*clip_scale_dev)(md_backend *be, float *x, size_t n, const double *acc,
+                                float max_norm);
+    /* NULL on backends without graphs */
+    md_status (*graph_begin)(md_backend *be);
+    md_status (*graph_end)(md_backend *be, void **impl);
+    md_status (*graph_launch)(md_backend *be, void *impl);
+    void (*graph_destroy)(md_backend *be, void *impl);
 } md_backend_vtable;
+
+struct md_graph {
+    md_backend *be;
+    void       *impl;
+};
 
 struct md_conv {
     md_backend    *be;

@@ -368,6 +368,15 @@ md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *corr
     return MD_OK;
 }
 
+md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out) {
+    md_pbuf  *lg = &p->bufs[p->logits];
+    md_tensor z = as_2d(&lg->act, lg->act.data), dz = as_2d(&lg->act, lg->grad.data);
+    MD_TRY(md_zero(p->be, &dz));
+    MD_TRY(md_loss_dev(p->be, &z, labels, out, &dz));
+    p->grads_ready = 1;
+    return MD_OK;
+}
+
 md_status md_plan_scale_loss_grad(md_plan *p, float factor) {
     if (!p->grads_ready) return md_fail(MD_ERR_ARG, "plan: scaling the loss gradient before the loss");
     md_pbuf *lg = &p->bufs[p->logits];

@@ -17,6 +17,17 @@ md_status md_clip_grad_norm(md_backend *be, float *grads, const md_range *ranges
     return MD_OK;
 }
 
+md_status md_clip_grad_norm_dev(md_backend *be, float *grads, const md_range *ranges, int nranges,
+                                float max_norm, double *acc) {
+    md_tensor a = md_tensor_1d((float *)acc, 2); /* the double's 8 bytes */
+    MD_TRY(md_zero(be, &a));
+    for (int i = 0; i < nranges; i++)
+        MD_TRY(md_sumsq_dev(be, grads + ranges[i].offset, ranges[i].count, acc));
+    for (int i = 0; i < nranges; i++)
+        MD_TRY(md_clip_scale_dev(be, grads + ranges[i].offset, ranges[i].count, acc, max_norm));
+    return MD_OK;
+}
+
 md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *momentum_buf,
                       const md_range *ranges, int nranges, float lr, float momentum,
                       float weight_decay) {

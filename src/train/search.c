@@ -40,6 +40,7 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     c->keep = 3;
     snprintf(c->device, sizeof c->device, "cpu");
     c->tf32 = 1;
+    c->cuda_graphs = 1;
     snprintf(c->out, sizeof c->out, "run");
     if (!preset || !preset[0]) return MD_OK;
     snprintf(c->preset, sizeof c->preset, "%s", preset);
@@ -196,6 +197,7 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
     /* Options free to change when a run resumes. */
     md_json_key(j, "device"), md_json_string(j, c->device);
     md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
+    md_json_key(j, "cuda_graphs"), md_json_bool(j, c->cuda_graphs);
     md_json_key(j, "threads"), md_json_int(j, c->threads);
     md_json_key(j, "log_every"), md_json_int(j, c->log_every);
     md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
@@ -272,6 +274,8 @@ static md_status load_data(run_t *r) {
 }
 
 static void free_plans(run_t *r) {
+    md_graph_destroy(r->graph); /* it refers to a plan's buffers */
+    r->graph = NULL, r->graph_plan = NULL;
     for (int i = 0; i < 2; i++) {
         md_plan_destroy(r->plans[i]);
         r->plans[i] = NULL;
@@ -285,6 +289,10 @@ static md_status plan_for(run_t *r, const md_arch *a, int rows, md_plan **out) {
             return MD_OK;
         }
     int slot = r->plans[0] ? 1 : 0;
+    if (r->plans[slot] && r->graph_plan == r->plans[slot]) {
+        md_graph_destroy(r->graph);
+        r->graph = NULL, r->graph_plan = NULL;
+    }
     if (r->plans[slot]) md_plan_destroy(r->plans[slot]);
     r->plans[slot] = NULL;
     MD_TRY(md_plan_create(r->net, r->be, a, rows, &r->plans[slot]));
@@ -492,6 +500,50 @@ static md_status save_checkpoint(run_t *r, const char *why) {
 
 /* ---- one sampling period ---------------------------------------------------------- */
 
+/* One step's work once the batch is on the backend, in two parts around the
+ * gradient allreduce; neither needs the host, so a graph can record them. */
+static md_status step_forward_backward(run_t *r, md_plan *p, const float *x, const int32_t *y,
+                                       int rows, int grows) {
+    MD_TRY(md_plan_zero_grads(p));
+    MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
+    MD_TRY(md_plan_loss_dev(p, y, r->scalars));
+    if (r->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
+    return md_plan_backward(p);
+}
+
+static md_status step_update(run_t *r, md_plan *p, float lr) {
+    const md_search_config *c = r->cfg;
+    md_arena *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
+             *ma = md_supernet_momentum(r->net);
+    int             nr;
+    const md_range *ranges = md_plan_ranges(p, &nr);
+    MD_TRY(md_clip_grad_norm_dev(r->be, ga->data, ranges, nr, (float)c->clip,
+                                 (double *)(r->scalars + 2)));
+    return md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr, (float)c->momentum,
+                       (float)c->weight_decay);
+}
+
+/* One rank on a backend with graphs: the first step of a plan (at a learning
+ * rate) runs as usual and is then recorded; the following ones replay it, one
+ * launch instead of hundreds. */
+static md_status step_graphed(run_t *r, md_plan *p, const float *x, const int32_t *y, int rows,
+                              float lr) {
+    if (r->graph && r->graph_plan == p && r->graph_lr == lr) return md_graph_launch(r->graph);
+    md_graph_destroy(r->graph);
+    r->graph = NULL;
+    MD_TRY(step_forward_backward(r, p, x, y, rows, rows)); /* also makes every buffer */
+    MD_TRY(step_update(r, p, lr));
+    MD_TRY(md_graph_capture_begin(r->be));
+    md_status s = step_forward_backward(r, p, x, y, rows, rows);
+    if (s == MD_OK) s = step_update(r, p, lr);
+    md_graph *g = NULL;
+    md_status e = md_graph_capture_end(r->be, &g);
+    MD_TRY(s);
+    MD_TRY(e);
+    r->graph = g, r->graph_plan = p, r->graph_lr = lr;
+    return MD_OK;
+}
+
 /* Train the rest of a sampling period, from r->pos.step to its end. *stop = 1
  * when every rank has agreed to stop (the flag rides on the gradient allreduce). */
 static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, int *stop) {
@@ -500,8 +552,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
     double                  t_iv = now_s();
     long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
-    md_arena *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
-             *ma = md_supernet_momentum(r->net);
+    md_arena               *ga = md_supernet_grads(r->net);
     *stop = 0;
     while (ps->step < end) {
         long step = ps->step;
@@ -515,25 +566,24 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         MD_TRY(to_backend(r, &x, &y, rows));
         md_plan *p;
         MD_TRY(plan_for(r, a, rows, &p));
-        float loss;
-        int   correct;
-        MD_TRY(md_plan_zero_grads(p));
-        MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
-        MD_TRY(md_plan_loss(p, y, &loss, &correct));
-        if (r->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
-        MD_TRY(md_plan_backward(p));
-        int             nr;
-        const md_range *ranges = md_plan_ranges(p, &nr);
-        /* Sum of the replicas' parts of the global batch's gradient; loss, accuracy
-         * and the stop flag ride in the same call. */
-        float extra[3] = {loss * (float)rows, (float)correct, (float)stop_requested};
-        if (r->world > 1) MD_TRY(md_backend_sync(r->be)); /* gradients are packed on the host */
-        MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
-        float gloss = r->world > 1 ? extra[0] / (float)grows : loss;
-        long  gcorrect = r->world > 1 ? lroundf(extra[1]) : correct;
-        MD_TRY(md_clip_grad_norm(r->be, ga->data, ranges, nr, (float)c->clip, NULL));
-        MD_TRY(md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr,
-                           (float)c->momentum, (float)c->weight_decay));
+        float out[2], extra[3];
+        if (r->world == 1 && c->cuda_graphs && md_backend_has_graphs(r->be)) {
+            MD_TRY(step_graphed(r, p, x, y, rows, lr));
+            MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out));
+            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_requested;
+        } else {
+            MD_TRY(step_forward_backward(r, p, x, y, rows, grows));
+            MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out)); /* also syncs */
+            /* Sum of the replicas' parts of the global batch's gradient; loss,
+             * accuracy and the stop flag ride in the same call. */
+            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_requested;
+            int             nr;
+            const md_range *ranges = md_plan_ranges(p, &nr);
+            MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
+            MD_TRY(step_update(r, p, lr));
+        }
+        float gloss = r->world > 1 ? extra[0] / (float)grows : out[0];
+        long  gcorrect = lroundf(extra[1]);
         ps->step++;
         ps->period_loss += gloss, ps->iv_loss += gloss;
         ps->period_correct += gcorrect, ps->iv_correct += gcorrect;
@@ -793,6 +843,7 @@ static void close_run(run_t *r) {
     if (r->be) {
         md_backend_free(r->be, r->stage_x);
         md_backend_free(r->be, r->stage_y);
+        md_backend_free(r->be, r->scalars);
     }
     md_loader_destroy(r->train);
     md_loader_destroy(r->val);
@@ -860,6 +911,7 @@ static md_status search(run_t *r, int *stopped) {
         return md_fail(MD_ERR_ARG, "--batch %d is the global batch and must be at least the "
                                    "number of ranks (%d)", c->batch, r->world);
     md_status s = make_backend(r);
+    if (s == MD_OK) s = md_backend_alloc(r->be, 64, (void **)&r->scalars);
     if (s == MD_OK) s = load_data(r);
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
                           .classes = r->ds.classes, .cells = c->cells,

@@ -48,6 +48,10 @@ typedef struct {
     md_run_pos              pos;
     int                     past_verdict; /* rank 0's run-directory verdict is shared */
     void                   *stage_x, *stage_y; /* batch copies on a device backend */
+    float                  *scalars; /* backend memory: loss, correct, the clip norm (double) */
+    md_graph               *graph;   /* the recorded step of graph_plan at graph_lr */
+    md_plan                *graph_plan;
+    float                   graph_lr;
     size_t                  stage_x_bytes, stage_y_bytes;
 } md_run;
 

@@ -105,6 +105,9 @@ static const md_backend_vtable cpu_vtable = {
     .sgd_update = md_cpu_sgd_update,
     .sumsq = md_cpu_sumsq,
     .scale = md_cpu_scale,
+    .loss_dev = md_cpu_loss_dev,
+    .sumsq_dev = md_cpu_sumsq_dev,
+    .clip_scale_dev = md_cpu_clip_scale_dev,
 };
 
 /* Denormal floats (gradients that decay through many layers) cost ~100x per

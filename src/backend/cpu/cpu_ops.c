@@ -708,3 +708,24 @@ md_status md_cpu_scale(md_backend *be, float *x, size_t n, float factor) {
     for (size_t i = 0; i < n; i++) x[i] *= factor;
     return MD_OK;
 }
+
+/* ---- the device-side step ops: on the CPU, backend memory is host memory ------------------ */
+
+md_status md_cpu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                          float *out, const md_tensor *dlogits) {
+    int correct = 0;
+    MD_TRY(md_cpu_softmax_ce(be, logits, labels, &out[0], dlogits));
+    MD_TRY(md_cpu_top1_correct(be, logits, labels, &correct));
+    out[1] = (float)correct;
+    return MD_OK;
+}
+
+md_status md_cpu_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc) {
+    return md_cpu_sumsq(be, x, n, acc);
+}
+
+md_status md_cpu_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
+                                float max_norm) {
+    double coef = max_norm / (sqrt(*acc) + 1e-6);
+    return coef < 1.0 ? md_cpu_scale(be, x, n, (float)coef) : MD_OK;
+}

@@ -50,5 +50,10 @@ md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, 
                             float momentum, float weight_decay);
 md_status md_cpu_sumsq(md_backend *be, const float *x, size_t n, double *out);
 md_status md_cpu_scale(md_backend *be, float *x, size_t n, float factor);
+md_status md_cpu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                          float *out, const md_tensor *dlogits);
+md_status md_cpu_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc);
+md_status md_cpu_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
+                                float max_norm);
 
 #endif

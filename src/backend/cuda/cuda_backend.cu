@@ -68,6 +68,7 @@ typedef struct {
     float         *ones, *zeros; /* [C] for non-affine BN on cuDNN */
     float         *dummy;        /* [2C] dgamma/dbeta sink */
     int            ones_cap;
+    void          *blas_ws;   /* cuBLAS workspace */
     float         *mask_host; /* pinned, dropout masks */
     size_t         mask_cap;
 } cuda_backend;
@@ -637,7 +638,8 @@ __global__ void k_sumsq_partial(const float *x, size_t n, double *part) {
     }
     if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
 }
-__global__ void k_sum_doubles(const double *part, int n, double *out) {
+/* *out = (or += with accumulate) the sum of part[0..n), in a fixed order. */
+__global__ void k_sum_doubles(const double *part, int n, double *out, int accumulate) {
     __shared__ double sh[256];
     double s = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
@@ -647,7 +649,7 @@ __global__ void k_sum_doubles(const double *part, int n, double *out) {
         if (threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *out = sh[0];
+    if (threadIdx.x == 0) *out = accumulate ? *out + sh[0] : sh[0];
 }
 
 static md_status cu_sumsq(md_backend *be, const float *x, size_t n, double *out) {
@@ -656,7 +658,7 @@ static md_status cu_sumsq(md_backend *be, const float *x, size_t n, double *out)
     MD_TRY(red_reserve(cb, blocks + 1));
     k_sumsq_partial<<<blocks, 256, 0, cb->stream>>>(x, n, cb->red_dev);
     LAUNCH_TRY();
-    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, blocks, cb->red_dev + blocks);
+    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, blocks, cb->red_dev + blocks, 0);
     LAUNCH_TRY();
     CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + blocks, sizeof(double),
                              cudaMemcpyDeviceToHost, cb->stream));
@@ -966,7 +968,7 @@ static md_status cu_softmax_ce(md_backend *be, const md_tensor *logits, const in
                                                           dlogits ? dlogits->data : NULL,
                                                           cb->red_dev, bad);
     LAUNCH_TRY();
-    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, N, cb->red_dev + N);
+    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, N, cb->red_dev + N, 0);
     LAUNCH_TRY();
     CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + N, 2 * sizeof(double),
                              cudaMemcpyDeviceToHost, cb->stream));
@@ -986,7 +988,7 @@ static md_status cu_top1_correct(md_backend *be, const md_tensor *logits, const 
     MD_TRY(red_reserve(cb, (size_t)N + 1));
     k_top1<<<(N + 127) / 128, 128, 0, cb->stream>>>(logits->data, labels, N, K, cb->red_dev);
     LAUNCH_TRY();
-    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, N, cb->red_dev + N);
+    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, N, cb->red_dev + N, 0);
     LAUNCH_TRY();
     CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + N, sizeof(double),
                              cudaMemcpyDeviceToHost, cb->stream));
@@ -995,11 +997,112 @@ static md_status cu_top1_correct(md_backend *be, const md_tensor *logits, const 
     return MD_OK;
 }
 
+/* ---- the device-side step: no host round trips, so it can be captured ------------------ */
+
+/* One block: each thread takes rows n = t, t + 256, ...; loss and correct
+ * counts are reduced in a fixed order (deterministic). */
+__global__ void k_loss_dev(const float *z, const int32_t *labels, int N, int K, float *dz,
+                           float *out) {
+    double loss = 0.0, hit = 0.0;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        const float *r = z + (size_t)n * K;
+        int y = labels[n];
+        y = y < 0 ? 0 : y >= K ? K - 1 : y; /* labels were checked when the data loaded */
+        float zmax = r[0];
+        int best = 0;
+        for (int k = 1; k < K; k++) {
+            zmax = fmaxf(zmax, r[k]);
+            if (r[k] > r[best]) best = k;
+        }
+        double se = 0.0;
+        for (int k = 0; k < K; k++) se += exp((double)r[k] - zmax);
+        double lse = zmax + log(se);
+        loss += lse - r[y];
+        hit += best == y;
+        if (dz) {
+            float *d = dz + (size_t)n * K;
+            for (int k = 0; k < K; k++)
+                d[k] += (float)((exp((double)r[k] - lse) - (k == y ? 1.0 : 0.0)) / N);
+        }
+    }
+    __shared__ double sl[256], sh[256];
+    sl[threadIdx.x] = loss, sh[threadIdx.x] = hit;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) sl[threadIdx.x] += sl[threadIdx.x + k], sh[threadIdx.x] += sh[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = (float)(sl[0] / N), out[1] = (float)sh[0];
+}
+
+static md_status cu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                             float *out, const md_tensor *dlogits) {
+    k_loss_dev<<<1, 256, 0, cb_of(be)->stream>>>(logits->data, labels, logits->dim[0],
+                                                 logits->dim[1], dlogits ? dlogits->data : NULL, out);
+    LAUNCH_TRY();
+    return MD_OK;
+}
+
+/* Uses the first 1024 doubles of the reduction buffer, reserved when the backend
+ * is made (no allocation here: this may be recorded in a graph). */
+static md_status cu_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc) {
+    cuda_backend *cb = cb_of(be);
+    k_sumsq_partial<<<1024, 256, 0, cb->stream>>>(x, n, cb->red_dev);
+    LAUNCH_TRY();
+    k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, 1024, acc, 1);
+    LAUNCH_TRY();
+    return MD_OK;
+}
+
+__global__ void k_clip_scale(float *x, size_t n, const double *acc, float max_norm) {
+    double coef = max_norm / (sqrt(*acc) + 1e-6);
+    if (coef >= 1.0) return;
+    float c = (float)coef;
+    GRID_LOOP(i, n) x[i] *= c;
+}
+
+static md_status cu_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
+                                   float max_norm) {
+    k_clip_scale<<<blocks_for(n, 256), 256, 0, cb_of(be)->stream>>>(x, n, acc, max_norm);
+    LAUNCH_TRY();
+    return MD_OK;
+}
+
+/* Graphs: stream capture of everything issued on the backend's stream. */
+static md_status cu_graph_begin(md_backend *be) {
+    CUDA_TRY(cudaStreamBeginCapture(cb_of(be)->stream, cudaStreamCaptureModeThreadLocal));
+    return MD_OK;
+}
+
+static md_status cu_graph_end(md_backend *be, void **impl) {
+    cudaGraph_t g = NULL;
+    CUDA_TRY(cudaStreamEndCapture(cb_of(be)->stream, &g));
+    cudaGraphExec_t exec = NULL;
+    cudaError_t     e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return cuda_fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    *impl = exec;
+    return MD_OK;
+}
+
+static md_status cu_graph_launch(md_backend *be, void *impl) {
+    CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)impl, cb_of(be)->stream));
+    return MD_OK;
+}
+
+static void cu_graph_destroy(md_backend *be, void *impl) {
+    (void)be;
+    if (impl) cudaGraphExecDestroy((cudaGraphExec_t)impl);
+}
+
 /* ---- lifetime --------------------------------------------------------------------------- */
 
 static void cu_destroy(md_backend *be) {
     cuda_backend *cb = cb_of(be);
     if (cb->workspace) cudaFree(cb->workspace);
+    if (cb->blas) cublasDestroy(cb->blas);
+    cb->blas = NULL;
+    if (cb->blas_ws) cudaFree(cb->blas_ws);
     if (cb->red_dev) cudaFree(cb->red_dev);
     if (cb->red_host) cudaFreeHost(cb->red_host);
     if (cb->mask_host) cudaFreeHost(cb->mask_host);
@@ -1053,6 +1156,13 @@ static md_backend_vtable make_vtable(void) {
     v.sgd_update = cu_sgd_update;
     v.sumsq = cu_sumsq;
     v.scale = cu_scale;
+    v.loss_dev = cu_loss_dev;
+    v.sumsq_dev = cu_sumsq_dev;
+    v.clip_scale_dev = cu_clip_scale_dev;
+    v.graph_begin = cu_graph_begin;
+    v.graph_end = cu_graph_end;
+    v.graph_launch = cu_graph_launch;
+    v.graph_destroy = cu_graph_destroy;
     return v;
 }
 
@@ -1090,6 +1200,12 @@ extern "C" md_status md_backend_cuda_create(int device, int allow_tf32, md_backe
             CUBLAS_STATUS_SUCCESS)
         s = md_fail(MD_ERR_BACKEND, "cublasSetMathMode failed");
     if (s == MD_OK) s = red_reserve(cb, 4096);
+    /* cuBLAS gets its workspace up front: it must not allocate inside a graph capture. */
+    if (s == MD_OK && (e = cudaMalloc(&cb->blas_ws, (size_t)32 << 20)) != cudaSuccess)
+        s = cuda_fail(e, "cudaMalloc (cuBLAS workspace)", __FILE__, __LINE__);
+    if (s == MD_OK && cublasSetWorkspace(cb->blas, cb->blas_ws, (size_t)32 << 20) !=
+                          CUBLAS_STATUS_SUCCESS)
+        s = md_fail(MD_ERR_BACKEND, "cublasSetWorkspace failed");
     if (s != MD_OK) {
         cu_destroy(&cb->base);
         return s;
