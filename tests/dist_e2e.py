@@ -886,6 +886,23 @@ def t_world_size_change(tmp):
           "genotype differs from the uninterrupted -np 2 run")
 
 
+def t_rank_failure_aborts(tmp):
+    """A failure on one rank only (MDENAS_FAIL_AT_STEP=3:1) ends the whole job
+    with status 1 and the rank's message, well within the timeout: no rank is
+    left waiting in a collective."""
+    d = os.path.join(tmp, "run")
+    t = time.time()
+    out = mpirun(2, search_args(d, "--epochs", "1"), rc=1, env={"MDENAS_FAIL_AT_STEP": "3:1"},
+                 timeout=120)
+    dt = time.time() - t
+    check("rank 1 fails at step 3" in out, f"the failing rank's message is missing:\n{out[-2000:]}")
+    check(dt < 60, f"the job took {dt:.0f} s to end after one rank failed")
+    # The same hook on rank 0 of 1: exit 1, no abort needed.
+    out = mpirun(1, search_args(os.path.join(tmp, "run1"), "--epochs", "1"), rc=1,
+                 env={"MDENAS_FAIL_AT_STEP": "2"}, timeout=120)
+    check("rank 0 fails at step 2" in out, f"message missing:\n{out[-2000:]}")
+
+
 def t_keep_k(tmp):
     total = 2 * STEPS_PER_EPOCH
     d = os.path.join(tmp, "keep2")
@@ -1065,7 +1082,7 @@ def t_safetensors_python(tmp):
           f"{p.shape} = state.json, metadata {sorted(m)}")
 
 
-TESTS = {"np2_matches_np1": t_np2_matches_np1, "np4_matches_np1": t_np4_matches_np1,
+TESTS = {"rank_failure_aborts": t_rank_failure_aborts, "np2_matches_np1": t_np2_matches_np1, "np4_matches_np1": t_np4_matches_np1,
          "resume_bit_identical": t_resume_bit_identical, "kill9_resume": t_kill9_resume,
          "corrupt_newest": t_corrupt_newest, "truncated_checkpoint": t_truncated_checkpoint,
          "wrong_config": t_wrong_config, "world_size_change": t_world_size_change,

@@ -439,21 +439,31 @@ static void on_stop_signal(int sig) {
     stop_requested = 1;
 }
 
-/* MDENAS_RAISE_AT_STEP=<step>[:<rank>]: that rank raises SIGUSR1 on itself just
- * before global step <step>, a deterministic signal for the tests. */
-static void maybe_raise(const run_t *r, long step) {
-    static long at = -2;
-    static int  rank = 0;
-    if (at == -2) {
-        const char *e = getenv("MDENAS_RAISE_AT_STEP");
-        at = -1;
-        if (e && *e) {
-            char *end = NULL;
-            at = strtol(e, &end, 10);
-            if (*end == ':') rank = (int)strtol(end + 1, NULL, 10);
-        }
+/* Test hooks, "<step>[:<rank>]" (rank 0 by default), read once:
+ * MDENAS_RAISE_AT_STEP: that rank raises SIGUSR1 on itself just before global
+ * step <step>, a deterministic signal; MDENAS_FAIL_AT_STEP: that rank fails
+ * there, as a broken disk or device would (the job must end, not hang). */
+static void parse_hook(const char *name, long *at, int *rank) {
+    const char *e = getenv(name);
+    *at = -1, *rank = 0;
+    if (!e || !*e) return;
+    char *end = NULL;
+    *at = strtol(e, &end, 10);
+    if (*end == ':') *rank = (int)strtol(end + 1, NULL, 10);
+}
+
+static md_status test_hooks(const run_t *r, long step) {
+    static long raise_at = -2, fail_at = -2;
+    static int  raise_rank, fail_rank;
+    if (raise_at == -2) {
+        parse_hook("MDENAS_RAISE_AT_STEP", &raise_at, &raise_rank);
+        parse_hook("MDENAS_FAIL_AT_STEP", &fail_at, &fail_rank);
     }
-    if (step == at && r->rank == rank) raise(SIGUSR1);
+    if (step == raise_at && r->rank == raise_rank) raise(SIGUSR1);
+    if (step == fail_at && r->rank == fail_rank)
+        return md_fail(MD_ERR_IO, "MDENAS_FAIL_AT_STEP: rank %d fails at step %ld (test hook)",
+                       r->rank, step);
+    return MD_OK;
 }
 
 /* ---- batches on the backend ------------------------------------------------------------- */
@@ -556,7 +566,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
     *stop = 0;
     while (ps->step < end) {
         long step = ps->step;
-        maybe_raise(r, step);
+        MD_TRY(test_hooks(r, step));
         long           epoch = step / sc->steps_per_epoch;
         float          lr = md_lr_cosine((float)c->lr, (float)c->lr_min, epoch, c->epochs);
         const float   *x;
