@@ -1,6 +1,6 @@
 #!/bin/sh
 # Fresh machine -> a MdeNAS search on Fashion-MNIST (Debian's dataset-fashion-mnist):
-# installs packages, builds, runs `mdenas_mpi search --preset tiny` (about 10 minutes
+# installs packages, builds, runs `mdenas_mpi search --preset tiny` (6 to 7 minutes
 # on 2 cores) and ends by printing the genotype. Extra arguments go to the search,
 # e.g. --epochs 4 or --out DIR.
 set -eu
