@@ -65,6 +65,9 @@ import sys
 import tempfile
 import time
 
+from e2e_common import (Fail, check, crc32c, load_json, load_jsonl, read_bytes, snapshot,
+                        snapshot_diff)
+
 K = 8
 NODES = 2
 EDGES = NODES * (NODES + 3) // 2  # 5 edges per cell type
@@ -140,17 +143,8 @@ NOSYNC_LOSS_RTOL = 0.25
 NOSYNC_MIN_STEP1 = 1e-5
 
 
-class Fail(Exception):
-    pass
-
-
 class Skip(Exception):
     pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
 
 
 BINARY = None
@@ -181,80 +175,33 @@ def show(cmd, env_extra):
     return (pre + " " if pre else "") + s
 
 
-def mpirun(np_, args, rc=0, env=None, timeout=300):
-    """Runs `mpirun -np np_ mdenas_mpi args`; checks the exit status (None: any non-zero).
-    Returns stdout + stderr."""
-    cmd = mpi_cmd(np_, args)
+def _run(cmd, shown, rc, env, timeout):
+    """Runs cmd; checks the exit status (None: any non-zero) and that no sanitizer
+    spoke. Returns stdout + stderr."""
     t = time.time()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                        cwd=WORK, env=mpi_env(env))
     out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    print(f"$ {show(cmd, env)}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
+    print(f"$ {shown}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
     ok = (p.returncode != 0) if rc is None else (p.returncode == rc)
     if not ok:
         raise Fail(f"exit status {p.returncode}, expected {'non-zero' if rc is None else rc}\n"
-                   f"  command: {show(cmd, env)}\n"
+                   f"  command: {shown}\n"
                    f"--- stdout (tail)\n{out[-3000:]}\n--- stderr (tail)\n{err[-3000:]}")
     check("Sanitizer" not in err and "runtime error" not in err,
-          f"`{show(cmd, env)}` hit a sanitizer error:\n{err[-3000:]}")
+          f"`{shown}` hit a sanitizer error:\n{err[-3000:]}")
     return out + err
+
+
+def mpirun(np_, args, rc=0, env=None, timeout=300):
+    """Runs `mpirun -np np_ mdenas_mpi args`."""
+    cmd = mpi_cmd(np_, args)
+    return _run(cmd, show(cmd, env), rc, env, timeout)
 
 
 def direct(args, rc=0, timeout=120):
-    """Runs the binary itself (singleton MPI), e.g. `inspect`; returns stdout + stderr."""
-    t = time.time()
-    p = subprocess.run([BINARY] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout, cwd=WORK, env=mpi_env())
-    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    print(f"$ mdenas_mpi {' '.join(args)}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
-    ok = (p.returncode != 0) if rc is None else (p.returncode == rc)
-    if not ok:
-        raise Fail(f"`mdenas_mpi {' '.join(args)}`: exit status {p.returncode}, expected "
-                   f"{'non-zero' if rc is None else rc}\n--- stdout\n{out[-3000:]}\n"
-                   f"--- stderr\n{err[-3000:]}")
-    check("Sanitizer" not in err and "runtime error" not in err,
-          f"`mdenas_mpi {' '.join(args)}` hit a sanitizer error:\n{err[-3000:]}")
-    return out + err
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise Fail(f"{path}: not valid JSON: {e}")
-
-
-def load_jsonl(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise Fail(f"{path}:{i}: not valid JSON: {e}: {line[:200]!r}")
-    return rows
-
-
-def read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def snapshot(d):
-    """Every file under d with its bytes, and every directory."""
-    snap = {}
-    for root, dirs, files in os.walk(d):
-        for name in dirs:
-            snap[os.path.relpath(os.path.join(root, name), d) + "/"] = None
-        for name in files:
-            p = os.path.join(root, name)
-            snap[os.path.relpath(p, d)] = read_bytes(p)
-    return snap
-
-
-def snapshot_diff(before, after):
-    return sorted(k for k in set(before) | set(after) if before.get(k, 0) != after.get(k, 0))
+    """Runs the binary itself (singleton MPI), e.g. `inspect`."""
+    return _run([BINARY] + args, "mdenas_mpi " + " ".join(args), rc, None, timeout)
 
 
 # ---- checkpoints ----
@@ -354,29 +301,6 @@ def compare_ckpt_tensors(pa, pb):
         check(ma.get(key) == mb.get(key), f"metadata {key}: {ma.get(key)!r} in {pa}, "
                                           f"{mb.get(key)!r} in {pb}")
     return len(sa)
-
-
-# ---- crc32c (Castagnoli), for the metadata's checksum ----
-
-def _crc32c_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    tab = CRC_TABLE
-    for b in data:
-        c = tab[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
 
 
 def crc_matches(stated, value):

@@ -41,6 +41,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+from e2e_common import Fail, check, crc32c, load_json, load_jsonl, snapshot, snapshot_diff
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
@@ -62,15 +64,6 @@ MIN_FINAL_VAL_ACC = 0.30
 # max |p - 1/8| = 0.080-0.125 in all those runs. A single win or loss moves an
 # entry by alpha = 0.02, so anything below 0.01 means no update ever happened.
 MIN_P_DEVIATION = 0.01
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
 
 
 BINARY = None
@@ -111,43 +104,6 @@ def search(out_dir, *extra):
 # For input that should be refused: if it is not, the run is over in a few steps.
 QUICK = ["--cells", "2", "--channels", "4", "--nodes", "4", "--batch", "16", "--subset", "128",
          "--epochs", "1", "--threads", "2"]
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise Fail(f"{path}: not valid JSON: {e}")
-
-
-def load_jsonl(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise Fail(f"{path}:{i}: not valid JSON: {e}: {line[:200]!r}")
-    return rows
-
-
-def snapshot(d):
-    """Every file under d with its bytes, and every directory."""
-    snap = {}
-    for root, dirs, files in os.walk(d):
-        for name in dirs:
-            snap[os.path.relpath(os.path.join(root, name), d) + "/"] = None
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                snap[os.path.relpath(p, d)] = f.read()
-    return snap
-
-
-def snapshot_diff(before, after):
-    """Paths added, removed or changed between two snapshots."""
-    return sorted(k for k in set(before) | set(after) if before.get(k, 0) != after.get(k, 0))
 
 
 def f32(x):
@@ -238,24 +194,8 @@ def check_genes(genes, what):
 
 # ---- TensorBoard event files, read without TensorFlow ----
 
-def _crc32c_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-CRC_TABLE = _crc32c_table()
-
-
 def masked_crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    c ^= 0xFFFFFFFF
+    c = crc32c(data)
     return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 

@@ -134,36 +134,40 @@ static int cmd_search(int argc, char **argv, int rank, int world) {
     return 1;
 }
 
-static int cmd_inspect(int argc, char **argv, int rank) {
+/* A command of one path argument that runs on rank 0: usage on --help or a
+ * wrong count (exit 2), the message and fail_rc when run fails. */
+static int one_path_command(const char *name, const char *usage_text, int argc, char **argv,
+                            int rank, md_status (*run)(const char *path), int fail_rc) {
     if (argc != 1 || wants_help(argc, argv)) {
-        if (rank == 0)
-            fprintf(argc == 1 ? stdout : stderr,
-                    "usage: mdenas_mpi inspect CHECKPOINT\n"
-                    "Checks a checkpoint (format, sizes, checksum) and prints what it holds.\n");
+        if (rank == 0) fprintf(argc == 1 ? stdout : stderr, "%s", usage_text);
         return argc == 1 ? 0 : 2;
     }
     if (rank != 0) return 0;
-    if (md_ckpt_inspect(argv[0], stdout) != MD_OK) {
-        fprintf(stderr, "mdenas_mpi inspect: %s\n", md_error_message());
-        return 2;
+    if (run(argv[0]) != MD_OK) {
+        fprintf(stderr, "mdenas_mpi %s: %s\n", name, md_error_message());
+        return fail_rc;
     }
     return 0;
 }
 
+static md_status inspect_to_stdout(const char *path) {
+    return md_ckpt_inspect(path, stdout);
+}
+
+static int cmd_inspect(int argc, char **argv, int rank) {
+    return one_path_command("inspect",
+                            "usage: mdenas_mpi inspect CHECKPOINT\n"
+                            "Checks a checkpoint (format, sizes, checksum) and prints what it "
+                            "holds.\n",
+                            argc, argv, rank, inspect_to_stdout, 2);
+}
+
 static int cmd_derive(int argc, char **argv, int rank) {
-    if (argc != 1 || wants_help(argc, argv)) {
-        if (rank == 0)
-            fprintf(argc == 1 ? stdout : stderr,
-                    "usage: mdenas_mpi derive RUNDIR\n"
-                    "Prints the DARTS genotype derived from the run's current distribution.\n");
-        return argc == 1 ? 0 : 2;
-    }
-    if (rank != 0) return 0;
-    if (md_search_derive(argv[0]) != MD_OK) {
-        fprintf(stderr, "mdenas_mpi derive: %s\n", md_error_message());
-        return 1;
-    }
-    return 0;
+    return one_path_command("derive",
+                            "usage: mdenas_mpi derive RUNDIR\n"
+                            "Prints the DARTS genotype derived from the run's current "
+                            "distribution.\n",
+                            argc, argv, rank, md_search_derive, 1);
 }
 
 int main(int argc, char **argv) {

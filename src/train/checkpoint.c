@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,24 @@ static long file_size(FILE *f) {
 
 /* ---- save -------------------------------------------------------------------------------- */
 
+/* The metadata of a checkpoint: key, formatted value, side by side. */
+typedef struct {
+    md_st_meta m[24];
+    char       text[24][64];
+    int        n;
+} meta_list;
+
+static void meta_put(meta_list *l, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void meta_put(meta_list *l, const char *key, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->text[l->n], sizeof l->text[l->n], fmt, ap);
+    va_end(ap);
+    l->m[l->n] = (md_st_meta){key, l->text[l->n]};
+    l->n++;
+}
+
 md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     const md_search_config *c = r->cfg;
     char                    dir[700];
@@ -143,45 +162,36 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     md_json cj;
     md_json_init(&cj);
     md_search_config_json(&cj, c, r->world, 0);
-    char hash[16], v[16][40];
-    snprintf(hash, sizeof hash, "%08" PRIx32, md_crc32c(cj.buf, cj.len));
     const md_run_pos *ps = &r->pos;
-    snprintf(v[0], sizeof v[0], "%ld", ps->step);
-    snprintf(v[1], sizeof v[1], "%ld", ps->period);
-    snprintf(v[2], sizeof v[2], "%d", ps->periods_done);
-    snprintf(v[3], sizeof v[3], "%d", r->world);
-    snprintf(v[4], sizeof v[4], "%ld", ps->train_epoch);
-    snprintf(v[5], sizeof v[5], "%d", ps->train_batch);
-    snprintf(v[6], sizeof v[6], "%ld", ps->val_epoch);
-    snprintf(v[7], sizeof v[7], "%d", ps->val_batch);
-    snprintf(v[8], sizeof v[8], "%ld", ps->period_correct);
-    snprintf(v[9], sizeof v[9], "%ld", ps->period_seen);
-    snprintf(v[10], sizeof v[10], "%.17g", ps->period_loss);
-    snprintf(v[11], sizeof v[11], "%ld", ps->metrics_bytes);
-    snprintf(v[12], sizeof v[12], "%ld", ps->history_bytes);
-    char iv[80];
-    snprintf(iv, sizeof iv, "%ld %ld %ld %.17g", ps->iv_steps, ps->iv_correct, ps->iv_seen,
-             ps->iv_loss);
-    time_t    now = time(NULL);
-    struct tm tm;
+    meta_list         ml = {.n = 0};
+    char              created[32];
+    time_t            now = time(NULL);
+    struct tm         tm;
     gmtime_r(&now, &tm);
-    strftime(v[13], sizeof v[13], "%Y-%m-%dT%H:%M:%SZ", &tm);
-    md_st_meta meta[] = {
-        {"format", CKPT_FORMAT},    {"mdenas_version", MDENAS_VERSION},
-        {"step", v[0]},             {"period", v[1]},
-        {"periods_done", v[2]},     {"world_size", v[3]},
-        {"config", cj.buf},         {"config_hash", hash},
-        {"train_epoch", v[4]},      {"train_batch", v[5]},
-        {"val_epoch", v[6]},        {"val_batch", v[7]},
-        {"period_correct", v[8]},   {"period_seen", v[9]},
-        {"period_loss", v[10]},     {"metrics_bytes", v[11]},
-        {"history_bytes", v[12]},   {"created", v[13]},
-        {"interval", iv},
-    };
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    meta_put(&ml, "format", "%s", CKPT_FORMAT);
+    meta_put(&ml, "mdenas_version", "%s", MDENAS_VERSION);
+    meta_put(&ml, "step", "%ld", ps->step);
+    meta_put(&ml, "period", "%ld", ps->period);
+    meta_put(&ml, "periods_done", "%d", ps->periods_done);
+    meta_put(&ml, "world_size", "%d", r->world);
+    meta_put(&ml, "config_hash", "%08" PRIx32, md_crc32c(cj.buf, cj.len));
+    meta_put(&ml, "train_epoch", "%ld", ps->train_epoch);
+    meta_put(&ml, "train_batch", "%d", ps->train_batch);
+    meta_put(&ml, "val_epoch", "%ld", ps->val_epoch);
+    meta_put(&ml, "val_batch", "%d", ps->val_batch);
+    meta_put(&ml, "period_correct", "%ld", ps->period_correct);
+    meta_put(&ml, "period_seen", "%ld", ps->period_seen);
+    meta_put(&ml, "period_loss", "%.17g", ps->period_loss);
+    meta_put(&ml, "metrics_bytes", "%ld", ps->metrics_bytes);
+    meta_put(&ml, "history_bytes", "%ld", ps->history_bytes);
+    meta_put(&ml, "created", "%s", created);
+    meta_put(&ml, "interval", "%ld %ld %ld %.17g", ps->iv_steps, ps->iv_correct, ps->iv_seen,
+             ps->iv_loss);
+    ml.m[ml.n++] = (md_st_meta){"config", cj.buf}; /* long: not copied */
     snprintf(path, path_len, "%s/ckpt-%09ld.safetensors", dir, ps->step);
     md_status s = cj.failed ? md_fail(MD_ERR_NOMEM, "checkpoint config")
-                            : md_st_write(path, t, ntensor, meta, (int)(sizeof meta / sizeof *meta),
-                                          bytes);
+                            : md_st_write(path, t, ntensor, ml.m, ml.n, bytes);
     md_json_free(&cj);
     free(t), free(names);
     MD_TRY(s);
