@@ -62,10 +62,9 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
-from e2e_common import (Fail, check, crc32c, load_json, load_jsonl, read_bytes, snapshot,
+from e2e_common import (Fail, check, e2e_main, crc32c, load_json, load_jsonl, read_bytes, snapshot,
                         snapshot_diff)
 
 K = 8
@@ -1013,38 +1012,13 @@ TESTS = {"rank_failure_aborts": t_rank_failure_aborts, "np2_matches_np1": t_np2_
          "keep_k": t_keep_k, "inspect": t_inspect, "safetensors_python": t_safetensors_python}
 
 
-def main():
+def init(binary, work):
     global BINARY, WORK, MPIRUN
-    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
-        print(__doc__, file=sys.stderr)
-        return 2
-    BINARY = os.path.abspath(sys.argv[1])
-    WORK = os.getcwd()
-    MPIRUN = shutil.which("mpirun")
+    BINARY, WORK, MPIRUN = binary, work, shutil.which("mpirun")
     if not MPIRUN:
-        print(f"FAIL {sys.argv[2]}: mpirun not found on PATH", file=sys.stderr)
-        return 1
-    tmp = tempfile.mkdtemp(prefix=f"dist_e2e_{sys.argv[2]}.", dir=WORK)
-    t0 = time.time()
-    try:
-        TESTS[sys.argv[2]](tmp)
-    except Skip as e:
-        print(f"SKIP {sys.argv[2]}: {e}")
-        return 77
-    except Fail as e:
-        print(f"FAIL {sys.argv[2]}: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"FAIL {sys.argv[2]}: timed out: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if os.environ.get("MDENAS_E2E_KEEP"):
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"PASS {sys.argv[2]} ({time.time() - t0:.1f} s)")
-    return 0
+        print("FAIL: mpirun not found on PATH", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(e2e_main(__doc__, TESTS, init, skips=(Skip,)))

@@ -33,15 +33,13 @@ import json
 import math
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from e2e_common import Fail, check, crc32c, load_json, load_jsonl, snapshot, snapshot_diff
+from e2e_common import Fail, check, crc32c, e2e_main, load_json, load_jsonl, snapshot, snapshot_diff
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -838,31 +836,10 @@ TESTS = {"fashion_short": t_fashion_short, "deterministic": t_deterministic,
          "run_dir_any_file": t_run_dir_any_file, "nodes_range": t_nodes_range}
 
 
-def main():
+def init(binary, work):
     global BINARY, WORK
-    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
-        print(__doc__, file=sys.stderr)
-        return 2
-    BINARY = os.path.abspath(sys.argv[1])
-    WORK = os.getcwd()
-    tmp = tempfile.mkdtemp(prefix=f"search_e2e_{sys.argv[2]}.", dir=WORK)
-    t0 = time.time()
-    try:
-        TESTS[sys.argv[2]](tmp)
-    except Fail as e:
-        print(f"FAIL {sys.argv[2]}: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"FAIL {sys.argv[2]}: timed out: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if os.environ.get("MDENAS_E2E_KEEP"):
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"PASS {sys.argv[2]} ({time.time() - t0:.1f} s)")
-    return 0
+    BINARY, WORK = binary, work
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(e2e_main(__doc__, TESTS, init))

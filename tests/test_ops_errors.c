@@ -1,6 +1,9 @@
 /* Bad shapes and arguments: each op refuses them with MD_ERR_ARG and a
  * message that names the op and the shapes involved, and writes nothing. */
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -108,6 +111,45 @@ static void test_other_errors(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) md_tbuf_free(be, all[i]);
 }
 
+/* The depthwise kernels' per-thread scratch cannot be had: the op fails with
+ * MD_ERR_NOMEM instead of returning success with its output untouched.
+ * RLIMIT_AS makes the allocation fail; the sanitizers reserve terabytes of
+ * address space, so this runs only in plain builds. */
+static void test_dwconv_nomem(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    printf("test_dwconv_nomem: skipped under AddressSanitizer\n");
+#else
+    /* 5x5: our own kernel (plain 3x3 goes to oneDNN) */
+    md_conv_desc d = {.n = 1, .c_in = 2, .h = 1500, .w = 1500, .c_out = 2, .kh = 5, .kw = 5,
+                      .stride = 1, .pad = 2, .dilation = 1, .groups = 2};
+    md_conv     *c = NULL;
+    CHECK_OK(md_conv_create(be, &d, &c));
+    md_tensor x = md_tbuf4(be, 1, 2, 1500, 1500), w = md_tbuf4(be, 2, 1, 5, 5),
+              y = md_tbuf4(be, 1, 2, 1500, 1500);
+    y.data[0] = 42.0f;
+    long          pages = 0;
+    FILE         *f = fopen("/proc/self/statm", "r");
+    int           got = f && fscanf(f, "%ld", &pages) == 1;
+    struct rlimit old;
+    if (f) fclose(f);
+    CHECK(got && getrlimit(RLIMIT_AS, &old) == 0, "cannot read this process's memory size");
+    /* 1 MiB above what is mapped now; the scratch is a 9 MB padded plane. */
+    struct rlimit tight = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (1 << 20), old.rlim_max};
+    CHECK(setrlimit(RLIMIT_AS, &tight) == 0, "setrlimit");
+    md_status s = md_conv_forward(c, &x, &w, &y);
+    setrlimit(RLIMIT_AS, &old);
+    CHECK(s == MD_ERR_NOMEM, "depthwise forward without memory for its scratch: status %d, "
+                             "expected MD_ERR_NOMEM", (int)s);
+    CHECK(strstr(md_error_message(), "scratch"), "message '%s' does not name the scratch",
+          md_error_message());
+    md_error_clear();
+    md_conv_destroy(c);
+    md_tbuf_free(be, &x);
+    md_tbuf_free(be, &w);
+    md_tbuf_free(be, &y);
+#endif
+}
+
 int main(void) {
     if (md_backend_cpu_create(1, &be) != MD_OK) {
         fprintf(stderr, "backend: %s\n", md_error_message());
@@ -115,6 +157,7 @@ int main(void) {
     }
     test_conv_errors();
     test_other_errors();
+    test_dwconv_nomem();
     md_backend_destroy(be);
     return md_test_finish("test_ops_errors");
 }

@@ -27,8 +27,11 @@ typedef struct md_backend md_backend;
 
 /* ---- backend lifetime and memory -------------------------------------- */
 
-/* threads <= 0: the OpenMP default. */
+/* threads <= 0: the OpenMP default; at most MD_MAX_THREADS. */
+#define MD_MAX_THREADS 1024
 md_status   md_backend_cpu_create(int threads, md_backend **out);
+/* The OpenMP threads a CPU backend computes with; 0 for other backends. */
+int         md_backend_cpu_threads(const md_backend *be);
 /* The CUDA backend on GPU (device mod the device count): cuDNN, cuBLAS, own
  * kernels. allow_tf32: TF32 tensor-core math for fp32 convolutions and GEMMs
  * (PyTorch's default for convolutions). MD_ERR_BACKEND with a message when the

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app/commands.h"
 #include "mdenas/data.h"
@@ -169,4 +170,50 @@ int md_search_parse(int argc, char **argv, md_search_config *c) {
         return 2;
     }
     return 0;
+}
+
+/* One word of a command line as a POSIX shell reads it back. */
+static void put_word(FILE *f, const char *w) {
+    int plain = *w != '\0';
+    for (const char *q = w; *q && plain; q++)
+        plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%",
+                       *q) != NULL;
+    if (plain) {
+        fputs(w, f);
+        return;
+    }
+    fputc('\'', f);
+    for (const char *q = w; *q; q++)
+        if (*q == '\'') fputs("'\\''", f);
+        else fputc(*q, f);
+    fputc('\'', f);
+}
+
+void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
+                            const md_search_config *c, int world) {
+    char cwd[4096] = "", out[8192];
+    int  have_cwd = getcwd(cwd, sizeof cwd) != NULL;
+    if (c->out[0] == '/' || !have_cwd) snprintf(out, sizeof out, "%s", c->out);
+    else snprintf(out, sizeof out, "%s/%s", cwd, c->out);
+    fprintf(f, "to resume, run:\n  ");
+    if (strchr(prog, '/') && prog[0] != '/' && have_cwd) { /* a relative path to the program */
+        fputs("cd ", f);
+        put_word(f, cwd);
+        fputs(" && ", f);
+    }
+    if (world > 1) fprintf(f, "mpirun -np %d ", world); /* or srun: any rank count resumes */
+    put_word(f, prog);
+    fputs(" search", f);
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+            i++;
+            continue;
+        }
+        fputc(' ', f);
+        put_word(f, argv[i]);
+    }
+    fputs(" --out ", f);
+    put_word(f, out);
+    fputc('\n', f);
+    fflush(f);
 }

@@ -8,5 +8,8 @@
 
 void md_search_usage(FILE *f);
 int  md_search_parse(int argc, char **argv, md_search_config *c);
+/* After a stop: the exact command that resumes the run (its --out absolute). */
+void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
+                            const md_search_config *c, int world);
 
 #endif

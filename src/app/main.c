@@ -1,5 +1,6 @@
 /* mdenas_mpi: the MPI batch program. Thin: parse the command line, call the library. */
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ static void usage(FILE *f) {
 static int parse_threads(const char *s, int *out) {
     char *end = NULL;
     long  v = strtol(s, &end, 10);
-    if (!s[0] || *end || v < 0 || v > 4096) return -1;
+    if (!s[0] || *end || v < 0 || v > MD_MAX_THREADS) return -1;
     *out = (int)v;
     return 0;
 }
@@ -67,8 +68,8 @@ static int cmd_info(int argc, char **argv, int rank, int world) {
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             if (parse_threads(argv[++i], &threads)) {
-                fprintf(stderr, "mdenas_mpi info: --threads '%s' is not a number in 0..4096\n",
-                        argv[i]);
+                fprintf(stderr, "mdenas_mpi info: --threads '%s' is not a number in 0..%d\n",
+                        argv[i], MD_MAX_THREADS);
                 return 2;
             }
         } else {
@@ -111,7 +112,7 @@ static int wants_help(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_search(int argc, char **argv, int rank, int world) {
+static int cmd_search(const char *prog, int argc, char **argv, int rank, int world) {
     if (wants_help(argc, argv)) {
         if (rank == 0) md_search_usage(stdout);
         return 0;
@@ -123,6 +124,7 @@ static int cmd_search(int argc, char **argv, int rank, int world) {
     md_status s = md_comm_create_world(&comm);
     if (s == MD_OK) s = md_search_run(&c, comm, &stopped);
     md_comm_destroy(comm);
+    if (s == MD_OK && stopped && rank == 0) md_search_print_resume(stdout, prog, argc, argv, &c, world);
     if (s == MD_OK) return stopped ? MD_EXIT_STOPPED : 0;
     /* Bad options or a run directory this run may not use: every rank got the
      * same verdict from rank 0, which says why. */
@@ -171,6 +173,9 @@ static int cmd_derive(int argc, char **argv, int rank) {
 }
 
 int main(int argc, char **argv) {
+    /* Output piped into `head` that has exited: writes fail with EPIPE (and the
+     * run goes on, logging to its run directory) instead of killing it. */
+    signal(SIGPIPE, SIG_IGN);
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -184,7 +189,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "--version")) {
         if (rank == 0) printf("mdenas_mpi %s\n", MDENAS_VERSION);
     } else if (!strcmp(argv[1], "search")) {
-        rc = cmd_search(argc - 2, argv + 2, rank, world);
+        rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world);
     } else if (!strcmp(argv[1], "inspect")) {
         rc = cmd_inspect(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "derive")) {

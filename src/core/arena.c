@@ -54,7 +54,9 @@ static md_status arena_alloc(md_arena *a) {
         return MD_OK;
     }
     a->data = aligned_alloc(64, bytes);
-    if (!a->data) return md_fail(MD_ERR_NOMEM, "arena: %zu bytes", bytes);
+    if (!a->data)
+        return md_fail(MD_ERR_NOMEM, "cannot allocate %.2f GiB (%zu bytes) for %d tensors",
+                       (double)bytes / (1024.0 * 1024.0 * 1024.0), bytes, a->count);
     memset(a->data, 0, bytes);
     return MD_OK;
 }

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "mdenas/backend.h"
 #include "mdenas/version.h"
 #include "train/search_impl.h"
 
@@ -91,9 +93,11 @@ static void ckpt_dir(const md_search_config *c, char *buf, size_t len) {
     snprintf(buf, len, "%s/checkpoints", c->out);
 }
 
+/* The size of a log, made durable first: a checkpoint records it, and a log
+ * shorter than its checkpoint says after a crash is a log that lost lines. */
 static long file_size(FILE *f) {
     struct stat st;
-    if (!f || fflush(f) || fstat(fileno(f), &st)) return -1;
+    if (!f || fflush(f) || fsync(fileno(f)) || fstat(fileno(f), &st)) return -1;
     return (long)st.st_size;
 }
 
@@ -127,7 +131,8 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     r->pos.history_bytes = file_size(r->history);
     r->pos.periods_done = r->mdl.periods;
     if (r->pos.metrics_bytes < 0 || r->pos.history_bytes < 0)
-        return md_fail(MD_ERR_IO, "cannot flush metrics.jsonl/history.jsonl in %s", c->out);
+        return md_fail(MD_ERR_IO, "cannot flush and fsync metrics.jsonl/history.jsonl in %s: %s",
+                       c->out, strerror(errno));
 
     int ntensor = 0, cap = 8;
     for (int a = 0; a < 3; a++) cap += arena_of(r->net, a)->count;
@@ -175,6 +180,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     meta_put(&ml, "period", "%ld", ps->period);
     meta_put(&ml, "periods_done", "%d", ps->periods_done);
     meta_put(&ml, "world_size", "%d", r->world);
+    meta_put(&ml, "threads", "%d", r->threads);
     meta_put(&ml, "config_hash", "%08" PRIx32, md_crc32c(cj.buf, cj.len));
     meta_put(&ml, "train_epoch", "%ld", ps->train_epoch);
     meta_put(&ml, "train_batch", "%d", ps->train_batch);
@@ -294,9 +300,11 @@ md_status md_ckpt_find(const md_search_config *c, md_ckpt_accept accept, void *c
         const char *cfg = rs == MD_OK ? md_st_meta_get(&f, "config") : NULL;
         if (rs == MD_OK && (!fmt || strcmp(fmt, CKPT_FORMAT) || !cfg ||
                             !md_st_meta_get(&f, "crc32c"))) {
+            char shown[64]; /* the file's strings go with it */
+            snprintf(shown, sizeof shown, "%s", fmt ? fmt : "(none)");
             md_st_free(&f);
             rs = md_fail(MD_ERR_DATA, "%s: not an mdenas checkpoint (format '%s', expected '%s', "
-                                      "with a crc32c)", p, fmt ? fmt : "(none)", CKPT_FORMAT);
+                                      "with a crc32c)", p, shown, CKPT_FORMAT);
         }
         if (rs == MD_OK) {
             s = md_ckpt_check_config(c, cfg, p); /* other options: refused, not corrupt */
@@ -393,6 +401,11 @@ md_status md_ckpt_load(md_run *r, const md_st_file *f) {
                       &ps->iv_loss) != 4 || ps->iv_steps < 0))
         return md_fail(MD_ERR_DATA, "%s: metadata 'interval' is malformed", f->path);
     if (!iv) ps->iv_steps = ps->iv_correct = ps->iv_seen = 0, ps->iv_loss = 0;
+    long threads = 0; /* absent in checkpoints before it was recorded */
+    if (md_st_meta_get(f, "threads")) MD_TRY(meta_long(f, "threads", &threads));
+    if (threads > MD_MAX_THREADS)
+        return md_fail(MD_ERR_DATA, "%s: metadata 'threads' %ld out of range", f->path, threads);
+    ps->saved_threads = (int)threads;
     if (v[2] > INT32_MAX || v[11] > INT32_MAX || v[4] > INT32_MAX || v[6] > INT32_MAX)
         return md_fail(MD_ERR_DATA, "%s: metadata counts out of range", f->path);
     const void *st[3], *hi[3] = {NULL, NULL, NULL};
@@ -424,10 +437,13 @@ md_status md_ckpt_inspect(const char *path, FILE *out) {
             if (!strncmp(f.t[i].name, arena_prefix[a], strlen(arena_prefix[a]))) g = a;
         count[g]++, bytes[g] += f.t[i].bytes;
     }
-    fprintf(out, "%s: mdenas checkpoint, %zu bytes, checksum ok\n", path, f.size);
+    /* md_st_read verifies the checksum when the file has one. */
+    fprintf(out, "%s: mdenas checkpoint, %zu bytes, %s\n", path, f.size,
+            md_st_meta_get(&f, "crc32c") ? "checksum ok"
+                                         : "NO CHECKSUM (not verified; a run would refuse it)");
     static const char *const shown[] = {"format",      "mdenas_version", "created",
                                         "step",        "period",         "periods_done",
-                                        "world_size",  "train_epoch",    "train_batch",
+                                        "world_size",  "threads",        "train_epoch",    "train_batch",
                                         "val_epoch",   "val_batch",      "config_hash",
                                         "crc32c",      "config"};
     for (size_t i = 0; i < sizeof shown / sizeof *shown; i++) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <errno.h>
+#include <float.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
@@ -104,6 +105,20 @@ md_status md_search_config_check(const md_search_config *c) {
         if (!isfinite(finite[i]))
             return md_fail(MD_ERR_ARG, "--lr, --lr-min, --momentum, --weight-decay, --clip and "
                                        "--alpha must be finite numbers");
+    /* The step computes in single precision: a value finite as a double may be
+     * infinite, or zero, as a float. */
+    static const char *const fname[] = {"--lr", "--lr-min", "--momentum", "--weight-decay",
+                                        "--clip"};
+    for (size_t i = 0; i < sizeof fname / sizeof *fname; i++) {
+        double v = fabs(finite[i]);
+        if (v > FLT_MAX || (v > 0 && (float)v < FLT_MIN))
+            return md_fail(MD_ERR_ARG, "%s %g is outside single precision (%g .. %g), in which "
+                                       "the step computes", fname[i], finite[i], (double)FLT_MIN,
+                           (double)FLT_MAX);
+    }
+    if (c->threads > MD_MAX_THREADS)
+        return md_fail(MD_ERR_ARG, "--threads %d: at most %d threads per rank", c->threads,
+                       MD_MAX_THREADS);
     if (!c->out[0]) return md_fail(MD_ERR_ARG, "--out: the run directory must be named");
     return MD_OK;
 }
@@ -137,32 +152,6 @@ static int file_exists(const char *dir, const char *name) {
     struct stat st;
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return stat(p, &st) == 0;
-}
-
-/* A fresh run never writes into a directory that holds anything: another run's
- * files, or the user's. Checked before any work; created once the inputs load. */
-static md_status check_run_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (errno == ENOENT) return MD_OK;
-        return md_fail(MD_ERR_IO, "run directory %s cannot be read: %s", dir, strerror(errno));
-    }
-    struct dirent *e;
-    const char    *found = NULL;
-    char           name[256] = "";
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(name, sizeof name, "%s", e->d_name);
-            found = name;
-            break;
-        }
-    closedir(d);
-    if (found)
-        return md_fail(MD_ERR_ARG,
-                       "run directory %s is not empty (it holds %s, and perhaps another run); "
-                       "nothing was changed. Choose another --out, or empty that directory",
-                       dir, found);
-    return MD_OK;
 }
 
 void md_search_config_json(md_json *j, const md_search_config *c, int world, int full) {
@@ -412,8 +401,9 @@ static md_status write_genotype(run_t *r, char *genotype, size_t glen) {
     if (s != MD_OK) return s;
     path_in(p, sizeof p, r->cfg->out, "genotype.txt");
     FILE *f = fopen(p, "w");
-    if (!f || fprintf(f, "%s\n", genotype) < 0 || fclose(f))
-        return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
+    if (!f) return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
+    int bad = fprintf(f, "%s\n", genotype) < 0;
+    if (fclose(f) || bad) return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
     return MD_OK;
 }
 
@@ -576,10 +566,12 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         MD_TRY(to_backend(r, &x, &y, rows));
         md_plan *p;
         MD_TRY(plan_for(r, a, rows, &p));
-        float out[2], extra[3];
+        float  out[2], extra[3];
+        double norm = 0;
         if (r->world == 1 && c->cuda_graphs && md_backend_has_graphs(r->be)) {
             MD_TRY(step_graphed(r, p, x, y, rows, lr));
             MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out));
+            MD_TRY(md_backend_download(r->be, &norm, r->scalars + 2, sizeof norm));
             extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_requested;
         } else {
             MD_TRY(step_forward_backward(r, p, x, y, rows, grows));
@@ -590,9 +582,21 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
             int             nr;
             const md_range *ranges = md_plan_ranges(p, &nr);
             MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
-            MD_TRY(step_update(r, p, lr));
+            float l = r->world > 1 ? extra[0] / (float)grows : out[0];
+            if (isfinite(l)) { /* else no update: the check below stops the run */
+                MD_TRY(step_update(r, p, lr));
+                MD_TRY(md_backend_download(r->be, &norm, r->scalars + 2, sizeof norm));
+            }
         }
         float gloss = r->world > 1 ? extra[0] / (float)grows : out[0];
+        if (!isfinite(gloss) || !isfinite(norm))
+            return md_fail(MD_ERR_DATA,
+                           "step %ld: the %s is %g, not a finite number: the search diverged "
+                           "(lr %g, --clip %g). Nothing of this step was saved; the newest "
+                           "checkpoint (step %ld) is kept. Lower --lr or check the data",
+                           step + 1, isfinite(gloss) ? "gradient norm" : "loss",
+                           isfinite(gloss) ? norm : (double)gloss, (double)lr, c->clip,
+                           r->last_ckpt_step);
         long  gcorrect = lroundf(extra[1]);
         ps->step++;
         ps->period_loss += gloss, ps->iv_loss += gloss;
@@ -645,13 +649,45 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
     return MD_OK;
 }
 
+/* Validation batches per period: --val-batches, at most one pass over the split. */
+static int val_batches(const run_t *r) {
+    int all = md_loader_batches(r->val), want = r->cfg->val_batches;
+    return want && want < all ? want : all;
+}
+
+/* Test hook MDENAS_RAISE_IN_VAL=<period>[:<rank>]: that rank raises SIGTERM on
+ * itself during the second validation batch of that period (0-based). */
+static void val_hook(const run_t *r, long period, int batch) {
+    static long at = -2;
+    static int  rank;
+    if (at == -2) parse_hook("MDENAS_RAISE_IN_VAL", &at, &rank);
+    if (period == at && batch == 1 && r->rank == rank) raise(SIGTERM);
+}
+
 /* Top-1 accuracy of the sampled network on the held-out split, BN on batch
- * statistics, counts summed over ranks; *stop from any rank's signal. */
-static md_status validate(run_t *r, const md_arch *a, double *acc, int *stop) {
-    int    batches = r->cfg->val_batches ? r->cfg->val_batches : md_loader_batches(r->val);
+ * statistics, counts summed over ranks. A stop signal is taken at the next
+ * batch, not at the end (a long validation would outlive the job's signal lead
+ * time): then *stopped = 1, no accuracy, and the validation loader is back
+ * where this validation began, so a resumed run validates the period again. */
+static md_status validate(run_t *r, const md_arch *a, long period, double *acc, int *stopped) {
+    int    batches = val_batches(r);
     double counts[3] = {0, 0, 0}; /* correct, seen, stop */
+    long   epoch0;
+    int    batch0;
+    /* With synced BN every batch is a collective, so ranks agree on the stop
+     * at each batch; otherwise each leaves on its own and they agree below. */
+    int agree_each = r->cfg->sync_bn && r->world > 1;
     if (!r->cfg->val_batches) MD_TRY(md_loader_seek(r->val, 0, 0));
+    md_loader_tell(r->val, &epoch0, &batch0);
+    *stopped = 0;
     for (int b = 0; b < batches; b++) {
+        val_hook(r, period, b);
+        int stop = stop_requested;
+        if (agree_each) MD_TRY(md_comm_max_int(r->comm, &stop));
+        if (stop) {
+            counts[2] = 1;
+            break;
+        }
         const float   *x;
         const int32_t *y;
         int            rows, grows;
@@ -660,7 +696,7 @@ static md_status validate(run_t *r, const md_arch *a, double *acc, int *stop) {
         if (rows == 0) {
             /* This rank's slice of a short last batch is empty: with synced BN it
              * still takes part in the statistics the others compute. */
-            if (r->cfg->sync_bn && r->world > 1 && grows > 0) {
+            if (agree_each && grows > 0) {
                 MD_TRY(plan_for(r, a, r->plans[0] ? md_plan_rows(r->plans[0]) : 1, &p));
                 MD_TRY(md_plan_forward_absent(p, MD_MODE_EVAL_BATCH_STATS));
             }
@@ -674,10 +710,12 @@ static md_status validate(run_t *r, const md_arch *a, double *acc, int *stop) {
         MD_TRY(md_plan_loss(p, y, &loss, &ok));
         counts[0] += ok, counts[1] += rows;
     }
-    counts[2] = stop_requested;
     MD_TRY(md_comm_sum_f64(r->comm, counts, 3));
     *acc = counts[0] / fmax(counts[1], 1);
-    *stop = counts[2] > 0;
+    if (counts[2] > 0) {
+        *stopped = 1;
+        return md_loader_seek(r->val, epoch0, batch0);
+    }
     return MD_OK;
 }
 
@@ -705,11 +743,82 @@ static md_status update_distribution(run_t *r, const md_arch *a, double val_acc)
     return s;
 }
 
+/* One line of history.jsonl: period (0-based) done, p, H^e, H^a after it. */
+static md_status history_line(FILE *f, long period, double val_acc, const md_arch *a,
+                              const md_mdl *m, const double *p, const double *he,
+                              const double *ha) {
+    int     E = m->edges / 2;
+    md_json j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "period"), md_json_int(&j, period + 1);
+    md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
+    md_json_key(&j, "arch"), arch_json(&j, a, E);
+    md_json_key(&j, "p"), matrix_json(&j, p, m->edges, m->k);
+    md_json_key(&j, "he"), matrix_json(&j, he, m->edges, m->k);
+    md_json_key(&j, "ha"), matrix_json(&j, ha, m->edges, m->k);
+    md_json_end_object(&j);
+    md_status s = json_line(f, &j);
+    md_json_free(&j);
+    return s;
+}
+
+/* history.jsonl again from the distribution's history in a checkpoint: period
+ * t's architecture is where H^e grew, its accuracy the H^a recorded there. */
+static md_status rebuild_history(const run_t *r, const char *path) {
+    const md_mdl *m = &r->mdl;
+    size_t        n = (size_t)m->edges * m->k;
+    int           E = m->edges / 2;
+    FILE         *f = fopen(path, "w");
+    if (!f) return md_fail(MD_ERR_IO, "cannot rewrite %s: %s", path, strerror(errno));
+    md_status s = MD_OK;
+    for (int t = 0; t < m->periods && s == MD_OK; t++) {
+        const double *he = m->hist_he + t * n, *ha = m->hist_ha + t * n;
+        md_arch       a;
+        double        acc = 0;
+        for (int e = 0; e < m->edges; e++) {
+            int op = 0;
+            for (int k = 0; k < m->k; k++)
+                if (he[e * m->k + k] - (t ? he[e * m->k + k - (long)n] : 0) > 0.5) op = k;
+            if (e < E) a.normal[e] = op;
+            else a.reduce[e - E] = op;
+            if (e == 0) acc = ha[op];
+        }
+        s = history_line(f, t, acc, &a, m, m->hist_p + t * n, he, ha);
+    }
+    if (s == MD_OK && (fflush(f) || fsync(fileno(f))))
+        s = md_fail(MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    if (fclose(f) && s == MD_OK) s = md_fail(MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return s;
+}
+
+/* A log that ends before its checkpoint says (a crash before its lines reached
+ * the disk): history.jsonl is rebuilt from the checkpoint, metrics.jsonl keeps
+ * what it has, cut after its last whole line, with a warning. */
+static md_status repair_short_log(const run_t *r, const char *path, int is_history, long size,
+                                  long recorded) {
+    fprintf(stderr, "mdenas: warning: %s is %ld bytes, shorter than the %ld bytes its checkpoint "
+                    "recorded (lines were lost in a crash)%s\n", path, size, recorded,
+            is_history ? "; rebuilding it from the checkpoint"
+                       : "; the lost lines stay lost, the run goes on");
+    if (is_history) return rebuild_history(r, path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    long keep = 0, at = 0;
+    int  ch;
+    while ((ch = fgetc(f)) != EOF)
+        if (at++, ch == '\n') keep = at;
+    fclose(f);
+    if (keep < size && truncate(path, (off_t)keep))
+        return md_fail(MD_ERR_IO, "cannot truncate %s: %s", path, strerror(errno));
+    return MD_OK;
+}
+
 static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double val_acc,
                                double secs, double allreduce_bytes) {
     MD_TRY(update_distribution(r, a, val_acc));
     if (r->rank != 0) return MD_OK;
-    int    E = r->edges, K = MD_DARTS_OPS;
+    int    E = r->edges;
     double train_acc = r->pos.period_correct / fmax((double)r->pos.period_seen, 1);
     double train_loss = r->pos.period_loss / fmax(sc->period_len, 1);
     char   genotype[4096];
@@ -738,18 +847,8 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
     md_status s = json_line(r->metrics, &j);
     md_json_free(&j);
     MD_TRY(s);
-    md_json_init(&j);
-    md_json_begin_object(&j);
-    md_json_key(&j, "period"), md_json_int(&j, sc->period + 1);
-    md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
-    md_json_key(&j, "arch"), arch_json(&j, a, E);
-    md_json_key(&j, "p"), matrix_json(&j, r->mdl.p, 2 * E, K);
-    md_json_key(&j, "he"), matrix_json(&j, r->mdl.he, 2 * E, K);
-    md_json_key(&j, "ha"), matrix_json(&j, r->mdl.ha, 2 * E, K);
-    md_json_end_object(&j);
-    s = json_line(r->history, &j);
-    md_json_free(&j);
-    MD_TRY(s);
+    MD_TRY(history_line(r->history, sc->period, val_acc, a, &r->mdl, r->mdl.p, r->mdl.he,
+                        r->mdl.ha));
     long step = sc->step + sc->period_len;
     MD_TRY(md_tb_scalar(r->tb, "val/acc", step, (float)val_acc));
     MD_TRY(md_tb_scalar(r->tb, "period/train_acc", step, (float)train_acc));
@@ -771,17 +870,55 @@ static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
     return s == MD_ERR_ARG ? MD_ERR_DATA : s; /* a bad value in the file */
 }
 
-/* Rank 0, once the network exists: what to do with --out; a checkpoint to
- * resume from is loaded into r. */
+/* A directory that holds a run's results (history, state, genotype) but no
+ * checkpoint lost its checkpoints (a scratch purge, a quota clean-up):
+ * starting it again would overwrite those results, so it is refused. */
+static md_status refuse_lost_checkpoints(const char *out) {
+    static const char *const results[] = {"history.jsonl", "state.json", "genotype.json"};
+    char                     held[128] = "";
+    for (size_t i = 0; i < sizeof results / sizeof *results; i++) {
+        char        p[700];
+        struct stat st;
+        path_in(p, sizeof p, out, results[i]);
+        if (stat(p, &st) == 0 && st.st_size > 0) {
+            size_t used = strlen(held);
+            snprintf(held + used, sizeof held - used, "%s%s", used ? ", " : "", results[i]);
+        }
+    }
+    if (!held[0]) return MD_OK;
+    return md_fail(MD_ERR_ARG,
+                   "%s holds the results of a run (%s) but no checkpoint (was %s/checkpoints "
+                   "removed?): starting it again would overwrite them, so nothing was changed. "
+                   "Restore its checkpoints to resume it, or move the directory aside (or choose "
+                   "another --out) to start again", out, held, out);
+}
+
+/* Rank 0, once the network exists: what to do with --out (which it locks);
+ * a checkpoint to resume from is loaded into r. */
 static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *verdict) {
     const md_search_config *c = r->cfg;
-    DIR                    *d = opendir(c->out);
-    if (!d && errno == ENOENT) {
-        *verdict = RUN_FRESH;
-        return MD_OK;
+    MD_TRY(md_rundir_check_out(c->out));
+    /* A directory this run may not use is refused before anything is written
+     * into it (the lock included): another's files, or another run's options. */
+    char path[700], *text = NULL;
+    path_in(path, sizeof path, c->out, "config.json");
+    if (!file_exists(c->out, "config.json")) {
+        MD_TRY(md_rundir_check_empty(c->out));
+    } else {
+        MD_TRY(read_file(path, &text));
+        md_status cs = md_ckpt_check_config(c, text, path);
+        free(text);
+        MD_TRY(cs);
     }
-    if (d) closedir(d);
-    if (check_run_dir(c->out) == MD_OK) { /* exists, empty */
+    md_status s = make_dirs(c->out);
+    if (s != MD_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", md_error_message());
+        return md_fail(MD_ERR_ARG, "--out: %s", why);
+    }
+    MD_TRY(md_rundir_lock(c->out, &r->lock_fd));
+    /* Under the lock, look again: another run may have come and gone. */
+    if (md_rundir_check_empty(c->out) == MD_OK) {
         *verdict = RUN_FRESH;
         return MD_OK;
     }
@@ -791,12 +928,11 @@ static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *ver
         *verdict = RUN_RESUME;
         return MD_OK;
     }
-    if (!file_exists(c->out, "config.json")) return check_run_dir(c->out); /* the refusal */
+    if (!file_exists(c->out, "config.json")) return md_rundir_check_empty(c->out); /* refusal */
+    MD_TRY(refuse_lost_checkpoints(c->out));
     /* A run of ours that stopped before its first checkpoint: start it again. */
-    char path[700], *text = NULL;
-    path_in(path, sizeof path, c->out, "config.json");
     MD_TRY(read_file(path, &text));
-    md_status s = md_ckpt_check_config(c, text, path);
+    s = md_ckpt_check_config(c, text, path);
     free(text);
     MD_TRY(s);
     *verdict = RUN_RESTART;
@@ -808,7 +944,7 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
     if (r->rank != 0) return MD_OK;
     char p[700];
     if (verdict == RUN_FRESH) {
-        MD_TRY(check_run_dir(c->out)); /* again: it may have changed while data loaded */
+        MD_TRY(md_rundir_check_empty(c->out)); /* again: it may have changed while data loaded */
         MD_TRY(make_dirs(c->out));
     } else {
         /* Lines written after the checkpoint are dropped: the run redoes those steps. */
@@ -818,8 +954,10 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
         for (int i = 0; i < 2; i++) {
             path_in(p, sizeof p, c->out, names[i]);
             struct stat st;
-            if (stat(p, &st) == 0 && st.st_size > keep[i] && truncate(p, (off_t)keep[i]))
+            long        size = stat(p, &st) == 0 ? (long)st.st_size : 0;
+            if (size > keep[i] && truncate(p, (off_t)keep[i]))
                 return md_fail(MD_ERR_IO, "cannot truncate %s: %s", p, strerror(errno));
+            if (size < keep[i]) MD_TRY(repair_short_log(r, p, i == 1, size, keep[i]));
         }
     }
     md_json j;
@@ -867,6 +1005,8 @@ static void close_run(run_t *r) {
     if (r->metrics) fclose(r->metrics);
     if (r->history) fclose(r->history);
     md_tb_close(r->tb);
+    md_rundir_unlock(r->lock_fd); /* last: every file of the run is closed */
+    r->lock_fd = -1;
 }
 
 /* Rank 0's checkpoint (already loaded into it) to every rank. */
@@ -897,6 +1037,29 @@ static int threads_per_rank(const run_t *r) {
     return t < 1 ? 1 : t;
 }
 
+/* A resumed run computes with the thread count of the run that saved it (the
+ * reductions in oneDNN's kernels depend on it, and a requeue may land on a
+ * node with another core count), unless --threads or OMP_NUM_THREADS says
+ * otherwise. */
+static md_status keep_saved_threads(run_t *r) {
+    int saved = r->pos.saved_threads;
+    if (saved <= 0 || r->threads <= 0 || saved == r->threads) return MD_OK;
+    if (r->cfg->threads > 0 || getenv("OMP_NUM_THREADS")) {
+        say(r, "note: resuming with %d thread(s) per rank (--threads or OMP_NUM_THREADS) where "
+               "the run had %d: the last bits of the result may differ from an uninterrupted "
+               "run\n", r->threads, saved);
+        return MD_OK;
+    }
+    say(r, "note: resuming with the run's %d thread(s) per rank (this node's default is %d; "
+           "--threads N overrides)\n", saved, r->threads);
+    md_backend_free(r->be, r->scalars);
+    md_backend_destroy(r->be); /* CPU: the network and batches are host memory */
+    r->be = NULL, r->scalars = NULL;
+    MD_TRY(md_backend_cpu_create(saved, &r->be));
+    r->threads = md_backend_cpu_threads(r->be);
+    return md_backend_alloc(r->be, 64, (void **)&r->scalars);
+}
+
 /* --device: cpu, cuda (GPU = local rank mod the GPUs), or auto (cuda when this
  * build has it and a GPU answers, else cpu). */
 static md_status make_backend(run_t *r) {
@@ -921,17 +1084,46 @@ static md_status search(run_t *r, int *stopped) {
         return md_fail(MD_ERR_ARG, "--batch %d is the global batch and must be at least the "
                                    "number of ranks (%d)", c->batch, r->world);
     md_status s = make_backend(r);
+    if (s == MD_OK) r->threads = md_backend_cpu_threads(r->be);
     if (s == MD_OK) s = md_backend_alloc(r->be, 64, (void **)&r->scalars);
-    if (s == MD_OK) s = load_data(r);
+    if (s == MD_OK && (s = load_data(r)) != MD_OK && s != MD_ERR_NOMEM)
+        s = MD_ERR_ARG; /* a missing or malformed dataset is bad input: exit 2 */
     md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
                           .classes = r->ds.classes, .cells = c->cells,
                           .channels = c->channels, .nodes = c->nodes};
-    if (s == MD_OK)
+    if (s == MD_OK) {
         s = md_supernet_create_on(&dc, c->seed, md_backend_is_host(r->be) ? NULL : r->be, &r->net);
+        if (s == MD_ERR_NOMEM) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", md_error_message());
+            md_fail(s, "the search network of --cells %d --channels %d --nodes %d does not fit "
+                       "in memory (%s); choose fewer --cells or --channels",
+                    c->cells, c->channels, c->nodes, why);
+        }
+    }
     if (s == MD_OK) {
         r->edges = md_supernet_edges(r->net);
         s = md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule);
     }
+    /* Every rank learns whether any failed to set up, and all leave together
+     * (a rank that left alone would leave the others waiting in a collective). */
+    if (s == MD_OK) {
+        long at;
+        int  rank;
+        parse_hook("MDENAS_FAIL_SETUP", &at, &rank); /* "<rank>": that rank's input is bad */
+        if (at >= 0 && r->rank == (int)at)
+            s = md_fail(MD_ERR_ARG, "MDENAS_FAIL_SETUP: rank %d refuses its input (test hook)",
+                        r->rank);
+    }
+    if (s == MD_ERR_ARG && r->rank != 0) /* rank 0 prints its own; this one is only here */
+        fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", r->rank, r->world,
+                md_error_message());
+    int failed = s != MD_OK ? (int)s : 0;
+    md_status as = md_comm_max_int(r->comm, &failed);
+    if (as != MD_OK) return as;
+    if (s == MD_OK && failed)
+        s = md_fail((md_status)failed, "another rank failed while setting up (its message "
+                                       "says why)");
     MD_TRY(s);
     /* Rank 0 decides what to do with the run directory (loading a checkpoint to
      * resume); every rank follows. Nothing has been written yet. */
@@ -951,6 +1143,7 @@ static md_status search(run_t *r, int *stopped) {
     r->past_verdict = 1;
     if (verdict == RUN_RESUME) {
         MD_TRY(share_checkpoint(r));
+        MD_TRY(keep_saved_threads(r));
         MD_TRY(md_loader_seek(r->train, r->pos.train_epoch, r->pos.train_batch));
         MD_TRY(md_loader_seek(r->val, r->pos.val_epoch, r->pos.val_batch));
     }
@@ -1012,7 +1205,15 @@ static md_status search(run_t *r, int *stopped) {
             *stopped = 1;
             break;
         }
-        if (s == MD_OK) s = validate(r, &a, &vacc, &stop);
+        if (s == MD_OK) s = validate(r, &a, sc.period, &vacc, &stop);
+        if (s == MD_OK && stop) {
+            /* Trained, not validated: the checkpoint is at the period's last
+             * step, and the resumed run validates this period again. */
+            s = save_checkpoint(r, "stop signal during validation");
+            if (s == MD_OK) s = md_comm_barrier(r->comm);
+            *stopped = 1;
+            break;
+        }
         if (s == MD_OK) s = record_period(r, &a, &sc, vacc, now_s() - t, ar_bytes);
         if (s == MD_OK) {
             r->pos.period = sc.period + 1;
@@ -1020,7 +1221,10 @@ static md_status search(run_t *r, int *stopped) {
             s = save_checkpoint(r, "period end");
         }
         free_plans(r);
-        if (s == MD_OK && stop) {
+        /* A signal that came after the last validation batch: stop here. */
+        int late = stop_requested;
+        if (s == MD_OK) s = md_comm_max_int(r->comm, &late);
+        if (s == MD_OK && late && sc.period + 1 < sc.periods) {
             s = md_comm_barrier(r->comm);
             *stopped = 1;
             break;
@@ -1028,8 +1232,9 @@ static md_status search(run_t *r, int *stopped) {
     }
     MD_TRY(s);
     if (*stopped) {
-        say(r, "\nstopped by a signal at step %ld: checkpoint written; run the same command again "
-               "to resume (exit status %d)\n", r->pos.step, MD_EXIT_STOPPED);
+        say(r, "\nstopped by a signal at step %ld: checkpoint written in %s/checkpoints; run the "
+               "same command again to resume (exit status %d)\n", r->pos.step, c->out,
+            MD_EXIT_STOPPED);
         return MD_OK;
     }
     if (r->rank == 0) {
@@ -1049,10 +1254,10 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     MD_TRY(md_search_config_resolve(&resolved));
     run_t r;
     memset(&r, 0, sizeof r);
-    r.cfg = &resolved, r.comm = comm;
+    r.cfg = &resolved, r.comm = comm, r.lock_fd = -1;
     r.rank = md_comm_rank(comm), r.world = md_comm_size(comm);
     /* From the start: a signal while data loads is taken at the first step. */
-    struct sigaction sa, old_usr1, old_term;
+    struct sigaction sa, old_usr1, old_term, old_int;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -1060,9 +1265,11 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     stop_requested = 0;
     sigaction(SIGUSR1, &sa, &old_usr1);
     sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int); /* Ctrl-C: the same checkpoint and exit 75 */
     md_status s = search(&r, stopped);
     sigaction(SIGUSR1, &old_usr1, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
     char saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);

@@ -25,7 +25,8 @@ typedef struct {
     double iv_loss;
     long   metrics_bytes, history_bytes; /* lengths of those files when saved */
     int    periods_done;
-    int    saved_world; /* ranks of the run that wrote the checkpoint */
+    int    saved_world;   /* ranks of the run that wrote the checkpoint */
+    int    saved_threads; /* CPU threads per rank of that run (0: unknown or not CPU) */
 } md_run_pos;
 
 typedef struct {
@@ -53,11 +54,26 @@ typedef struct {
     md_plan                *graph_plan;
     float                   graph_lr;
     size_t                  stage_x_bytes, stage_y_bytes;
+    int                     lock_fd; /* rank 0: the run directory's lock, -1 if none */
+    int                     threads; /* CPU threads per rank of this process (0: not CPU) */
 } md_run;
 
 /* config JSON: every option (full) or only those that define the result (what a
  * checkpoint must agree on to be resumed). */
 void md_search_config_json(md_json *j, const md_search_config *c, int world, int full);
+
+/* ---- rundir.c ---- */
+#define MD_RUNDIR_LOCK "lock"
+/* --out names a directory this process can write, or one it can create
+ * (MD_ERR_ARG naming --out: "not a directory", "permission denied"). */
+md_status md_rundir_check_out(const char *dir);
+/* MD_ERR_ARG unless dir is absent or holds nothing but the lock and leftover
+ * temporaries of a run's own files. */
+md_status md_rundir_check_empty(const char *dir);
+/* Take the run directory's lock (dir exists): MD_ERR_ARG naming the holder
+ * (host, pid) while another process holds it. *fd keeps it until unlock. */
+md_status md_rundir_lock(const char *dir, int *fd);
+void      md_rundir_unlock(int fd);
 
 /* ---- checkpoint.c ---- */
 /* Rank 0: write <out>/checkpoints/ckpt-<step>.safetensors from r and r->pos,

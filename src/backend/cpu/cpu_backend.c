@@ -122,6 +122,9 @@ static void flush_denormals(void) {
 
 md_status md_backend_cpu_create(int threads, md_backend **out) {
     *out = NULL;
+    if (threads > MD_MAX_THREADS)
+        return md_fail(MD_ERR_ARG, "cpu backend: %d threads asked, at most %d", threads,
+                       MD_MAX_THREADS);
     md_cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return md_fail(MD_ERR_NOMEM, "cpu backend");
     cb->base.vt = &cpu_vtable;
@@ -143,4 +146,8 @@ md_status md_backend_cpu_create(int threads, md_backend **out) {
              cb->threads);
     *out = &cb->base;
     return MD_OK;
+}
+
+int md_backend_cpu_threads(const md_backend *be) {
+    return be && be->vt == &cpu_vtable ? ((const md_cpu_backend *)be)->threads : 0;
 }

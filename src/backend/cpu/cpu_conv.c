@@ -291,7 +291,9 @@ md_status md_cpu_conv_forward(md_backend *be, void *impl, const float *x, const 
     cpu_conv *c = impl;
     if (c->is_pw) return pw_forward(c, x, w, y);
     if (c->is_dw) {
-        md_dwconv_forward(&c->dw, x, w, y);
+        float *scratch = NULL;
+        MD_TRY(md_cpu_scratch(be, md_dwconv_scratch_floats(&c->dw), &scratch));
+        md_dwconv_forward(&c->dw, x, w, y, scratch);
         return MD_OK;
     }
     void *bufs[3] = {(void *)x, (void *)w, y};
@@ -308,8 +310,10 @@ md_status md_cpu_conv_backward(md_backend *be, void *impl, const float *x, const
     cpu_conv *c = impl;
     if (c->is_pw) return pw_backward(be, c, x, w, dy, dx, dw);
     if (c->is_dw) {
-        if (dx) md_dwconv_backward_data(&c->dw, dy, w, dx);
-        if (dw) md_dwconv_backward_weights(&c->dw, x, dy, dw);
+        float *scratch = NULL;
+        MD_TRY(md_cpu_scratch(be, md_dwconv_scratch_floats(&c->dw), &scratch));
+        if (dx) md_dwconv_backward_data(&c->dw, dy, w, dx, scratch);
+        if (dw) md_dwconv_backward_weights(&c->dw, x, dy, dw, scratch);
         return MD_OK;
     }
     /* oneDNN overwrites its outputs: compute into the shared scratch, then add. */

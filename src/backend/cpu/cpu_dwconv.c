@@ -15,6 +15,8 @@
 
 #include "backend/cpu/cpu_dwconv.h"
 
+#include <omp.h>
+
 /* Copy plane src (h x w) into dst ((h+2p) x (w+2p)) with a zero border of p. */
 static void pad_plane(const float *src, int h, int w, int p, float *dst) {
     int wp = w + 2 * p;
@@ -86,19 +88,31 @@ static void sweep(const float *in, int wp, const float *k, int K, int s, int dl,
     }
 }
 
-void md_dwconv_forward(const md_dwconv *d, const float *x, const float *w, float *y) {
-    const int p = d->pad, wp = d->w + 2 * p, hp = d->h + 2 * p, planes = d->n * d->c;
+size_t md_dwconv_scratch_floats(const md_dwconv *d) {
+    size_t span = (size_t)(d->k - 1) * d->dilation;
+    size_t fwd = (size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad);
+    size_t bwd = (d->h + span) * (d->w + span);
+    return (fwd > bwd ? fwd : bwd) * (size_t)omp_get_max_threads();
+}
+
+/* Thread t's plane of the scratch. */
+static float *plane_of(float *scratch, const md_dwconv *d) {
+    return scratch + (size_t)omp_get_thread_num() * (md_dwconv_scratch_floats(d) /
+                                                      (size_t)omp_get_max_threads());
+}
+
+void md_dwconv_forward(const md_dwconv *d, const float *x, const float *w, float *y,
+                       float *scratch) {
+    const int p = d->pad, wp = d->w + 2 * p, planes = d->n * d->c;
 #pragma omp parallel
     {
-        float *buf = malloc((size_t)hp * wp * sizeof(float));
+        float *buf = plane_of(scratch, d);
 #pragma omp for schedule(static)
         for (int pl = 0; pl < planes; pl++) {
-            if (!buf) continue; /* cannot happen in practice; leaves y untouched */
             pad_plane(x + (size_t)pl * d->h * d->w, d->h, d->w, p, buf);
             sweep(buf, wp, w + (size_t)(pl % d->c) * d->k * d->k, d->k, d->stride, d->dilation,
                   y + (size_t)pl * d->oh * d->ow, d->oh, d->ow, 0);
         }
-        free(buf);
     }
 }
 
@@ -135,7 +149,8 @@ static void spread_plane(const float *dy, const md_dwconv *d, int q, float *dst,
     }
 }
 
-void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx) {
+void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx,
+                             float *scratch) {
     const int K = d->k, dl = d->dilation, planes = d->n * d->c;
     const int q = (K - 1) * dl - d->pad, span = (K - 1) * dl;
     const int hp = d->h + span, wp = d->w + span;
@@ -143,7 +158,7 @@ void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w
     const int sweepable = q >= 0 && q + (d->oh - 1) * d->stride < hp && q + (d->ow - 1) * d->stride < wp;
 #pragma omp parallel
     {
-        float *buf = sweepable ? malloc((size_t)hp * wp * sizeof(float)) : NULL;
+        float *buf = sweepable ? plane_of(scratch, d) : NULL;
         float  flip[121];
 #pragma omp for schedule(static)
         for (int pl = 0; pl < planes; pl++) {
@@ -158,20 +173,20 @@ void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w
             spread_plane(gp, d, q, buf, hp, wp);
             sweep(buf, wp, flip, K, 1, dl, dp, d->h, d->w, 1);
         }
-        free(buf);
     }
 }
 
-void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw) {
+void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw,
+                                float *scratch) {
     const int K = d->k, s = d->stride, dl = d->dilation, p = d->pad, C = d->c;
-    const int wp = d->w + 2 * p, hp = d->h + 2 * p, OH = d->oh, OW = d->ow;
+    const int wp = d->w + 2 * p, OH = d->oh, OW = d->ow;
 #pragma omp parallel
     {
-        float *buf = malloc((size_t)hp * wp * sizeof(float));
+        float *buf = plane_of(scratch, d);
 #pragma omp for schedule(static)
         for (int c = 0; c < C; c++) {
             double acc[121] = {0};
-            for (int n = 0; n < d->n && buf; n++) {
+            for (int n = 0; n < d->n; n++) {
                 const float *gp = dy + ((size_t)n * C + c) * OH * OW;
                 pad_plane(x + ((size_t)n * C + c) * d->h * d->w, d->h, d->w, p, buf);
                 for (int ki = 0; ki < K; ki++)
@@ -193,6 +208,5 @@ void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float 
             float *wq = dw + (size_t)c * K * K;
             for (int i = 0; i < K * K; i++) wq[i] += (float)acc[i];
         }
-        free(buf);
     }
 }

@@ -7,9 +7,17 @@ typedef struct {
     int k, stride, pad, dilation; /* square kernel, k <= 11 */
 } md_dwconv;
 
-void md_dwconv_forward(const md_dwconv *d, const float *x, const float *w, float *y);
+#include <stddef.h>
+
+/* Every call takes a scratch of md_dwconv_scratch_floats(d) floats (a padded
+ * plane per OpenMP thread), which the caller allocates and so can fail on. */
+size_t md_dwconv_scratch_floats(const md_dwconv *d);
+void   md_dwconv_forward(const md_dwconv *d, const float *x, const float *w, float *y,
+                         float *scratch);
 /* dx += ... and dw += ... */
-void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx);
-void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw);
+void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w, float *dx,
+                             float *scratch);
+void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw,
+                                float *scratch);
 
 #endif
