@@ -80,7 +80,8 @@ void md_search_usage(FILE *f) {
                "                         Options after it override it.\n"
                "Under mpirun/srun, --batch is the global batch, split over the ranks.\n"
                "Running the same command again resumes the run in --out from its newest\n"
-               "valid checkpoint. SIGUSR1/SIGTERM: checkpoint and exit with status 75.\n");
+               "valid checkpoint. SIGUSR1/SIGTERM/SIGINT: checkpoint and exit with status 75.\n"
+               "One run per directory: a run directory in use by another run is refused.\n");
     for (int i = 0; i < NOPT; i++) {
         char v[64];
         show_value(&options[i], &d, v, sizeof v);

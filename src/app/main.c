@@ -31,7 +31,7 @@ static void usage(FILE *f) {
             "\n"
             "Exit status: 0 success; 1 failure (the message says why); 2 bad usage, bad\n"
             "input or a run directory this run may not use; 75 stopped by SIGUSR1 or\n"
-            "SIGTERM after writing a checkpoint (run the same command again to resume).\n");
+            "SIGTERM or SIGINT after writing a checkpoint (it prints the command that resumes).\n");
 }
 
 static int parse_threads(const char *s, int *out) {
