@@ -243,6 +243,29 @@ def t_lost_checkpoints(tmp):
     check(snapshot(d) == before, f"the refused run changed {snapshot_diff(before, snapshot(d))}")
     print("   a finished run without checkpoints/ is refused, nothing changed")
 
+    # checkpoints/ kept but emptied, two periods recorded: refused too.
+    d2 = os.path.join(tmp, "emptied")
+    run(args(d2, "--epochs", "2"))
+    for _, path in checkpoints(d2):
+        os.remove(path)
+    before = snapshot(d2)
+    run(args(d2, "--epochs", "2"), rc=2)
+    check(snapshot(d2) == before, "the refused run changed the emptied directory")
+    # A kill between the first period's record and its checkpoint: checkpoints/
+    # (made at the start) empty, one history line: the rerun starts again and ends
+    # as an uninterrupted run.
+    ref, d3 = os.path.join(tmp, "ref"), os.path.join(tmp, "first_period_cut")
+    run(args(ref, "--epochs", "1"))
+    run(args(d3, "--epochs", "1"))
+    for _, path in checkpoints(d3):
+        os.remove(path)
+    os.remove(os.path.join(d3, "genotype.txt"))
+    os.remove(os.path.join(d3, "genotype.json"))
+    out, _ = run(args(d3, "--epochs", "1"))
+    check("starting it again from step 0" in out, f"the cut first period was not redone:\n{out}")
+    check(results(d3) == results(ref), "the redone run differs from an uninterrupted one")
+    print("   a kill before the first checkpoint: the rerun starts again, as uninterrupted")
+
     d = os.path.join(tmp, "first_write_cut")
     os.makedirs(d)
     with open(os.path.join(d, "config.json.tmp"), "w") as f:

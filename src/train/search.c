@@ -870,14 +870,26 @@ static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
     return s == MD_ERR_ARG ? MD_ERR_DATA : s; /* a bad value in the file */
 }
 
+static long count_lines(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long  n = 0;
+    int   ch;
+    if (!f) return 0;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
 /* A directory that holds a run's results (history, state, genotype) but no
  * checkpoint lost its checkpoints (a scratch purge, a quota clean-up):
- * starting it again would overwrite those results, so it is refused. */
+ * starting it again would overwrite those results, so it is refused. A run
+ * makes checkpoints/ when it starts; a run killed between recording its first
+ * period and committing that period's checkpoint has it, empty, and one
+ * history line: that one starts again. */
 static md_status refuse_lost_checkpoints(const char *out) {
     static const char *const results[] = {"history.jsonl", "state.json", "genotype.json"};
-    char                     held[128] = "";
+    char                     held[128] = "", p[700];
     for (size_t i = 0; i < sizeof results / sizeof *results; i++) {
-        char        p[700];
         struct stat st;
         path_in(p, sizeof p, out, results[i]);
         if (stat(p, &st) == 0 && st.st_size > 0) {
@@ -886,11 +898,15 @@ static md_status refuse_lost_checkpoints(const char *out) {
         }
     }
     if (!held[0]) return MD_OK;
+    path_in(p, sizeof p, out, "history.jsonl");
+    long periods = count_lines(p);
+    if (file_exists(out, "checkpoints") && periods <= 1) return MD_OK;
     return md_fail(MD_ERR_ARG,
-                   "%s holds the results of a run (%s) but no checkpoint (was %s/checkpoints "
-                   "removed?): starting it again would overwrite them, so nothing was changed. "
-                   "Restore its checkpoints to resume it, or move the directory aside (or choose "
-                   "another --out) to start again", out, held, out);
+                   "%s holds the results of a run (%s; %ld period(s) recorded) but no checkpoint "
+                   "(was %s/checkpoints removed?): starting it again would overwrite them, so "
+                   "nothing was changed. Restore its checkpoints to resume it, or move the "
+                   "directory aside (or choose another --out) to start again",
+                   out, held, periods, out);
 }
 
 /* Rank 0, once the network exists: what to do with --out (which it locks);
@@ -967,6 +983,8 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
     md_status s = md_json_write_file(&j, p);
     md_json_free(&j);
     MD_TRY(s);
+    path_in(p, sizeof p, c->out, "checkpoints"); /* from the start: see refuse_lost_checkpoints */
+    MD_TRY(make_dirs(p));
     if (!(r->log = open_in(c->out, "search.log", "a"))) return MD_ERR_IO;
     if (!(r->metrics = open_in(c->out, "metrics.jsonl", "a"))) return MD_ERR_IO;
     if (!(r->history = open_in(c->out, "history.jsonl", "a"))) return MD_ERR_IO;
