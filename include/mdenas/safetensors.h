@@ -58,6 +58,9 @@ typedef struct {
  * the crc32c when present. Every failure is MD_ERR_DATA (MD_ERR_IO when the
  * file cannot be read) with a message naming the path and the problem. */
 md_status           md_st_read(const char *path, md_st_file *out);
+/* The same checks on a file already in memory (copied; name stands for the path in
+ * messages and in f->path): for fuzzing, and for bytes that did not come from disk. */
+md_status md_st_read_mem(const char *name, const void *data, size_t size, md_st_file *out);
 void                md_st_free(md_st_file *f);
 const md_st_tensor *md_st_find(const md_st_file *f, const char *name);
 const void         *md_st_data(const md_st_file *f, const md_st_tensor *t);

@@ -192,6 +192,11 @@ static md_status parse(md_st_file *f) {
                                     "bytes: not a safetensors file, or truncated", p, hlen, f->size);
     f->data_start = 8 + (size_t)hlen;
     size_t data_len = f->size - f->data_start;
+    /* The format: the header starts with '{' (padding is allowed after it only).
+     * A NUL would end the text early for the JSON reader, hiding what follows. */
+    if (f->file[8] != '{' || memchr(f->file + 8, '\0', (size_t)hlen))
+        return md_fail(MD_ERR_DATA, "%s: the header %s: not a safetensors file", p,
+                       f->file[8] != '{' ? "does not start with '{'" : "holds a NUL byte");
     char  *text = malloc((size_t)hlen + 1);
     if (!text) return md_fail(MD_ERR_NOMEM, "%s: header", p);
     memcpy(text, f->file + 8, (size_t)hlen);
@@ -286,6 +291,21 @@ md_status md_st_read(const char *path, md_st_file *out) {
         s = md_fail(MD_ERR_IO, "cannot read %s: %s", path, strerror(errno));
     fclose(fp);
     if (s == MD_OK) s = parse(out);
+    if (s != MD_OK) md_st_free(out);
+    return s;
+}
+
+md_status md_st_read_mem(const char *name, const void *data, size_t size, md_st_file *out) {
+    memset(out, 0, sizeof *out);
+    if (!name) name = "<memory>";
+    out->path = dup_str(name);
+    out->size = size;
+    out->file = malloc(size + 1);
+    md_status s = out->path && out->file ? MD_OK : md_fail(MD_ERR_NOMEM, "reading %s", name);
+    if (s == MD_OK) {
+        if (size) memcpy(out->file, data, size);
+        s = parse(out);
+    }
     if (s != MD_OK) md_st_free(out);
     return s;
 }
