@@ -11,26 +11,38 @@
 #define CIFAR_CLASSES  10
 #define CIFAR_IMAGE    (3 * CIFAR_SIDE * CIFAR_SIDE)
 #define CIFAR_RECORD   (1 + CIFAR_IMAGE)
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define CIFAR_PER_FILE 3 /* fuzz builds only (tests/fuzz): whole files fit in an input */
+#else
 #define CIFAR_PER_FILE 10000
+#endif
 #define CIFAR_HINT     "the binary version is https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 
 /* Reads one batch file into images/labels starting at record `first`. */
 static md_status read_batch(const char *path, md_dataset *ds, int first) {
-    struct stat st;
-    if (stat(path, &st) != 0)
+    FILE *f = fopen(path, "rb");
+    if (!f)
         return md_fail(MD_ERR_IO, "cifar10: cannot open %s: %s (%s)", path, strerror(errno),
                        CIFAR_HINT);
-    long long size = (long long)st.st_size;
-    if (size % CIFAR_RECORD != 0)
-        return md_fail(MD_ERR_DATA,
-                       "cifar10: %s: size %lld bytes is not a whole number of %d-byte records",
-                       path, size, CIFAR_RECORD);
-    if (size / CIFAR_RECORD != CIFAR_PER_FILE)
-        return md_fail(MD_ERR_DATA, "cifar10: %s: holds %lld records (expected %d)", path,
-                       size / CIFAR_RECORD, CIFAR_PER_FILE);
-    FILE *f = fopen(path, "rb");
-    if (!f) return md_fail(MD_ERR_IO, "cifar10: cannot open %s: %s", path, strerror(errno));
-    md_status s = MD_OK;
+    /* The size of the file opened, not of whatever the name meant a moment before. */
+    struct stat st;
+    md_status   s = MD_OK;
+    long long   size = 0;
+    if (fstat(fileno(f), &st) != 0)
+        s = md_fail(MD_ERR_IO, "cifar10: cannot stat %s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        s = md_fail(MD_ERR_DATA, "cifar10: %s is not a regular file", path);
+    else if ((size = (long long)st.st_size) % CIFAR_RECORD != 0)
+        s = md_fail(MD_ERR_DATA,
+                    "cifar10: %s: size %lld bytes is not a whole number of %d-byte records", path,
+                    size, CIFAR_RECORD);
+    else if (size / CIFAR_RECORD != CIFAR_PER_FILE)
+        s = md_fail(MD_ERR_DATA, "cifar10: %s: holds %lld records (expected %d)", path,
+                    size / CIFAR_RECORD, CIFAR_PER_FILE);
+    if (s != MD_OK) {
+        fclose(f);
+        return s;
+    }
     for (int i = 0; i < CIFAR_PER_FILE && s == MD_OK; i++) {
         int      k = first + i;
         uint8_t *img = ds->images + (size_t)k * CIFAR_IMAGE;
@@ -50,9 +62,15 @@ static md_status read_batch(const char *path, md_dataset *ds, int first) {
 
 md_status md_dataset_cifar10(const char *dir, int train, md_dataset *out) {
     memset(out, 0, sizeof *out);
-    int files = train ? 5 : 1;
-    MD_TRY(md_data_alloc(out, "cifar10", files * CIFAR_PER_FILE, 3, CIFAR_SIDE, CIFAR_SIDE,
-                         CIFAR_CLASSES));
+    int files = train ? 5 : 1, n = files * CIFAR_PER_FILE;
+    if (md_data_alloc(out, "cifar10", n, 3, CIFAR_SIDE, CIFAR_SIDE, CIFAR_CLASSES) != MD_OK) {
+        char need[32];
+        md_data_human_bytes((uint64_t)n * (CIFAR_IMAGE + 4), need);
+        return md_fail(MD_ERR_NOMEM, "cifar10: the %s set in %s, %d images of 3x32x32, needs %s "
+                                     "of memory, which could not be allocated. Give the process "
+                                     "more memory (the job's memory request, ulimit -v)",
+                       train ? "training" : "test", dir, n, need);
+    }
     md_status s = MD_OK;
     for (int i = 0; i < files && s == MD_OK; i++) {
         char path[4096];

@@ -3,6 +3,7 @@
 #define MDENAS_DATA_IMPL_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "mdenas/data.h"
 #include "mdenas/rng.h"
@@ -13,5 +14,19 @@ uint32_t md_data_below(md_rng *r, uint32_t bound);
 void md_data_shuffle(int *a, int n, md_rng *r);
 /* Allocate images (n*c*h*w bytes) and labels for a dataset; fills the shape. */
 md_status md_data_alloc(md_dataset *ds, const char *name, int n, int c, int h, int w, int classes);
+
+/* A byte count in human units for messages: "812 bytes", "46.0 MiB", "2.0 GiB". */
+static inline const char *md_data_human_bytes(uint64_t bytes, char buf[32]) {
+    static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+    double x = (double)bytes;
+    int    u = -1;
+    while (x >= 1024.0 && u < 3)
+        x /= 1024.0, u++;
+    if (u < 0)
+        snprintf(buf, 32, "%llu bytes", (unsigned long long)bytes);
+    else
+        snprintf(buf, 32, "%.1f %s", x, unit[u]);
+    return buf;
+}
 
 #endif
