@@ -177,6 +177,53 @@ static void test_fashion_files(void) {
     write_file(path_in("fm_short", img), hdr, sizeof hdr, 1);
     rename(path_in("fm_short2", lab), path_in("fm_short", lab));
     expect_fashion_fail("fm_short", MD_ERR_DATA, img, "truncated");
+    /* Found by tests/fuzz/fuzz_idx: a header claiming 2 739 137 images (the most the
+     * reader takes, 2 GiB) in a file of one image is refused before allocating,
+     * with the count and the size in human units; gzip or plain. */
+    for (int gz = 0; gz <= 1; gz++) {
+        const char *sub = gz ? "fm_huge_gz" : "fm_huge";
+        make_dir(sub);
+        uint8_t big[16 + 784] = {0}, bl[8 + 1] = {0};
+        be32(big, 2051), be32(big + 4, 2739137), be32(big + 8, 28), be32(big + 12, 28);
+        be32(bl, 2049), be32(bl + 4, 2739137);
+        write_file(path_in(sub, img), big, sizeof big, gz);
+        write_file(path_in(sub, lab), bl, sizeof bl, gz);
+        expect_fashion_fail(sub, MD_ERR_DATA, lab, "2739137 labels");
+    }
+    {
+        /* With labels that fit, the images file is the one refused. */
+        make_dir("fm_huge_img");
+        uint8_t big[16 + 784] = {0};
+        be32(big, 2051), be32(big + 4, 2739137), be32(big + 8, 28), be32(big + 12, 28);
+        write_file(path_in("fm_huge_img", img), big, sizeof big, 1);
+        uint8_t *bl = calloc(8 + 2739137, 1);
+        if (!bl) fatal("calloc");
+        be32(bl, 2049), be32(bl + 4, 2739137);
+        write_file(path_in("fm_huge_img", lab), bl, 8 + 2739137, 1);
+        free(bl);
+        expect_fashion_fail("fm_huge_img", MD_ERR_DATA, img, "2739137 images");
+        CHECK(message_has("2.0 GiB", NULL), "message '%s' lacks the size", md_error_message());
+    }
+    /* A gzip file of two members (gzip's ISIZE then covers only the last): read through
+     * once to check its size, rewound, loaded. */
+    write_idx("fm_members", 2051, 3, 28, 28, 3, -1, 0);
+    {
+        uint8_t two[16 + 3 * 784] = {0};
+        be32(two, 2051), be32(two + 4, 3), be32(two + 8, 28), be32(two + 12, 28);
+        for (size_t j = 16; j < sizeof two; j++)
+            two[j] = (uint8_t)(3 * ((j - 16) / 784) + (j - 16) % 784);
+        gzFile g = gzopen(path_in("fm_members", img), "wb1");
+        if (!g || gzwrite(g, two, 1000) != 1000 || gzclose(g) != Z_OK) fatal("gz member 1");
+        g = gzopen(path_in("fm_members", img), "ab1");
+        if (!g || gzwrite(g, two + 1000, sizeof two - 1000) != (int)(sizeof two - 1000) ||
+            gzclose(g) != Z_OK)
+            fatal("gz member 2");
+        CHECK_OK(md_dataset_fashion_mnist(path_in("fm_members", ""), 0, &ds));
+        if (ds.images) {
+            CHECK(ds.n == 3 && ds.images[2 * 784 + 10] == 16, "two members: n %d", ds.n);
+            md_dataset_free(&ds);
+        }
+    }
     /* The real test images cut off in the middle of the compressed stream. */
     make_dir("fm_cut");
     FILE   *f = fopen(MD_FASHION_MNIST_DIR "/t10k-images-idx3-ubyte.gz", "rb");

@@ -270,6 +270,39 @@ static void test_safetensors(void) {
         fclose(g);
     }
     expect_bad(bad, "starts at byte 4");
+    /* Found by tests/fuzz/fuzz_safetensors: the header is JSON from its first byte,
+     * '{', to its last: leading spaces, or a NUL hiding the rest, are refused. */
+    static const struct {
+        const char *name, *hdr, *needle;
+    } hdr_cases[] = {{"space.safetensors", "  {}    ", "start with '{'"},
+                     {"nul.safetensors", "{}\0garbg", "NUL"}};
+    for (int k = 0; k < 2; k++) {
+        path_of(bad, sizeof bad, hdr_cases[k].name);
+        g = fopen(bad, "wb");
+        if (g) {
+            unsigned char len8[8] = {8};
+            fwrite(len8, 1, 8, g), fwrite(hdr_cases[k].hdr, 1, 8, g);
+            fclose(g);
+        }
+        expect_bad(bad, hdr_cases[k].needle);
+    }
+    /* md_st_read_mem: the same checks and result as md_st_read, on bytes in memory. */
+    {
+        FILE         *h = fopen(good, "rb");
+        unsigned char buf[4096];
+        size_t        n = h ? fread(buf, 1, sizeof buf, h) : 0;
+        if (h) fclose(h);
+        md_st_file mf;
+        CHECK_OK(md_st_read_mem("in-memory", buf, n, &mf));
+        const md_st_tensor *mp = md_st_find(&mf, "mdl/p");
+        CHECK(mf.n == 3 && mp && mp->begin == 24 && mf.size == n &&
+                  ((const double *)md_st_data(&mf, mp))[1] == -1e300,
+              "md_st_read_mem read another file");
+        md_st_free(&mf);
+        CHECK(md_st_read_mem("in-memory", buf, n - 3, &mf) == MD_ERR_DATA &&
+                  strstr(md_error_message(), "in-memory") && mf.file == NULL,
+              "a truncated buffer: %s", md_error_message());
+    }
     path_of(bad, sizeof bad, "missing.safetensors");
     md_st_file m;
     CHECK(md_st_read(bad, &m) == MD_ERR_IO, "a missing file is not MD_ERR_IO");

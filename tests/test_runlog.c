@@ -306,6 +306,11 @@ static void test_json_parse_errors(void) {
         {"{} x", "cfg.json:1:4:", "text after the end"},
         {"[\"\xc3\xa9\", @]", "cfg.json:1:7:", "unexpected character"},
         {"{\"a\": [1, {\"b\": ", "cfg.json:1:17:", "unexpected end"},
+        /* Found by tests/fuzz/fuzz_json (differential against Jansson). */
+        {"\"caf\xc3\"", "cfg.json:1:5:", "invalid UTF-8"},
+        {"[\"\xed\xa0\x80\"]", "cfg.json:1:3:", "invalid UTF-8"}, /* an encoded surrogate */
+        {"\"\xc0\xaf\"", "cfg.json:1:2:", "invalid UTF-8"},         /* overlong '/' */
+        {"[1, 1e999]", "cfg.json:1:5:", "out of the range of a double"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         md_jvalue v;
@@ -327,6 +332,34 @@ static void test_json_parse_errors(void) {
     CHECK(md_json_parse(deep, "deep.json", &v) == MD_ERR_DATA &&
               strstr(md_error_message(), "nesting too deep"),
           "deep nesting: %s", md_error_message());
+}
+
+/* An object of many keys reads in linear time (the duplicate check was quadratic:
+ * 100 000 keys took 26 s), and a duplicate among them is still found. */
+static void test_json_many_keys(void) {
+    enum { N = 100000 };
+    size_t cap = (size_t)N * 24 + 64, len = 1;
+    char  *t = malloc(cap);
+    if (!t) return;
+    t[0] = '{';
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(t + len, cap - len, "%s\"k%d\": %d", i ? ", " : "", i, i);
+    snprintf(t + len, cap - len, "}");
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    md_jvalue v;
+    CHECK_OK(md_json_parse(t, "many.json", &v));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double sec = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    CHECK(v.type == MD_JOBJ && v.count == N && md_json_get(&v, "k99999")->num == 99999.0,
+          "%d keys read", v.count);
+    CHECK(sec < 5.0, "%d keys took %.1f s", N, sec);
+    md_json_value_free(&v);
+    snprintf(t + len, cap - len, ", \"k54321\": 0}");
+    CHECK(md_json_parse(t, "many.json", &v) == MD_ERR_DATA &&
+              strstr(md_error_message(), "duplicate key"),
+          "duplicate among %d keys: %s", N, md_error_message());
+    free(t);
 }
 
 /* ---- CRC-32C --------------------------------------------------------------- */
@@ -724,6 +757,7 @@ int main(int argc, char **argv) {
     test_json_roundtrip();
     test_json_parse_text();
     test_json_parse_errors();
+    test_json_many_keys();
     test_crc32c();
     test_tboard();
     test_heatmap();

@@ -464,11 +464,16 @@ md_status md_ckpt_inspect(const char *path, FILE *out) {
         int              nn = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
         if (nn >= 1 && nn <= MD_MAX_NODES && p->dim[0] == 2 * md_cell_edges(nn) &&
             p->dim[1] == MD_DARTS_OPS) {
-            char          g[4096];
-            const double *pd = md_st_data(&f, p);
-            if (md_darts_genotype(pd, pd + md_cell_edges(nn) * MD_DARTS_OPS, nn, g, sizeof g,
-                                  NULL, NULL) == MD_OK)
-                fprintf(out, "  genotype        %s\n", g);
+            /* A copy: the file need not place its doubles on 8-byte boundaries. */
+            char    g[4096];
+            double *pd = malloc(p->bytes);
+            if (pd) {
+                memcpy(pd, md_st_data(&f, p), p->bytes);
+                if (md_darts_genotype(pd, pd + md_cell_edges(nn) * MD_DARTS_OPS, nn, g, sizeof g,
+                                      NULL, NULL) == MD_OK)
+                    fprintf(out, "  genotype        %s\n", g);
+                free(pd);
+            }
         }
         md_json_value_free(&cfg);
     }
