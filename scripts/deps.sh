@@ -1,6 +1,15 @@
 #!/bin/sh
 # Install the Debian packages mdenas builds and tests with (apt-get is idempotent).
 # Extra packages may be given as arguments. MDENAS_NO_APT=1 skips this step.
+# Checked on a minimal Debian 12 (mmdebstrap --variant=minbase, as .ci/run does):
+#   build-essential cmake pkg-config   the build (C11 compiler, make, CMake; pkg-config is
+#                                      not used by CMakeLists.txt today)
+#   libdnnl-dev                        oneDNN, the CPU backend
+#   libopenmpi-dev openmpi-bin         MPI (mpirun; Open MPI needs /proc and /dev/shm)
+#   zlib1g-dev                         Fashion-MNIST's .gz files
+#   dataset-fashion-mnist              the data of the main job and of the tests
+#   python3                            the e2e tests (/usr/bin/python3, stdlib only)
+#   python3-pip ca-certificates        pip from PyPI over https (scripts/test.sh)
 set -eu
 [ "${MDENAS_NO_APT:-0}" = 1 ] && exit 0
 SUDO=""
@@ -9,4 +18,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev \
-    dataset-fashion-mnist python3-pip "$@"
+    dataset-fashion-mnist python3 python3-pip ca-certificates "$@"
