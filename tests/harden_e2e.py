@@ -193,6 +193,20 @@ def t_lock(tmp):
     check("resuming from" in out, f"after kill -9 of the holder the rerun did not resume:\n{out}")
     print("   a killed holder's lock does not block the requeue")
 
+    # A lock that is a symlink (to a file of the user's) is refused, the target kept.
+    sl = os.path.join(tmp, "symlinked")
+    run(args(sl, "--epochs", "1"))
+    target = os.path.join(tmp, "precious.txt")
+    with open(target, "w") as f:
+        f.write("keep me\n")
+    os.remove(os.path.join(sl, "lock"))
+    os.symlink(target, os.path.join(sl, "lock"))
+    _, err = run(args(sl, "--epochs", "1"), rc=2)
+    check("not a regular file" in err or "Too many levels" in err or "lock" in err,
+          f"a symlinked lock was not refused by name:\n{err}")
+    check(read_bytes(target) == b"keep me\n", "the lock's symlink target was overwritten")
+    print("   a symlinked lock is refused, its target untouched")
+
     # Two identical runs started together: exactly one runs, and its logs are whole.
     ref = os.path.join(tmp, "ref")
     run(args(ref, "--epochs", "6"))
@@ -300,24 +314,43 @@ def t_stop_in_validation(tmp):
 
 def t_short_logs(tmp):
     ref, d = os.path.join(tmp, "ref"), os.path.join(tmp, "run")
-    run(args(ref, "--epochs", "4"))
-    run(args(d, "--epochs", "4"), env={"MDENAS_RAISE_AT_STEP": "26"}, rc=75)
+    opts = ["--epochs", "4", "--log-every", "1"]
+    run(args(ref, *opts))
+    run(args(d, *opts), env={"MDENAS_RAISE_AT_STEP": "26"}, rc=75)
     hp, mp = os.path.join(d, "history.jsonl"), os.path.join(d, "metrics.jsonl")
     check(line_count(hp) == 3, f"history.jsonl has {line_count(hp)} lines before the cut")
     with open(hp, "rb") as f:
         first = f.readline()
     with open(hp, "wb") as f:
         f.write(first[:len(first) // 2])  # one line and a half lost
-    size = os.path.getsize(mp)
-    os.truncate(mp, size // 2)  # ends mid-line
-    _, err = run(args(d, "--epochs", "4"))
+    recorded = os.path.getsize(mp)
+    os.truncate(mp, recorded - 10)  # ends mid-line, one line short
+    # The resume repairs the logs, writes more lines, and dies before its next
+    # checkpoint (as a crash would): the logs now run past what the checkpoint
+    # recorded, cut at a place that is no longer a line end.
+    _, err = run(args(d, *opts), env={"MDENAS_FAIL_AT_STEP": "29"}, rc=None)
     check("history.jsonl" in err and "shorter" in err and "metrics.jsonl" in err,
           f"no warning about the short logs:\n{err}")
+    grown = os.path.getsize(mp)
+    check(grown > recorded, f"metrics.jsonl ({grown} bytes) should have grown past the "
+                            f"{recorded} bytes the checkpoint recorded")
+    with open(mp, "rb") as f:
+        f.seek(recorded - 1)
+        check(f.read(1) != b"\n", "the recorded size is a line end: the case is not tested")
+    run(args(d, *opts))
     check(read_bytes(hp) == read_bytes(os.path.join(ref, "history.jsonl")),
           "history.jsonl was not rebuilt to the uninterrupted run's")
     load_jsonl(mp)  # every line whole
     same_result(d, ref, "resumed with short logs")
-    print("   history rebuilt from the checkpoint, metrics whole lines")
+    print("   history rebuilt from the checkpoint, metrics whole lines, twice")
+
+    d2 = os.path.join(tmp, "no_metrics")
+    run(args(d2, *opts), env={"MDENAS_RAISE_AT_STEP": "26"}, rc=75)
+    os.remove(os.path.join(d2, "metrics.jsonl"))
+    _, err = run(args(d2, *opts))
+    check("metrics.jsonl" in err and "shorter" in err, f"no warning about metrics.jsonl:\n{err}")
+    same_result(d2, ref, "resumed without metrics.jsonl")
+    print("   a lost metrics.jsonl: a warning, the run goes on")
 
 
 def t_not_finite(tmp):

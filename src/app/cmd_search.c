@@ -197,7 +197,7 @@ void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
     if (c->out[0] == '/' || !have_cwd) snprintf(out, sizeof out, "%s", c->out);
     else snprintf(out, sizeof out, "%s/%s", cwd, c->out);
     fprintf(f, "to resume, run:\n  ");
-    if (strchr(prog, '/') && prog[0] != '/' && have_cwd) { /* a relative path to the program */
+    if (have_cwd) { /* relative paths (program, --data) resolve from here */
         fputs("cd ", f);
         put_word(f, cwd);
         fputs(" && ", f);

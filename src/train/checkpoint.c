@@ -180,7 +180,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     meta_put(&ml, "period", "%ld", ps->period);
     meta_put(&ml, "periods_done", "%d", ps->periods_done);
     meta_put(&ml, "world_size", "%d", r->world);
-    meta_put(&ml, "threads", "%d", r->threads);
+    meta_put(&ml, "threads", "%d", r->uniform_threads);
     meta_put(&ml, "config_hash", "%08" PRIx32, md_crc32c(cj.buf, cj.len));
     meta_put(&ml, "train_epoch", "%ld", ps->train_epoch);
     meta_put(&ml, "train_batch", "%d", ps->train_batch);
@@ -401,11 +401,11 @@ md_status md_ckpt_load(md_run *r, const md_st_file *f) {
                       &ps->iv_loss) != 4 || ps->iv_steps < 0))
         return md_fail(MD_ERR_DATA, "%s: metadata 'interval' is malformed", f->path);
     if (!iv) ps->iv_steps = ps->iv_correct = ps->iv_seen = 0, ps->iv_loss = 0;
-    long threads = 0; /* absent in checkpoints before it was recorded */
-    if (md_st_meta_get(f, "threads")) MD_TRY(meta_long(f, "threads", &threads));
-    if (threads > MD_MAX_THREADS)
-        return md_fail(MD_ERR_DATA, "%s: metadata 'threads' %ld out of range", f->path, threads);
-    ps->saved_threads = (int)threads;
+    /* Threads: absent before it was recorded; a value this build cannot use
+     * counts as unknown (a hint for the resume, not part of the state). */
+    long threads = 0;
+    if (md_st_meta_get(f, "threads") && meta_long(f, "threads", &threads) != MD_OK) threads = 0;
+    ps->saved_threads = threads > 0 && threads <= MD_MAX_THREADS ? (int)threads : 0;
     if (v[2] > INT32_MAX || v[11] > INT32_MAX || v[4] > INT32_MAX || v[6] > INT32_MAX)
         return md_fail(MD_ERR_DATA, "%s: metadata counts out of range", f->path);
     const void *st[3], *hi[3] = {NULL, NULL, NULL};
@@ -461,7 +461,9 @@ md_status md_ckpt_inspect(const char *path, FILE *out) {
     if (p && p->dtype == MD_ST_F64 && p->ndim == 2 &&
         md_json_parse(md_st_meta_get(&f, "config"), path, &cfg) == MD_OK) {
         const md_jvalue *nodes = md_json_get(&cfg, "nodes");
-        int              nn = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
+        int nn = nodes && nodes->type == MD_JNUM && nodes->num >= 1 && nodes->num <= MD_MAX_NODES
+                     ? (int)nodes->num
+                     : 0;
         if (nn >= 1 && nn <= MD_MAX_NODES && p->dim[0] == 2 * md_cell_edges(nn) &&
             p->dim[1] == MD_DARTS_OPS) {
             /* A copy: the file need not place its doubles on 8-byte boundaries. */

@@ -19,8 +19,19 @@
 static const char *const run_files[] = {"config.json", "state.json", "genotype.json",
                                         "genotype.txt", "p_heatmap.svg"};
 
-static int is_own_leftover(const char *name) {
-    if (!strcmp(name, MD_RUNDIR_LOCK)) return 1;
+/* A lock file of ours: empty (made, not yet written) or "host ...". */
+static int is_our_lock(const char *dir) {
+    char  p[700], head[6] = "";
+    snprintf(p, sizeof p, "%s/%s", dir, MD_RUNDIR_LOCK);
+    FILE *f = fopen(p, "rb");
+    if (!f) return 0;
+    size_t n = fread(head, 1, 5, f);
+    fclose(f);
+    return n == 0 || (n == 5 && !memcmp(head, "host ", 5));
+}
+
+static int is_own_leftover(const char *dir, const char *name) {
+    if (!strcmp(name, MD_RUNDIR_LOCK)) return is_our_lock(dir);
     for (size_t i = 0; i < sizeof run_files / sizeof *run_files; i++) {
         size_t n = strlen(run_files[i]);
         if (!strncmp(name, run_files[i], n) && !strcmp(name + n, ".tmp")) return 1;
@@ -37,7 +48,7 @@ md_status md_rundir_check_empty(const char *dir) {
     struct dirent *e;
     char           found[256] = "";
     while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_own_leftover(e->d_name)) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_own_leftover(dir, e->d_name)) {
             snprintf(found, sizeof found, "%s", e->d_name);
             break;
         }
@@ -100,8 +111,13 @@ md_status md_rundir_lock(const char *dir, int *out_fd) {
     char p[700];
     snprintf(p, sizeof p, "%s/%s", dir, MD_RUNDIR_LOCK);
     *out_fd = -1;
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    int         fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    struct stat st;
     if (fd < 0) return md_fail(MD_ERR_ARG, "--out %s: cannot create %s: %s", dir, p, strerror(errno));
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return md_fail(MD_ERR_ARG, "--out %s: %s is not a regular file", dir, p);
+    }
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         int err = errno;
         if (err == EWOULDBLOCK) {
@@ -135,8 +151,9 @@ md_status md_rundir_lock(const char *dir, int *out_fd) {
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     const char *job = getenv("SLURM_JOB_ID");
     char        text[300];
-    int         len = snprintf(text, sizeof text, "host %s, pid %ld%s%s, since %s\n", host,
+    int         len = snprintf(text, sizeof text, "host %s, pid %ld%s%.40s, since %s\n", host,
                                (long)getpid(), job ? ", Slurm job " : "", job ? job : "", when);
+    if (len < 0 || len >= (int)sizeof text) len = (int)strlen(text);
     if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)len, 0) != len) {
         int err = errno;
         close(fd);

@@ -792,6 +792,15 @@ static md_status rebuild_history(const run_t *r, const char *path) {
     return s;
 }
 
+static md_status cut_after_last_line(const char *path);
+
+static int ends_with_newline(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int   ok = f && fseek(f, -1, SEEK_END) == 0 && fgetc(f) == '\n';
+    if (f) fclose(f);
+    return ok;
+}
+
 /* A log that ends before its checkpoint says (a crash before its lines reached
  * the disk): history.jsonl is rebuilt from the checkpoint, metrics.jsonl keeps
  * what it has, cut after its last whole line, with a warning. */
@@ -802,13 +811,20 @@ static md_status repair_short_log(const run_t *r, const char *path, int is_histo
             is_history ? "; rebuilding it from the checkpoint"
                        : "; the lost lines stay lost, the run goes on");
     if (is_history) return rebuild_history(r, path);
+    return cut_after_last_line(path);
+}
+
+/* metrics.jsonl cut after its last whole line (absent: nothing to cut). */
+static md_status cut_after_last_line(const char *path) {
     FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT) return MD_OK;
     if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    long keep = 0, at = 0;
+    long size = 0, keep = 0, at = 0;
     int  ch;
     while ((ch = fgetc(f)) != EOF)
         if (at++, ch == '\n') keep = at;
     fclose(f);
+    size = at;
     if (keep < size && truncate(path, (off_t)keep))
         return md_fail(MD_ERR_IO, "cannot truncate %s: %s", path, strerror(errno));
     return MD_OK;
@@ -974,6 +990,10 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
             if (size > keep[i] && truncate(p, (off_t)keep[i]))
                 return md_fail(MD_ERR_IO, "cannot truncate %s: %s", p, strerror(errno));
             if (size < keep[i]) MD_TRY(repair_short_log(r, p, i == 1, size, keep[i]));
+            /* Cut mid-line: the log was repaired (made shorter) after the
+             * checkpoint that recorded its size, then grew again. */
+            else if (keep[i] > 0 && size > keep[i] && !ends_with_newline(p))
+                MD_TRY(i == 1 ? rebuild_history(r, p) : cut_after_last_line(p));
         }
     }
     md_json j;
@@ -1068,13 +1088,16 @@ static md_status keep_saved_threads(run_t *r) {
                "run\n", r->threads, saved);
         return MD_OK;
     }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     say(r, "note: resuming with the run's %d thread(s) per rank (this node's default is %d; "
-           "--threads N overrides)\n", saved, r->threads);
+           "--threads N overrides)%s\n", saved, r->threads,
+        cpus > 0 && (long)saved * md_comm_local_size(r->comm) > cpus
+            ? "; that is more threads than this node has CPUs, which is slow" : "");
     md_backend_free(r->be, r->scalars);
     md_backend_destroy(r->be); /* CPU: the network and batches are host memory */
     r->be = NULL, r->scalars = NULL;
     MD_TRY(md_backend_cpu_create(saved, &r->be));
-    r->threads = md_backend_cpu_threads(r->be);
+    r->threads = r->uniform_threads = md_backend_cpu_threads(r->be);
     return md_backend_alloc(r->be, 64, (void **)&r->scalars);
 }
 
@@ -1143,6 +1166,12 @@ static md_status search(run_t *r, int *stopped) {
         s = md_fail((md_status)failed, "another rank failed while setting up (its message "
                                        "says why)");
     MD_TRY(s);
+    /* A checkpoint records the thread count only when every rank has the same
+     * one (ranks on unlike nodes may not): a resume then keeps it. */
+    int tmax = r->threads, tneg = -r->threads;
+    MD_TRY(md_comm_max_int(r->comm, &tmax));
+    MD_TRY(md_comm_max_int(r->comm, &tneg));
+    r->uniform_threads = tmax == -tneg ? r->threads : 0;
     /* Rank 0 decides what to do with the run directory (loading a checkpoint to
      * resume); every rank follows. Nothing has been written yet. */
     int       verdict = 0;
@@ -1283,7 +1312,9 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     stop_requested = 0;
     sigaction(SIGUSR1, &sa, &old_usr1);
     sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGINT, &sa, &old_int); /* Ctrl-C: the same checkpoint and exit 75 */
+    struct sigaction sa_int = sa; /* Ctrl-C: the same checkpoint and exit 75; a second one */
+    sa_int.sa_flags |= SA_RESETHAND; /* ends the program at once */
+    sigaction(SIGINT, &sa_int, &old_int);
     md_status s = search(&r, stopped);
     sigaction(SIGUSR1, &old_usr1, NULL);
     sigaction(SIGTERM, &old_term, NULL);

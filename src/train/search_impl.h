@@ -56,6 +56,7 @@ typedef struct {
     size_t                  stage_x_bytes, stage_y_bytes;
     int                     lock_fd; /* rank 0: the run directory's lock, -1 if none */
     int                     threads; /* CPU threads per rank of this process (0: not CPU) */
+    int                     uniform_threads; /* threads when every rank has as many, else 0 */
 } md_run;
 
 /* config JSON: every option (full) or only those that define the result (what a

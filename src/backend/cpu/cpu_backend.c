@@ -129,6 +129,7 @@ md_status md_backend_cpu_create(int threads, md_backend **out) {
     if (!cb) return md_fail(MD_ERR_NOMEM, "cpu backend");
     cb->base.vt = &cpu_vtable;
     if (threads > 0) omp_set_num_threads(threads);
+    if (omp_get_max_threads() > MD_MAX_THREADS) omp_set_num_threads(MD_MAX_THREADS);
     cb->threads = omp_get_max_threads();
     flush_denormals();
     md_status s = md_dnnl_check(dnnl_engine_create(&cb->engine, dnnl_cpu, 0), "dnnl_engine_create",
