@@ -54,6 +54,9 @@ struct md_comm;
  * valid checkpoint. *stopped = 1 when a signal stopped it (after a checkpoint).
  * MD_ERR_ARG: bad options, or a run directory that this run may not use. */
 md_status md_search_run(const md_search_config *c, struct md_comm *comm, int *stopped);
+/* Take SIGUSR1/SIGTERM/SIGINT as a stop request from now on (md_search_run does
+ * it too): called before MPI_Init, a signal during start-up is not fatal. */
+void      md_search_catch_stop_signals(void);
 
 /* Print what a checkpoint holds; MD_ERR_DATA/MD_ERR_IO naming the file if it is
  * not a valid mdenas checkpoint. */

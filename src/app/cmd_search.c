@@ -196,13 +196,16 @@ void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
     int  have_cwd = getcwd(cwd, sizeof cwd) != NULL;
     if (c->out[0] == '/' || !have_cwd) snprintf(out, sizeof out, "%s", c->out);
     else snprintf(out, sizeof out, "%s/%s", cwd, c->out);
-    fprintf(f, "to resume, run:\n  ");
+    if (world > 1) /* the launcher's own options are not known here */
+        fprintf(f, "to resume, run this under the same launcher (mpirun or srun with its "
+                   "options; any number of ranks):\n  ");
+    else
+        fprintf(f, "to resume, run:\n  ");
     if (have_cwd) { /* relative paths (program, --data) resolve from here */
         fputs("cd ", f);
         put_word(f, cwd);
         fputs(" && ", f);
     }
-    if (world > 1) fprintf(f, "mpirun -np %d ", world); /* or srun: any rank count resumes */
     put_word(f, prog);
     fputs(" search", f);
     for (int i = 0; i < argc; i++) {

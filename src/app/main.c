@@ -176,6 +176,9 @@ int main(int argc, char **argv) {
     /* Output piped into `head` that has exited: writes fail with EPIPE (and the
      * run goes on, logging to its run directory) instead of killing it. */
     signal(SIGPIPE, SIG_IGN);
+    /* A search takes stop signals from the very start: a Slurm signal during
+     * MPI start-up then stops it (exit 75) instead of killing it. */
+    if (argc > 1 && !strcmp(argv[1], "search")) md_search_catch_stop_signals();
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

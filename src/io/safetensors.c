@@ -277,10 +277,12 @@ static md_status parse(md_st_file *f) {
 
 md_status md_st_read(const char *path, md_st_file *out) {
     memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) /* before open: a FIFO would block */
+        return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
     FILE *fp = fopen(path, "rb");
     if (!fp) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    md_status   s = MD_OK;
-    struct stat st;
+    md_status s = MD_OK;
     if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode))
         s = md_fail(MD_ERR_DATA, "%s is not a regular file", path);
     out->path = dup_str(path);

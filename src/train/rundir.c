@@ -21,8 +21,10 @@ static const char *const run_files[] = {"config.json", "state.json", "genotype.j
 
 /* A lock file of ours: empty (made, not yet written) or "host ...". */
 static int is_our_lock(const char *dir) {
-    char  p[700], head[6] = "";
+    char        p[700], head[6] = "";
+    struct stat st;
     snprintf(p, sizeof p, "%s/%s", dir, MD_RUNDIR_LOCK);
+    if (lstat(p, &st) || !S_ISREG(st.st_mode)) return 0; /* (opening a FIFO would block) */
     FILE *f = fopen(p, "rb");
     if (!f) return 0;
     size_t n = fread(head, 1, 5, f);
@@ -111,7 +113,8 @@ md_status md_rundir_lock(const char *dir, int *out_fd) {
     char p[700];
     snprintf(p, sizeof p, "%s/%s", dir, MD_RUNDIR_LOCK);
     *out_fd = -1;
-    int         fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    /* O_NONBLOCK: a FIFO put there must not hang the open (it is refused below). */
+    int         fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0666);
     struct stat st;
     if (fd < 0) return md_fail(MD_ERR_ARG, "--out %s: cannot create %s: %s", dir, p, strerror(errno));
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {

@@ -228,6 +228,11 @@ static void say(run_t *r, const char *fmt, ...) {
 static FILE *open_in(const char *dir, const char *name, const char *mode) {
     char p[700];
     snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    if (stat(p, &st) == 0 && !S_ISREG(st.st_mode)) { /* before open: a FIFO would block */
+        md_fail(MD_ERR_IO, "%s is not a regular file", p);
+        return NULL;
+    }
     FILE *f = fopen(p, mode);
     if (!f) md_fail(MD_ERR_IO, "cannot open %s: %s", p, strerror(errno));
     return f;
@@ -423,10 +428,27 @@ typedef struct {
 /* ---- signals: stop at the next step, checkpoint, exit MD_EXIT_STOPPED ---------- */
 
 static volatile sig_atomic_t stop_requested;
+static int                   signals_caught;
+static struct sigaction      old_usr1, old_term, old_int;
 
 static void on_stop_signal(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+void md_search_catch_stop_signals(void) {
+    if (signals_caught) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    sigaction(SIGTERM, &sa, &old_term);
+    struct sigaction sa_int = sa; /* Ctrl-C: the same checkpoint and exit 75; a second one */
+    sa_int.sa_flags |= SA_RESETHAND; /* ends the program at once */
+    sigaction(SIGINT, &sa_int, &old_int);
+    signals_caught = 1;
 }
 
 /* Test hooks, "<step>[:<rank>]" (rank 0 by default), read once:
@@ -592,11 +614,11 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         if (!isfinite(gloss) || !isfinite(norm))
             return md_fail(MD_ERR_DATA,
                            "step %ld: the %s is %g, not a finite number: the search diverged "
-                           "(lr %g, --clip %g). Nothing of this step was saved; the newest "
-                           "checkpoint (step %ld) is kept. Lower --lr or check the data",
+                           "(lr %g, --clip %g). Nothing of this step was saved; the checkpoints "
+                           "in %s/checkpoints, all from before it, are kept. Lower --lr or "
+                           "check the data",
                            step + 1, isfinite(gloss) ? "gradient norm" : "loss",
-                           isfinite(gloss) ? norm : (double)gloss, (double)lr, c->clip,
-                           r->last_ckpt_step);
+                           isfinite(gloss) ? norm : (double)gloss, (double)lr, c->clip, c->out);
         long  gcorrect = lroundf(extra[1]);
         ps->step++;
         ps->period_loss += gloss, ps->iv_loss += gloss;
@@ -879,7 +901,7 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
 
 /* ---- the run directory: fresh, resumed, or restarted ------------------------------- */
 
-enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART };
+enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART, RUN_FINISHED };
 
 static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
     md_status s = md_ckpt_load(ctx, f);
@@ -929,19 +951,24 @@ static md_status refuse_lost_checkpoints(const char *out) {
  * a checkpoint to resume from is loaded into r. */
 static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *verdict) {
     const md_search_config *c = r->cfg;
-    MD_TRY(md_rundir_check_out(c->out));
     /* A directory this run may not use is refused before anything is written
      * into it (the lock included): another's files, or another run's options. */
     char path[700], *text = NULL;
     path_in(path, sizeof path, c->out, "config.json");
-    if (!file_exists(c->out, "config.json")) {
-        MD_TRY(md_rundir_check_empty(c->out));
-    } else {
+    if (file_exists(c->out, "config.json")) {
         MD_TRY(read_file(path, &text));
         md_status cs = md_ckpt_check_config(c, text, path);
         free(text);
         MD_TRY(cs);
+        /* genotype.txt is written last, by a finished run only: nothing to do,
+         * and nothing is touched (the directory may be read-only, archived). */
+        if (file_exists(c->out, "genotype.txt")) {
+            *verdict = RUN_FINISHED;
+            return MD_OK;
+        }
     }
+    MD_TRY(md_rundir_check_out(c->out));
+    if (!file_exists(c->out, "config.json")) MD_TRY(md_rundir_check_empty(c->out));
     md_status s = make_dirs(c->out);
     if (s != MD_OK) {
         char why[512];
@@ -1172,6 +1199,15 @@ static md_status search(run_t *r, int *stopped) {
     MD_TRY(md_comm_max_int(r->comm, &tmax));
     MD_TRY(md_comm_max_int(r->comm, &tneg));
     r->uniform_threads = tmax == -tneg ? r->threads : 0;
+    /* A stop signal while the data loaded: leave before anything is written. */
+    int early = stop_requested;
+    MD_TRY(md_comm_max_int(r->comm, &early));
+    if (early) {
+        say(r, "stopped by a signal before the run began: nothing was written (exit status %d)\n",
+            MD_EXIT_STOPPED);
+        *stopped = 1;
+        return MD_OK;
+    }
     /* Rank 0 decides what to do with the run directory (loading a checkpoint to
      * resume); every rank follows. Nothing has been written yet. */
     int       verdict = 0;
@@ -1188,6 +1224,15 @@ static md_status search(run_t *r, int *stopped) {
                                    c->out);
     MD_TRY(s);
     r->past_verdict = 1;
+    if (verdict == RUN_FINISHED) {
+        char  gp[700], *g = NULL;
+        path_in(gp, sizeof gp, c->out, "genotype.txt");
+        if (r->rank == 0 && read_file(gp, &g) == MD_OK)
+            printf("the run in %s has finished (it holds genotype.txt); nothing to do\n"
+                   "genotype: %s", c->out, g);
+        free(g);
+        return MD_OK;
+    }
     if (verdict == RUN_RESUME) {
         MD_TRY(share_checkpoint(r));
         MD_TRY(keep_saved_threads(r));
@@ -1303,22 +1348,29 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     memset(&r, 0, sizeof r);
     r.cfg = &resolved, r.comm = comm, r.lock_fd = -1;
     r.rank = md_comm_rank(comm), r.world = md_comm_size(comm);
-    /* From the start: a signal while data loads is taken at the first step. */
-    struct sigaction sa, old_usr1, old_term, old_int;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    stop_requested = 0;
-    sigaction(SIGUSR1, &sa, &old_usr1);
-    sigaction(SIGTERM, &sa, &old_term);
-    struct sigaction sa_int = sa; /* Ctrl-C: the same checkpoint and exit 75; a second one */
-    sa_int.sa_flags |= SA_RESETHAND; /* ends the program at once */
-    sigaction(SIGINT, &sa_int, &old_int);
+    /* From the start (or from the program's start, when it caught them before
+     * MPI_Init): a signal while data loads stops the run before it writes. */
+    if (!signals_caught) {
+        stop_requested = 0;
+        md_search_catch_stop_signals();
+    }
     md_status s = search(&r, stopped);
-    sigaction(SIGUSR1, &old_usr1, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGINT, &old_int, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    if (*stopped) {
+        /* Stopped: a further stop signal must not turn exit 75 (what job
+         * scripts requeue on) into death by that signal. */
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGUSR1, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+    } else {
+        sigaction(SIGUSR1, &old_usr1, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGINT, &old_int, NULL);
+        signals_caught = 0;
+    }
     char saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);
@@ -1333,9 +1385,11 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
 /* ---- derive ---------------------------------------------------------------------------- */
 
 static md_status read_file(const char *path, char **out) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) /* before open: a FIFO would block */
+        return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
         return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
