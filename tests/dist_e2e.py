@@ -636,6 +636,8 @@ def resume_copy(ref, d, s, period_steps):
         keep = f.readlines()[:s // period_steps]
     with open(hp, "w", encoding="utf-8") as f:
         f.writelines(keep)
+    for name in ("genotype.txt", "genotype.json"):  # written when a run finishes
+        os.remove(os.path.join(d, name))
 
 
 def whole_run(ref, d):
