@@ -75,9 +75,10 @@ def _crc32c_table():
 CRC_TABLE = _crc32c_table()
 
 
-def crc32c(data):
-    """CRC-32C (Castagnoli), as TFRecord and our checkpoints use."""
-    c = 0xFFFFFFFF
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), as TFRecord and our checkpoints use; crc continues an
+    earlier value (crc32c(a + b) == crc32c(b, crc32c(a)))."""
+    c = crc ^ 0xFFFFFFFF
     tab = CRC_TABLE
     for b in data:
         c = tab[(c ^ b) & 0xFF] ^ (c >> 8)
