@@ -55,7 +55,9 @@ struct md_comm;
  * MD_ERR_ARG: bad options, or a run directory that this run may not use. */
 md_status md_search_run(const md_search_config *c, struct md_comm *comm, int *stopped);
 /* Take SIGUSR1/SIGTERM/SIGINT as a stop request from now on (md_search_run does
- * it too): called before MPI_Init, a signal during start-up is not fatal. */
+ * it too): called before MPI_Init, a signal during start-up is not fatal. It
+ * blocks them in the calling thread and every thread made later, and one
+ * thread takes them: call it before any other thread exists. */
 void      md_search_catch_stop_signals(void);
 
 /* Print what a checkpoint holds; MD_ERR_DATA/MD_ERR_IO naming the file if it is

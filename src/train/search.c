@@ -20,6 +20,7 @@
 #include "mdenas/runlog.h"
 #include "mdenas/supernet.h"
 #include "train/search_impl.h"
+#include "train/stop.h"
 
 
 /* ---- configuration --------------------------------------------------------- */
@@ -427,28 +428,10 @@ typedef struct {
 
 /* ---- signals: stop at the next step, checkpoint, exit MD_EXIT_STOPPED ---------- */
 
-static volatile sig_atomic_t stop_requested;
-static int                   signals_caught;
-static struct sigaction      old_usr1, old_term, old_int;
-
-static void on_stop_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
+/* Taken by stop.c's thread, polled here at step and validation-batch bounds. */
 void md_search_catch_stop_signals(void) {
-    if (signals_caught) return;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, &old_usr1);
-    sigaction(SIGTERM, &sa, &old_term);
-    struct sigaction sa_int = sa; /* Ctrl-C: the same checkpoint and exit 75; a second one */
-    sa_int.sa_flags |= SA_RESETHAND; /* ends the program at once */
-    sigaction(SIGINT, &sa_int, &old_int);
-    signals_caught = 1;
+    if (md_stop_catch() != 0)
+        fprintf(stderr, "mdenas: warning: no thread for stop signals; a handler takes them\n");
 }
 
 /* Test hooks, "<step>[:<rank>]" (rank 0 by default), read once:
@@ -471,7 +454,7 @@ static md_status test_hooks(const run_t *r, long step) {
         parse_hook("MDENAS_RAISE_AT_STEP", &raise_at, &raise_rank);
         parse_hook("MDENAS_FAIL_AT_STEP", &fail_at, &fail_rank);
     }
-    if (step == raise_at && r->rank == raise_rank) raise(SIGUSR1);
+    if (step == raise_at && r->rank == raise_rank) md_stop_send_self(SIGUSR1);
     if (step == fail_at && r->rank == fail_rank)
         return md_fail(MD_ERR_IO, "MDENAS_FAIL_AT_STEP: rank %d fails at step %ld (test hook)",
                        r->rank, step);
@@ -594,13 +577,13 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
             MD_TRY(step_graphed(r, p, x, y, rows, lr));
             MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out));
             MD_TRY(md_backend_download(r->be, &norm, r->scalars + 2, sizeof norm));
-            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_requested;
+            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)md_stop_requested();
         } else {
             MD_TRY(step_forward_backward(r, p, x, y, rows, grows));
             MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out)); /* also syncs */
             /* Sum of the replicas' parts of the global batch's gradient; loss,
              * accuracy and the stop flag ride in the same call. */
-            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_requested;
+            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)md_stop_requested();
             int             nr;
             const md_range *ranges = md_plan_ranges(p, &nr);
             MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
@@ -683,7 +666,7 @@ static void val_hook(const run_t *r, long period, int batch) {
     static long at = -2;
     static int  rank;
     if (at == -2) parse_hook("MDENAS_RAISE_IN_VAL", &at, &rank);
-    if (period == at && batch == 1 && r->rank == rank) raise(SIGTERM);
+    if (period == at && batch == 1 && r->rank == rank) md_stop_send_self(SIGTERM);
 }
 
 /* Top-1 accuracy of the sampled network on the held-out split, BN on batch
@@ -704,7 +687,7 @@ static md_status validate(run_t *r, const md_arch *a, long period, double *acc, 
     *stopped = 0;
     for (int b = 0; b < batches; b++) {
         val_hook(r, period, b);
-        int stop = stop_requested;
+        int stop = md_stop_requested();
         if (agree_each) MD_TRY(md_comm_max_int(r->comm, &stop));
         if (stop) {
             counts[2] = 1;
@@ -1200,7 +1183,7 @@ static md_status search(run_t *r, int *stopped) {
     MD_TRY(md_comm_max_int(r->comm, &tneg));
     r->uniform_threads = tmax == -tneg ? r->threads : 0;
     /* A stop signal while the data loaded: leave before anything is written. */
-    int early = stop_requested;
+    int early = md_stop_requested();
     MD_TRY(md_comm_max_int(r->comm, &early));
     if (early) {
         say(r, "stopped by a signal before the run began: nothing was written (exit status %d)\n",
@@ -1314,7 +1297,7 @@ static md_status search(run_t *r, int *stopped) {
         }
         free_plans(r);
         /* A signal that came after the last validation batch: stop here. */
-        int late = stop_requested;
+        int late = md_stop_requested();
         if (s == MD_OK) s = md_comm_max_int(r->comm, &late);
         if (s == MD_OK && late && sc.period + 1 < sc.periods) {
             s = md_comm_barrier(r->comm);
@@ -1350,27 +1333,16 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     r.rank = md_comm_rank(comm), r.world = md_comm_size(comm);
     /* From the start (or from the program's start, when it caught them before
      * MPI_Init): a signal while data loads stops the run before it writes. */
-    if (!signals_caught) {
-        stop_requested = 0;
-        md_search_catch_stop_signals();
-    }
+    /* From the start (or from the program's start, when main caught them before
+     * MPI_Init): a signal while data loads stops the run before it writes. */
+    md_search_catch_stop_signals();
     md_status s = search(&r, stopped);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    if (*stopped) {
-        /* Stopped: a further stop signal must not turn exit 75 (what job
-         * scripts requeue on) into death by that signal. */
-        sa.sa_handler = SIG_IGN;
-        sigaction(SIGUSR1, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-    } else {
-        sigaction(SIGUSR1, &old_usr1, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGINT, &old_int, NULL);
-        signals_caught = 0;
-    }
+    /* Stopped: a further stop signal must not turn exit 75 (what job scripts
+     * requeue on) into death by that signal. Otherwise they act as before. */
+    if (*stopped)
+        md_stop_ignore_further();
+    else
+        md_stop_release();
     char saved[1024];
     snprintf(saved, sizeof saved, "%s", md_error_message());
     close_run(&r);
