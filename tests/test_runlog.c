@@ -392,6 +392,17 @@ static void test_crc32c(void) {
     for (int i = 0; i < 256; i++)
         b[i] = (unsigned char)(i * 131 + 7);
     CHECK(md_crc32c(b, 256) == crc32c_bitwise(b, 256), "table vs bitwise");
+    /* Every length and alignment the 8-byte hardware loop can meet, and a value
+     * continued over split buffers (CTest runs this with the table forced too). */
+    for (int off = 0; off < 8; off++)
+        for (int n = 0; n + off <= 256; n += 1 + n / 16) {
+            CHECK(md_crc32c(b + off, (size_t)n) == crc32c_bitwise(b + off, (size_t)n),
+                  "offset %d length %d", off, n);
+            int half = n / 3;
+            CHECK(md_crc32c_extend(md_crc32c(b + off, (size_t)half), b + off + half,
+                                   (size_t)(n - half)) == crc32c_bitwise(b + off, (size_t)n),
+                  "offset %d length %d continued at %d", off, n, half);
+        }
 }
 
 /* ---- TensorBoard events ------------------------------------------------------ */

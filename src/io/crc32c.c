@@ -4,6 +4,9 @@
  * through eight shift-and-xor steps (tests check the standard check value). */
 #include "mdenas/runlog.h"
 
+#include <stdatomic.h>
+#include <stdlib.h>
+
 static const uint32_t crc_table[256] = {
     0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu, 0x26a1e7e8u,
     0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu, 0x4d43cfd0u, 0xbf284cd3u,
@@ -44,12 +47,46 @@ static const uint32_t crc_table[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
+static uint32_t crc_bytes(uint32_t c, const unsigned char *p, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+#if defined(__x86_64__)
+#include <string.h>
+/* SSE4.2's crc32 instruction computes the same CRC (every x86-64 CPU since
+ * 2008 has it; checked at run time): 8 bytes per instruction, some 20 times
+ * the table's speed, which matters for image shards read at decode rate. */
+__attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t c, const unsigned char *p,
+                                                            size_t len) {
+    uint64_t c64 = c;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c64 = __builtin_ia32_crc32di(c64, v);
+    }
+    c = (uint32_t)c64;
+    for (; len; p++, len--)
+        c = __builtin_ia32_crc32qi(c, *p);
+    return c;
+}
+#endif
+
 uint32_t md_crc32c_extend(uint32_t crc, const void *data, size_t len) {
     const unsigned char *p = data;
     uint32_t             c = crc ^ 0xFFFFFFFFu;
-    for (size_t i = 0; i < len; i++)
-        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+#if defined(__x86_64__)
+    /* MDENAS_CRC32C_TABLE=1 forces the table (tests run both). */
+    static atomic_int hw = -1;
+    int               use = atomic_load_explicit(&hw, memory_order_relaxed);
+    if (use < 0) {
+        use = __builtin_cpu_supports("sse4.2") && !getenv("MDENAS_CRC32C_TABLE");
+        atomic_store_explicit(&hw, use, memory_order_relaxed);
+    }
+    if (use) return crc_sse42(c, p, len) ^ 0xFFFFFFFFu;
+#endif
+    return crc_bytes(c, p, len) ^ 0xFFFFFFFFu;
 }
 
 uint32_t md_crc32c(const void *data, size_t len) {
