@@ -1,0 +1,514 @@
+/* JPEG region decode, the PIL-style bilinear resize and the crop policy (see jpeg.h).
+ *
+ * Coordinates: a pixel k covers [k, k+1), its centre is k + 0.5. Decoding at
+ * DCT scale M/8 turns every 8x8 block into an MxM one whose samples sit at the
+ * centres of M equal parts of the block, so a source coordinate s lands at
+ * s*M/8 in the scaled image. The resize is defined on the crop box in source
+ * coordinates and evaluated on the scaled pixels that overlap the box; at M = 8
+ * it is exactly PIL's resize of the cropped image. */
+#include "data/jpeg.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+/* PIL's fixed point for 8-bit images: coefficients carry 22 fractional bits, so
+ * a sum of 255 * 2^22 stays inside an int32. */
+#define RESAMPLE_BITS 22
+/* Decoded columns and rows kept on each side of the box: jpeg_crop_scanline's
+ * left and right edges (and the first rows after a skip) see the chroma
+ * upsampler treat them as an image edge, which changes the outermost pixel. */
+#define CROP_MARGIN 2
+/* A larger image is refused rather than decoded (libjpeg's own limit is 65500). */
+#define MAX_SIDE 65500
+
+/* ---------------- crop policy ---------------- */
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Python's round(): halves go to the even neighbour (rint in the default mode). */
+static int round_half_even(double v) { return (int)nearbyint(v); }
+
+static int uniform_int(md_rng *r, int lo, int hi_inclusive) {
+    uint32_t span = (uint32_t)(hi_inclusive - lo) + 1u;
+    uint32_t reject_below = (uint32_t)(-span) % span; /* no modulo bias */
+    for (;;) {
+        uint32_t u = md_rng_u32(r);
+        if (u >= reject_below) return lo + (int)(u % span);
+    }
+}
+
+md_crop md_rrc_crop(int w, int h, const md_rrc_params *p, md_rng *r) {
+    md_crop c = {0, 0, w, h};
+    if (w <= 0 || h <= 0) return c;
+    double area = (double)w * h;
+    double log_lo = log(p->ratio_lo), log_hi = log(p->ratio_hi);
+    for (int attempt = 0; attempt < 10; attempt++) {
+        double target = area * (p->scale_lo + (p->scale_hi - p->scale_lo) * md_rng_uniform_double(r));
+        double ratio = exp(log_lo + (log_hi - log_lo) * md_rng_uniform_double(r));
+        int    cw = round_half_even(sqrt(target * ratio));
+        int    ch = round_half_even(sqrt(target / ratio));
+        if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
+            c.y = uniform_int(r, 0, h - ch);
+            c.x = uniform_int(r, 0, w - cw);
+            c.w = cw, c.h = ch;
+            return c;
+        }
+    }
+    /* torchvision's fallback: the centre crop of the ratio nearest the image's. */
+    double in_ratio = (double)w / h;
+    double rmin = fmin(p->ratio_lo, p->ratio_hi), rmax = fmax(p->ratio_lo, p->ratio_hi);
+    if (in_ratio < rmin) {
+        c.w = w, c.h = clampi(round_half_even(w / rmin), 1, h);
+    } else if (in_ratio > rmax) {
+        c.h = h, c.w = clampi(round_half_even(h * rmax), 1, w);
+    }
+    c.y = (h - c.h) / 2;
+    c.x = (w - c.w) / 2;
+    return c;
+}
+
+md_crop md_center_crop(int w, int h, int size) {
+    md_crop c;
+    c.w = clampi(size, 1, w > 0 ? w : 1);
+    c.h = clampi(size, 1, h > 0 ? h : 1);
+    /* torchvision's center_crop: int(round((H - size) / 2)). */
+    c.x = round_half_even((w - c.w) / 2.0);
+    c.y = round_half_even((h - c.h) / 2.0);
+    return c;
+}
+
+/* ---------------- resampling ---------------- */
+
+/* One direction of the resize: output i reads in[start[i] .. start[i]+count[i])
+ * with weights coef[i*stride ..]. */
+typedef struct {
+    int     *start, *count;
+    int32_t *coef;
+    int      stride;
+} taps;
+
+static double triangle(double x) {
+    x = fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+/* Grow *buf to hold `bytes`; MD_ERR_NOMEM when it cannot. */
+static md_status grow(void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return MD_OK;
+    size_t want = bytes + bytes / 2;
+    void  *p = realloc(*buf, want);
+    if (!p) return md_fail(MD_ERR_NOMEM, "JPEG decoder: no memory for %zu bytes of scratch", want);
+    *buf = p, *cap = want;
+    return MD_OK;
+}
+
+/* Scratch that md_resize_rgb and the decoder share. */
+typedef struct {
+    void  *tap_mem;
+    size_t tap_cap;
+    void  *tmp; /* horizontally resampled rows */
+    size_t tmp_cap;
+} resample_scratch;
+
+/* The taps of resizing [lo, hi) of an axis of `in_size` samples to out_size:
+ * PIL's triangle filter, support max(scale, 1), window clamped to the input. */
+static void make_taps(double lo, double hi, int in_size, int out_size, taps *t) {
+    double scale = (hi - lo) / out_size;
+    double filterscale = scale > 1.0 ? scale : 1.0;
+    double support = filterscale; /* the triangle's support is 1 */
+    for (int i = 0; i < out_size; i++) {
+        double  centre = lo + (i + 0.5) * scale;
+        int     first = (int)(centre - support + 0.5);
+        int     last = (int)(centre + support + 0.5);
+        double  w[t->stride];
+        double  total = 0.0;
+        int32_t *k = t->coef + (size_t)i * t->stride;
+        if (first < 0) first = 0;
+        if (last > in_size) last = in_size;
+        if (last <= first) { /* cannot happen for a box inside the input; stay defined */
+            first = clampi((int)centre, 0, in_size - 1), last = first + 1;
+        }
+        int n = last - first;
+        if (n > t->stride) n = t->stride;
+        for (int j = 0; j < n; j++) {
+            w[j] = triangle((first + j + 0.5 - centre) / filterscale);
+            total += w[j];
+        }
+        for (int j = 0; j < n; j++) {
+            double v = total > 0.0 ? w[j] / total : (j == 0);
+            k[j] = (int32_t)(v * (1 << RESAMPLE_BITS) + (v < 0 ? -0.5 : 0.5));
+        }
+        t->start[i] = first, t->count[i] = n;
+    }
+}
+
+static int tap_stride(double lo, double hi, int out_size) {
+    double scale = (hi - lo) / out_size;
+    return (int)ceil(scale > 1.0 ? scale : 1.0) * 2 + 1;
+}
+
+/* Lay out two tap tables (x then y) in s->tap_mem. */
+static md_status alloc_taps(resample_scratch *s, int out_w, int sx, int out_h, int sy, taps *tx,
+                            taps *ty) {
+    size_t ints = 2 * (size_t)out_w + 2 * (size_t)out_h;
+    size_t coefs = (size_t)out_w * sx + (size_t)out_h * sy;
+    MD_TRY(grow(&s->tap_mem, &s->tap_cap, (ints + coefs) * sizeof(int32_t)));
+    int32_t *p = s->tap_mem;
+    tx->start = (int *)p, tx->count = (int *)p + out_w, tx->stride = sx;
+    ty->start = (int *)p + 2 * out_w, ty->count = (int *)p + 2 * out_w + out_h, ty->stride = sy;
+    tx->coef = p + ints;
+    ty->coef = tx->coef + (size_t)out_w * sx;
+    return MD_OK;
+}
+
+static inline uint8_t clip8(int32_t v) {
+    v >>= RESAMPLE_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* One RGB row resampled horizontally; mirrored output if mirror. */
+static void resample_row(const uint8_t *in, const taps *t, int out_w, int mirror, uint8_t *out) {
+    for (int i = 0; i < out_w; i++) {
+        const uint8_t *p = in + (size_t)t->start[i] * 3;
+        const int32_t *k = t->coef + (size_t)i * t->stride;
+        int32_t        r = 1 << (RESAMPLE_BITS - 1), g = r, b = r;
+        for (int j = 0; j < t->count[i]; j++) {
+            r += p[3 * j] * k[j];
+            g += p[3 * j + 1] * k[j];
+            b += p[3 * j + 2] * k[j];
+        }
+        uint8_t *o = out + (size_t)(mirror ? out_w - 1 - i : i) * 3;
+        o[0] = clip8(r), o[1] = clip8(g), o[2] = clip8(b);
+    }
+}
+
+/* The vertical pass over rows of `row_bytes` bytes, stride row_bytes. */
+static void resample_columns(const uint8_t *in, size_t row_bytes, const taps *t, int out_h,
+                             uint8_t *out) {
+    int32_t acc[row_bytes];
+    for (int i = 0; i < out_h; i++) {
+        const int32_t *k = t->coef + (size_t)i * t->stride;
+        const uint8_t *p = in + (size_t)t->start[i] * row_bytes;
+        for (size_t x = 0; x < row_bytes; x++)
+            acc[x] = 1 << (RESAMPLE_BITS - 1);
+        for (int j = 0; j < t->count[i]; j++) {
+            const uint8_t *q = p + (size_t)j * row_bytes;
+            int32_t        kj = k[j];
+            for (size_t x = 0; x < row_bytes; x++)
+                acc[x] += q[x] * kj;
+        }
+        uint8_t *o = out + (size_t)i * row_bytes;
+        for (size_t x = 0; x < row_bytes; x++)
+            o[x] = clip8(acc[x]);
+    }
+}
+
+static md_status check_out_size(int out_w, int out_h) {
+    if (out_w <= 0 || out_h <= 0 || out_w > 8192 || out_h > 8192)
+        return md_fail(MD_ERR_ARG, "resize: output size %dx%d is not in 1..8192", out_w, out_h);
+    return MD_OK;
+}
+
+static md_status check_crop(md_crop c, int w, int h, const char *what) {
+    if (c.w <= 0 || c.h <= 0 || c.x < 0 || c.y < 0 || c.x > w - c.w || c.y > h - c.h)
+        return md_fail(MD_ERR_ARG, "%s: crop %dx%d at (%d,%d) is not inside the %dx%d image", what,
+                       c.w, c.h, c.x, c.y, w, h);
+    return MD_OK;
+}
+
+md_status md_resize_rgb(const uint8_t *src, int sw, int sh, md_crop c, int out_w, int out_h,
+                        int mirror, uint8_t *rgb) {
+    MD_TRY(check_out_size(out_w, out_h));
+    MD_TRY(check_crop(c, sw, sh, "resize"));
+    resample_scratch s = {0};
+    taps             tx, ty;
+    int              sx = tap_stride(0, c.w, out_w), sy = tap_stride(0, c.h, out_h);
+    md_status        st = alloc_taps(&s, out_w, sx, out_h, sy, &tx, &ty);
+    if (st == MD_OK) st = grow(&s.tmp, &s.tmp_cap, (size_t)c.h * out_w * 3);
+    if (st == MD_OK) {
+        make_taps(0, c.w, c.w, out_w, &tx);
+        make_taps(0, c.h, c.h, out_h, &ty);
+        uint8_t *tmp = s.tmp;
+        for (int y = 0; y < c.h; y++)
+            resample_row(src + ((size_t)(c.y + y) * sw + c.x) * 3, &tx, out_w, mirror,
+                         tmp + (size_t)y * out_w * 3);
+        resample_columns(tmp, (size_t)out_w * 3, &ty, out_h, rgb);
+    }
+    free(s.tap_mem);
+    free(s.tmp);
+    return st;
+}
+
+void md_rgb_to_chw_normalized(const uint8_t *rgb, int w, int h, const float mean[3],
+                              const float std[3], float *chw) {
+    float  lut[3][256];
+    size_t plane = (size_t)w * h;
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++)
+            lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c]; /* ToTensor, then Normalize */
+    for (size_t i = 0; i < plane; i++) {
+        chw[i] = lut[0][rgb[3 * i]];
+        chw[plane + i] = lut[1][rgb[3 * i + 1]];
+        chw[2 * plane + i] = lut[2][rgb[3 * i + 2]];
+    }
+}
+
+/* ---------------- libjpeg glue ---------------- */
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf               jump;
+    char                  msg[JMSG_LENGTH_MAX];
+} error_mgr;
+
+/* libjpeg's default error_exit calls exit(): jump back to the guarded call instead. */
+static void on_error(j_common_ptr cinfo) {
+    error_mgr *e = (error_mgr *)cinfo->err;
+    cinfo->err->format_message(cinfo, e->msg);
+    longjmp(e->jump, 1);
+}
+
+/* A warning (corrupt data, premature end) means a damaged image: fail like an error. */
+static void on_message(j_common_ptr cinfo, int level) {
+    if (level < 0) on_error(cinfo);
+}
+
+static void init_errors(error_mgr *e) {
+    jpeg_std_error(&e->pub);
+    e->pub.error_exit = on_error;
+    e->pub.emit_message = on_message;
+    e->msg[0] = '\0';
+}
+
+struct md_jpeg_decoder {
+    struct jpeg_decompress_struct cinfo;
+    error_mgr                     err;
+    resample_scratch              rs;
+    void                         *rows; /* decoded scanlines */
+    size_t                        rows_cap;
+};
+
+md_status md_jpeg_decoder_create(md_jpeg_decoder **out) {
+    *out = NULL;
+    md_jpeg_decoder *d = calloc(1, sizeof *d);
+    if (!d) return md_fail(MD_ERR_NOMEM, "JPEG decoder: no memory");
+    init_errors(&d->err);
+    d->cinfo.err = &d->err.pub;
+    if (setjmp(d->err.jump)) {
+        md_status s = md_fail(MD_ERR_NOMEM, "JPEG decoder: libjpeg setup failed: %s", d->err.msg);
+        free(d);
+        return s;
+    }
+    jpeg_create_decompress(&d->cinfo);
+    *out = d;
+    return MD_OK;
+}
+
+void md_jpeg_decoder_destroy(md_jpeg_decoder *d) {
+    if (!d) return;
+    jpeg_destroy_decompress(&d->cinfo);
+    free(d->rs.tap_mem);
+    free(d->rs.tmp);
+    free(d->rows);
+    free(d);
+}
+
+/* After jpeg_read_header: refuse what we do not decode, ask for RGB. */
+static md_status setup_colour(struct jpeg_decompress_struct *ci, const char *what) {
+    if (ci->image_width > MAX_SIDE || ci->image_height > MAX_SIDE)
+        return md_fail(MD_ERR_DATA, "JPEG %s: %ux%u is larger than %d pixels a side", what,
+                       ci->image_width, ci->image_height, MAX_SIDE);
+    switch (ci->jpeg_color_space) {
+    case JCS_GRAYSCALE:
+    case JCS_YCbCr:
+    case JCS_RGB:
+        break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        return md_fail(MD_ERR_DATA,
+                       "JPEG %s: CMYK/YCCK colour is not supported (imagenet_prep converts it)",
+                       what);
+    default:
+        return md_fail(MD_ERR_DATA, "JPEG %s: unknown colour space (%d components)", what,
+                       ci->num_components);
+    }
+    ci->out_color_space = JCS_RGB; /* grayscale is expanded by libjpeg-turbo */
+    ci->dct_method = JDCT_ISLOW;   /* what PIL and tjbench decode with */
+    return MD_OK;
+}
+
+typedef md_status (*guarded_fn)(md_jpeg_decoder *d, void *ctx);
+
+/* Run fn with libjpeg errors turned into MD_ERR_DATA naming `what`; the
+ * decompressor is reset afterwards either way, ready for the next image. */
+static md_status guarded(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, const char *what,
+                         guarded_fn fn, void *ctx) {
+    if (!jpg || n == 0) return md_fail(MD_ERR_DATA, "JPEG %s: empty (0 bytes)", what);
+    if (setjmp(d->err.jump)) {
+        jpeg_abort_decompress(&d->cinfo);
+        return md_fail(MD_ERR_DATA, "JPEG %s: damaged (%zu bytes): %s", what, n, d->err.msg);
+    }
+    jpeg_mem_src(&d->cinfo, jpg, (unsigned long)n);
+    md_status s = fn(d, ctx);
+    jpeg_abort_decompress(&d->cinfo);
+    return s;
+}
+
+typedef struct {
+    const char *what;
+    int         w, h;
+} info_ctx;
+
+static md_status info_fn(md_jpeg_decoder *d, void *vctx) {
+    info_ctx *c = vctx;
+    jpeg_read_header(&d->cinfo, TRUE);
+    MD_TRY(setup_colour(&d->cinfo, c->what));
+    c->w = (int)d->cinfo.image_width, c->h = (int)d->cinfo.image_height;
+    return MD_OK;
+}
+
+md_status md_jpeg_info(const uint8_t *jpg, size_t n, int *w, int *h, const char *what) {
+    /* A decompressor of its own, so a caller needs no decoder for a header. */
+    md_jpeg_decoder *d;
+    *w = 0, *h = 0;
+    MD_TRY(md_jpeg_decoder_create(&d));
+    info_ctx  ctx = {what, 0, 0};
+    md_status s = guarded(d, jpg, n, what, info_fn, &ctx);
+    md_jpeg_decoder_destroy(d);
+    if (s == MD_OK) *w = ctx.w, *h = ctx.h;
+    return s;
+}
+
+/* ---------------- full decode ---------------- */
+
+typedef struct {
+    const char *what;
+    uint8_t   **rgb;
+    int        *w, *h;
+} full_ctx;
+
+static md_status full_fn(md_jpeg_decoder *d, void *vctx) {
+    full_ctx                      *c = vctx;
+    struct jpeg_decompress_struct *ci = &d->cinfo;
+    jpeg_read_header(ci, TRUE);
+    MD_TRY(setup_colour(ci, c->what));
+    jpeg_start_decompress(ci);
+    size_t   stride = (size_t)ci->output_width * 3;
+    uint8_t *out = malloc(stride * ci->output_height);
+    if (!out)
+        return md_fail(MD_ERR_NOMEM, "JPEG %s: no memory for %ux%u pixels", c->what,
+                       ci->output_width, ci->output_height);
+    *c->rgb = out; /* owned by the caller from here, also if a later row fails */
+    while (ci->output_scanline < ci->output_height) {
+        JSAMPROW row = out + stride * ci->output_scanline;
+        jpeg_read_scanlines(ci, &row, 1);
+    }
+    jpeg_finish_decompress(ci);
+    *c->w = (int)ci->output_width, *c->h = (int)ci->output_height;
+    return MD_OK;
+}
+
+md_status md_jpeg_decode_full(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, uint8_t **rgb,
+                              int *w, int *h, const char *what) {
+    *rgb = NULL, *w = 0, *h = 0;
+    full_ctx  ctx = {what, rgb, w, h};
+    md_status s = guarded(d, jpg, n, what, full_fn, &ctx);
+    if (s != MD_OK) {
+        free(*rgb);
+        *rgb = NULL, *w = 0, *h = 0;
+    }
+    return s;
+}
+
+/* ---------------- region decode ---------------- */
+
+typedef struct {
+    const char *what;
+    md_crop     c;
+    int         out_w, out_h, mirror;
+    uint8_t    *rgb;
+} crop_ctx;
+
+/* The smallest M in 1..8 with the crop at M/8 at least the output in both directions. */
+static int pick_scale(md_crop c, int out_w, int out_h) {
+    for (int m = 1; m < 8; m++)
+        if ((long)c.w * m >= 8L * out_w && (long)c.h * m >= 8L * out_h) return m;
+    return 8;
+}
+
+static md_status crop_fn(md_jpeg_decoder *d, void *vctx) {
+    crop_ctx                      *x = vctx;
+    struct jpeg_decompress_struct *ci = &d->cinfo;
+    md_crop                        c = x->c;
+    jpeg_read_header(ci, TRUE);
+    MD_TRY(setup_colour(ci, x->what));
+    MD_TRY(check_crop(c, (int)ci->image_width, (int)ci->image_height, x->what));
+    int m = pick_scale(c, x->out_w, x->out_h);
+    ci->scale_num = (unsigned)m, ci->scale_denom = 8;
+    jpeg_start_decompress(ci);
+    int    sw = (int)ci->output_width, sh = (int)ci->output_height;
+    double f = m / 8.0;
+    /* The box in scaled pixels and the scaled pixels that overlap it. */
+    double bx0 = c.x * f, bx1 = (c.x + c.w) * f, by0 = c.y * f, by1 = (c.y + c.h) * f;
+    int    kx0 = (int)floor(bx0), kx1 = clampi((int)ceil(bx1), kx0 + 1, sw);
+    int    ky0 = (int)floor(by0), ky1 = clampi((int)ceil(by1), ky0 + 1, sh);
+    int    nkx = kx1 - kx0, nky = ky1 - ky0;
+
+    /* Columns: libjpeg aligns the offset down to an iMCU and may widen the span. */
+    JDIMENSION xoff = (JDIMENSION)(kx0 > CROP_MARGIN ? kx0 - CROP_MARGIN : 0);
+    JDIMENSION xend = (JDIMENSION)(kx1 + CROP_MARGIN < sw ? kx1 + CROP_MARGIN : sw);
+    JDIMENSION xw = xend - xoff;
+    if (xoff > 0 || xw < (JDIMENSION)sw) jpeg_crop_scanline(ci, &xoff, &xw);
+    size_t row_bytes = (size_t)ci->output_width * 3; /* the cropped width */
+    size_t col0 = ((size_t)kx0 - xoff) * 3;
+
+    taps tx, ty;
+    int  stx = tap_stride(0, bx1 - bx0, x->out_w), sty = tap_stride(0, by1 - by0, x->out_h);
+    MD_TRY(alloc_taps(&d->rs, x->out_w, stx, x->out_h, sty, &tx, &ty));
+    make_taps(bx0 - kx0, bx1 - kx0, nkx, x->out_w, &tx);
+    make_taps(by0 - ky0, by1 - ky0, nky, x->out_h, &ty);
+    size_t tmp_row = (size_t)x->out_w * 3;
+    MD_TRY(grow(&d->rs.tmp, &d->rs.tmp_cap, tmp_row * nky));
+    MD_TRY(grow(&d->rows, &d->rows_cap, row_bytes * 4));
+
+    int first = ky0 > CROP_MARGIN ? ky0 - CROP_MARGIN : 0;
+    if (first > 0) jpeg_skip_scanlines(ci, (JDIMENSION)first);
+    uint8_t *tmp = d->rs.tmp;
+    while ((int)ci->output_scanline < ky1) {
+        JSAMPROW   rows[4];
+        int        want = ky1 - (int)ci->output_scanline;
+        int        y0 = (int)ci->output_scanline;
+        if (want > 4) want = 4;
+        for (int i = 0; i < want; i++)
+            rows[i] = (uint8_t *)d->rows + row_bytes * i;
+        JDIMENSION got = jpeg_read_scanlines(ci, rows, (JDIMENSION)want);
+        if (got == 0)
+            return md_fail(MD_ERR_DATA, "JPEG %s: decoder returned no rows at row %d", x->what,
+                           y0);
+        for (int i = 0; i < (int)got; i++)
+            if (y0 + i >= ky0)
+                resample_row(rows[i] + col0, &tx, x->out_w, x->mirror,
+                             tmp + tmp_row * (y0 + i - ky0));
+    }
+    resample_columns(tmp, tmp_row, &ty, x->out_h, x->rgb);
+    return MD_OK; /* the rows below the box are never decoded (guarded() aborts) */
+}
+
+md_status md_jpeg_decode_crop(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, md_crop c,
+                              int out_w, int out_h, int mirror, uint8_t *rgb, const char *what) {
+    MD_TRY(check_out_size(out_w, out_h));
+    /* The rows below the crop are not read, so a cut-off tail would go unseen:
+     * every JPEG libjpeg writes (all of imagenet_prep's) ends with EOI. */
+    if (jpg && n >= 2 && (jpg[n - 2] != 0xFF || jpg[n - 1] != 0xD9))
+        return md_fail(MD_ERR_DATA,
+                       "JPEG %s: truncated or damaged (%zu bytes, no end-of-image marker at the "
+                       "end)",
+                       what, n);
+    crop_ctx ctx = {what, c, out_w, out_h, mirror != 0, rgb};
+    return guarded(d, jpg, n, what, crop_fn, &ctx);
+}
