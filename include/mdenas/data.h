@@ -1,17 +1,24 @@
-/* Datasets and the batch loader.
+/* Datasets, sources and the batch loader.
  *
- * A dataset is held whole in memory as uint8 NCHW images and int32 labels
- * (Fashion-MNIST 47 MB, CIFAR-10 150 MB). The training set is split into
- * search-train and validation by a seeded permutation. The loader turns a list
- * of indices into float batches (random crop with zero padding, horizontal
- * flip, per-channel normalisation), one epoch at a time in a permutation drawn
- * from (seed, epoch), with a prefetch thread preparing the next batch while
- * the current one trains. The batch size is GLOBAL: under data parallelism
- * rank r of W takes its contiguous slice of every global batch, so results
- * do not depend on which rank read what. */
+ * A source is what the loader reads samples from: sample i of n as normalised
+ * floats (c x h x w) and a label, augmented from a random stream the loader
+ * hands it. Two kinds sit behind the one interface: in-memory datasets
+ * (Fashion-MNIST 47 MB, CIFAR-10 150 MB, synthetic; uint8 NCHW images held
+ * whole, random crop with zero padding, flip, normalisation) and ImageNet
+ * shards (mmapped JPEG shards, region decode, RandomResizedCrop or centre
+ * crop; src/data/imagenet.c). The training set of an in-memory dataset is
+ * split into search-train and validation by a seeded permutation; ImageNet
+ * comes split by imagenet_prep.
+ *
+ * The loader turns a source into batches, one epoch at a time in a
+ * permutation drawn from (seed, epoch), with a pool of threads filling a ring
+ * of batch buffers ahead of the caller. The batch size is GLOBAL: under data
+ * parallelism rank r of W takes its contiguous slice of every global batch, so
+ * results do not depend on which rank read what, nor on the thread count. */
 #ifndef MDENAS_DATA_H
 #define MDENAS_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mdenas/error.h"
@@ -55,7 +62,56 @@ typedef struct {
     int flip;     /* random horizontal flip (after the crop), probability 1/2 */
 } md_augment;
 
+/* ---- sources ---------------------------------------------------------------------- */
+
+typedef struct md_source md_source;
+
 typedef struct {
+    char name[32]; /* "fashion-mnist", "imagenet/train", ... for messages */
+    int  n;        /* samples */
+    int  c, h, w;  /* shape of one sample as the loader delivers it */
+    int  classes;
+} md_source_info;
+
+/* Samples idx[0..n) of ds (idx copied, each checked against ds->n), with aug.
+ * ds must outlive the source. */
+md_status md_source_memory(const md_dataset *ds, const int *idx, int n, md_augment aug,
+                           md_source **out);
+
+#define MD_IMAGENET_MEAN {0.485f, 0.456f, 0.406f}
+#define MD_IMAGENET_STD {0.229f, 0.224f, 0.225f}
+
+typedef struct {
+    int    image_size;         /* output is image_size x image_size (e.g. 224; 64 for tests) */
+    int    train;              /* 1: RandomResizedCrop (+ flip); 0: centre crop */
+    double scale_lo, scale_hi; /* RandomResizedCrop area fraction (0 0: 0.08 1) */
+    int    flip;               /* train: random horizontal flip, probability 1/2 */
+    int    limit;              /* the first `limit` samples only (0: all) */
+} md_imagenet_config;
+
+/* Split `split` (train, search_val, val) of a folder that imagenet_prep wrote:
+ * classes.txt, <split>-NNNNN.mds shards (mmapped, never read whole) and
+ * manifest.json, without which the folder is refused as unfinished. Sample i
+ * is the i-th record of the shards in name order. See docs/usage.md
+ * ("ImageNet") for the crops. Errors name the folder and the file. */
+md_status md_source_imagenet(const char *dir, const char *split, const md_imagenet_config *cfg,
+                             md_source **out);
+void                  md_source_destroy(md_source *s);
+const md_source_info *md_source_describe(const md_source *s);
+
+/* ---- the loader ----------------------------------------------------------------------- */
+
+/* Where the loader's batch ring lives: a device backend can page-lock it.
+ * alloc returns NULL on failure; both called from md_loader_create/destroy. */
+typedef struct {
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *p);
+    void *ctx;
+} md_loader_mem;
+
+typedef struct {
+    md_source *source; /* read from it (not owned; must outlive the loader); if NULL, from
+                          ds, idx, n and aug below */
     const md_dataset *ds;
     const int        *idx; /* the subset to iterate, n entries (copied) */
     int               n;
@@ -65,15 +121,19 @@ typedef struct {
     md_augment        aug;       /* all zero: no augmentation */
     uint64_t          seed;
     int               rank, world;
+    int               threads; /* worker threads filling batches (0: 1) */
+    int               depth;   /* batches in the ring, the caller's included (0: 3; >= 2) */
+    md_loader_mem     mem;     /* all NULL: 64-byte aligned host memory */
 } md_loader_config;
 
 typedef struct md_loader md_loader;
 
-/* Starts the prefetch thread. ds must outlive the loader. Rank r of W takes
- * rows [r*g/W, (r+1)*g/W) of every global batch of g rows. The order of epoch
- * e comes from stream (seed, e); each sample's augmentation from a stream
- * keyed by (seed, e, its position in that order), so the batches do not
- * depend on the world size. Use a loader from one thread only. */
+/* Starts the worker threads. The source (or ds) must outlive the loader. Rank
+ * r of W takes rows [r*g/W, (r+1)*g/W) of every global batch of g rows. The
+ * order of epoch e comes from stream (seed, e); each sample's augmentation from
+ * a stream keyed by (seed, e, its position in that order), so the batches
+ * depend neither on the world size nor on the thread count. Use a loader from
+ * one thread only. */
 md_status md_loader_create(const md_loader_config *cfg, md_loader **out);
 void      md_loader_destroy(md_loader *l);
 /* Global batches per epoch. */
@@ -84,10 +144,17 @@ md_status md_loader_seek(md_loader *l, long epoch, int batch);
 /* The next batch of this rank: x [rows, c, h, w] normalised floats, y [rows].
  * Pointers stay valid until the next md_loader_next or md_loader_seek. At the end of an epoch the
  * loader moves on to the next epoch by itself. *global_rows is the size of the whole global batch
- * (the last one may be partial), *rows this rank's share (may be 0). */
+ * (the last one may be partial), *rows this rank's share (may be 0). A sample the source could
+ * not read (a damaged image) fails the batch: its error (of the first such row) is returned
+ * here with the source's message, and the loader stays at that batch. */
 md_status md_loader_next(md_loader *l, const float **x, const int32_t **y, int *rows,
                          int *global_rows);
 /* Where the next call will read from (for checkpoints). */
 void md_loader_tell(const md_loader *l, long *epoch, int *batch);
+/* The shape and size of what the loader delivers. */
+const md_source_info *md_loader_describe(const md_loader *l);
+/* Seconds md_loader_next has spent waiting for batches since the loader was made
+ * (the input pipeline's share of the step time). */
+double md_loader_wait_s(const md_loader *l);
 
 #endif
