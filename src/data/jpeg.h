@@ -7,7 +7,9 @@
  * decoder never decodes more than it must: it uses libjpeg-turbo's DCT scaling
  * (M/8, the smallest M whose scaled crop still covers the output in both
  * directions), skips the rows above and below the crop and crops the columns
- * to the iMCU columns the box touches. The resize is PIL's
+ * to the iMCU columns the box touches (images with chroma subsampled in one
+ * direction only, 4:2:2 or 4:4:0, are not reduced below 4/8: libjpeg-turbo's
+ * smaller scales blur their chroma badly). The resize is PIL's
  * Image.resize(BILINEAR): a separable triangle filter whose support widens with
  * the reduction factor (antialiasing), mapped in full-resolution source
  * coordinates, so the result approximates resizing the full-resolution crop.
