@@ -10,6 +10,11 @@
 #   dataset-fashion-mnist              the data of the main job and of the tests
 #   python3                            the e2e tests (/usr/bin/python3, stdlib only)
 #   python3-pip ca-certificates        pip from PyPI over https (scripts/test.sh)
+#   libjpeg62-turbo-dev                libjpeg-turbo, the ImageNet source's region decode (src/data/jpeg.c)
+#   mate-backgrounds                   photos test_jpeg and bench/decode_bench.sh make JPEGs from
+#   python3-pil                        tests/jpeg_pil_check.py (the resize and decode against Pillow)
+#   libjpeg-turbo-progs                tjbench, the decode-only peer of bench/decode_bench.sh
+#   (bench/decode_bench.sh also compares with torchvision: ./scripts/deps.sh python3-torchvision)
 set -eu
 [ "${MDENAS_NO_APT:-0}" = 1 ] && exit 0
 SUDO=""
@@ -18,4 +23,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev \
-    dataset-fashion-mnist python3 python3-pip ca-certificates "$@"
+    dataset-fashion-mnist python3 python3-pip ca-certificates \
+    libjpeg62-turbo-dev mate-backgrounds python3-pil libjpeg-turbo-progs "$@"
