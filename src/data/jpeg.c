@@ -15,6 +15,9 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#if defined(__SSE4_1__)
+#include <immintrin.h>
+#endif
 
 /* PIL's fixed point for 8-bit images: coefficients carry 22 fractional bits, so
  * a sum of 255 * 2^22 stays inside an int32. */
@@ -145,6 +148,24 @@ static void make_taps(double lo, double hi, int in_size, int out_size, taps *t) 
         }
         t->start[i] = first, t->count[i] = n;
     }
+    /* Widen every window to the longest one, inside the input: the added taps
+     * lie outside the support and weigh 0, so the sums do not change, and every
+     * output reads the same number of pixels (what the vector paths want). */
+    int width = 0;
+    for (int i = 0; i < out_size; i++)
+        width = t->count[i] > width ? t->count[i] : width;
+    for (int i = 0; i < out_size; i++) {
+        int      first = t->start[i], n = t->count[i];
+        int32_t *k = t->coef + (size_t)i * t->stride;
+        if (n == width) continue;
+        int wide = first < in_size - width ? first : in_size - width;
+        memmove(k + (first - wide), k, (size_t)n * sizeof *k);
+        for (int j = 0; j < first - wide; j++)
+            k[j] = 0;
+        for (int j = first - wide + n; j < width; j++)
+            k[j] = 0;
+        t->start[i] = wide, t->count[i] = width;
+    }
 }
 
 static int tap_stride(double lo, double hi, int out_size) {
@@ -152,39 +173,135 @@ static int tap_stride(double lo, double hi, int out_size) {
     return (int)ceil(scale > 1.0 ? scale : 1.0) * 2 + 1;
 }
 
-/* Lay out two tap tables (x then y) in s->tap_mem. */
-static md_status alloc_taps(resample_scratch *s, int out_w, int sx, int out_h, int sy, taps *tx,
-                            taps *ty) {
-    size_t ints = 2 * (size_t)out_w + 2 * (size_t)out_h;
-    size_t coefs = (size_t)out_w * sx + (size_t)out_h * sy;
-    MD_TRY(grow(&s->tap_mem, &s->tap_cap, (ints + coefs) * sizeof(int32_t)));
-    int32_t *p = s->tap_mem;
-    tx->start = (int *)p, tx->count = (int *)p + out_w, tx->stride = sx;
-    ty->start = (int *)p + 2 * out_w, ty->count = (int *)p + 2 * out_w + out_h, ty->stride = sy;
-    tx->coef = p + ints;
-    ty->coef = tx->coef + (size_t)out_w * sx;
-    return MD_OK;
-}
-
 static inline uint8_t clip8(int32_t v) {
     v >>= RESAMPLE_BITS;
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-/* One RGB row resampled horizontally; mirrored output if mirror. */
-static void resample_row(const uint8_t *in, const taps *t, int out_w, int mirror, uint8_t *out) {
-    for (int i = 0; i < out_w; i++) {
-        const uint8_t *p = in + (size_t)t->start[i] * 3;
-        const int32_t *k = t->coef + (size_t)i * t->stride;
-        int32_t        r = 1 << (RESAMPLE_BITS - 1), g = r, b = r;
-        for (int j = 0; j < t->count[i]; j++) {
-            r += p[3 * j] * k[j];
-            g += p[3 * j + 1] * k[j];
-            b += p[3 * j + 2] * k[j];
-        }
-        uint8_t *o = out + (size_t)(mirror ? out_w - 1 - i : i) * 3;
-        o[0] = clip8(r), o[1] = clip8(g), o[2] = clip8(b);
+/* The horizontal pass of one resize, laid out in output order (mirroring
+ * applied): output o reads `count` pixels from byte off[o] with the weights at
+ * coef + src[o]*stride. With AVX2, pairs of outputs are summed in one 8-lane
+ * vector; pair_coef holds each pair's weights broadcast to its 4 lanes. */
+typedef struct {
+    const taps *t;
+    int         out_w;
+    int        *off, *src;
+    int32_t    *pair_coef; /* (out_w / 2) x width x 8 */
+    int         width;     /* taps of every output (make_taps makes them equal) */
+    size_t      max_read;  /* bytes from `in` the vector paths may touch */
+} row_plan;
+
+static size_t row_plan_ints(int out_w, int stride) {
+    return 2 * (size_t)out_w + (size_t)(out_w / 2) * stride * 8;
+}
+
+static void make_row_plan(const taps *t, int out_w, int mirror, int32_t *mem, row_plan *rp) {
+    rp->t = t, rp->out_w = out_w;
+    rp->off = mem, rp->src = mem + out_w;
+    rp->pair_coef = mem + 2 * out_w;
+    for (int o = 0; o < out_w; o++) {
+        int i = mirror ? out_w - 1 - o : o;
+        rp->src[o] = i, rp->off[o] = t->start[i] * 3;
     }
+    rp->width = t->count[0], rp->max_read = 0;
+    for (int o = 0; o < out_w; o++) {
+        size_t end = (size_t)rp->off[o] + 3 * (size_t)t->count[rp->src[o]] + 1;
+        rp->max_read = end > rp->max_read ? end : rp->max_read;
+    }
+    for (int m = 0; m < out_w / 2; m++)
+        for (int j = 0; j < rp->width; j++)
+            for (int lane = 0; lane < 8; lane++) {
+                int i = rp->src[2 * m + lane / 4];
+                rp->pair_coef[((size_t)m * rp->width + j) * 8 + lane] =
+                    t->coef[(size_t)i * t->stride + j];
+            }
+}
+
+/* Output o of a row plan, one pixel at a time. With SSE4.1 the three channels
+ * (and one byte beyond, weighted but dropped) share one vector, which reads 4
+ * bytes per tap; `safe` says those reads stay inside the input. */
+static inline void resample_px(const uint8_t *in, const row_plan *rp, int o, int safe,
+                               uint8_t *q) {
+    const uint8_t *p = in + rp->off[o];
+    const int32_t *k = rp->t->coef + (size_t)rp->src[o] * rp->t->stride;
+    int            n = rp->t->count[rp->src[o]];
+#if defined(__SSE4_1__)
+    if (safe) {
+        __m128i acc = _mm_set1_epi32(1 << (RESAMPLE_BITS - 1));
+        for (int j = 0; j < n; j++) {
+            int32_t px;
+            memcpy(&px, p + 3 * j, 4);
+            __m128i v = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(px));
+            acc = _mm_add_epi32(acc, _mm_mullo_epi32(v, _mm_set1_epi32(k[j])));
+        }
+        acc = _mm_srai_epi32(acc, RESAMPLE_BITS);
+        acc = _mm_packus_epi16(_mm_packs_epi32(acc, acc), acc); /* clamps to 0..255 */
+        int32_t rgbx = _mm_cvtsi128_si32(acc);
+        memcpy(q, &rgbx, 3);
+        return;
+    }
+#else
+    (void)safe;
+#endif
+    int32_t r = 1 << (RESAMPLE_BITS - 1), g = r, b = r;
+    for (int j = 0; j < n; j++) {
+        r += p[3 * j] * k[j];
+        g += p[3 * j + 1] * k[j];
+        b += p[3 * j + 2] * k[j];
+    }
+    q[0] = clip8(r), q[1] = clip8(g), q[2] = clip8(b);
+}
+
+/* One RGB row resampled horizontally into out (out_w pixels, and one byte
+ * after them may be overwritten). `in_bytes` is how many bytes may be read from `in`. The sums are PIL's, in the same int32
+ * arithmetic, so every path gives the same bytes. */
+static void resample_row(const uint8_t *in, size_t in_bytes, const row_plan *rp, uint8_t *out) {
+    const taps *t = rp->t;
+    int         o = 0;
+#if defined(__AVX2__)
+    const __m256i half = _mm256_set1_epi32(1 << (RESAMPLE_BITS - 1));
+    int           width = rp->width;
+    /* All windows have `width` taps; a row whose last reads would pass the end
+     * of the input (a caller's last row) takes the per-pixel path. */
+    for (; rp->max_read <= in_bytes && o + 1 < rp->out_w; o += 2) {
+        const uint8_t *p0 = in + rp->off[o], *p1 = in + rp->off[o + 1];
+        const int32_t *k = rp->pair_coef + (size_t)(o / 2) * width * 8;
+        __m256i        acc = half;
+        for (int j = 0; j < width; j++) {
+            uint32_t a, b;
+            memcpy(&a, p0 + 3 * j, 4);
+            memcpy(&b, p1 + 3 * j, 4);
+            __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)((uint64_t)b << 32 | a)));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, _mm256_loadu_si256((const void *)(k + 8 * j))));
+        }
+        acc = _mm256_srai_epi32(acc, RESAMPLE_BITS);
+        acc = _mm256_packus_epi16(_mm256_packs_epi32(acc, acc), acc); /* per 128-bit half */
+        int32_t x0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(acc));
+        int32_t x1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(acc, 1));
+        memcpy(out + (size_t)o * 3, &x0, 4); /* the 4th bytes are overwritten next */
+        memcpy(out + (size_t)o * 3 + 3, &x1, 4); /* (out has a byte of slack) */
+    }
+#endif
+    for (; o < rp->out_w; o++) {
+        int safe = (size_t)rp->off[o] + 3 * (size_t)t->count[rp->src[o]] + 1 <= in_bytes;
+        resample_px(in, rp, o, safe, out + (size_t)o * 3);
+    }
+}
+
+/* Lay out the x and y tap tables and the row plan's memory (*plan_mem). */
+static md_status alloc_taps(resample_scratch *s, int out_w, int sx, int out_h, int sy, taps *tx,
+                            taps *ty, int32_t **plan_mem) {
+    size_t ints = 2 * (size_t)out_w + 2 * (size_t)out_h;
+    size_t coefs = (size_t)out_w * sx + (size_t)out_h * sy;
+    MD_TRY(grow(&s->tap_mem, &s->tap_cap,
+                (ints + coefs + row_plan_ints(out_w, sx)) * sizeof(int32_t)));
+    int32_t *p = s->tap_mem;
+    tx->start = (int *)p, tx->count = (int *)p + out_w, tx->stride = sx;
+    ty->start = (int *)p + 2 * out_w, ty->count = (int *)p + 2 * out_w + out_h, ty->stride = sy;
+    tx->coef = p + ints;
+    ty->coef = tx->coef + (size_t)out_w * sx;
+    *plan_mem = ty->coef + (size_t)out_h * sy;
+    return MD_OK;
 }
 
 /* The vertical pass over rows of `row_bytes` bytes, stride row_bytes. */
@@ -228,15 +345,18 @@ md_status md_resize_rgb(const uint8_t *src, int sw, int sh, md_crop c, int out_w
     resample_scratch s = {0};
     taps             tx, ty;
     int              sx = tap_stride(0, c.w, out_w), sy = tap_stride(0, c.h, out_h);
-    md_status        st = alloc_taps(&s, out_w, sx, out_h, sy, &tx, &ty);
-    if (st == MD_OK) st = grow(&s.tmp, &s.tmp_cap, (size_t)c.h * out_w * 3);
+    int32_t         *plan_mem;
+    row_plan         rp;
+    md_status        st = alloc_taps(&s, out_w, sx, out_h, sy, &tx, &ty, &plan_mem);
+    if (st == MD_OK) st = grow(&s.tmp, &s.tmp_cap, (size_t)c.h * out_w * 3 + 1);
     if (st == MD_OK) {
         make_taps(0, c.w, c.w, out_w, &tx);
         make_taps(0, c.h, c.h, out_h, &ty);
+        make_row_plan(&tx, out_w, mirror, plan_mem, &rp);
         uint8_t *tmp = s.tmp;
         for (int y = 0; y < c.h; y++)
-            resample_row(src + ((size_t)(c.y + y) * sw + c.x) * 3, &tx, out_w, mirror,
-                         tmp + (size_t)y * out_w * 3);
+            resample_row(src + ((size_t)(c.y + y) * sw + c.x) * 3,
+                         ((size_t)(sh - c.y - y) * sw - c.x) * 3, &rp, tmp + (size_t)y * out_w * 3);
         resample_columns(tmp, (size_t)out_w * 3, &ty, out_h, rgb);
     }
     free(s.tap_mem);
@@ -480,14 +600,17 @@ static md_status crop_fn(md_jpeg_decoder *d, void *vctx) {
     size_t row_bytes = (size_t)ci->output_width * 3; /* the cropped width */
     size_t col0 = ((size_t)kx0 - xoff) * 3;
 
-    taps tx, ty;
-    int  stx = tap_stride(0, bx1 - bx0, x->out_w), sty = tap_stride(0, by1 - by0, x->out_h);
-    MD_TRY(alloc_taps(&d->rs, x->out_w, stx, x->out_h, sty, &tx, &ty));
+    taps     tx, ty;
+    row_plan rp;
+    int32_t *plan_mem;
+    int      stx = tap_stride(0, bx1 - bx0, x->out_w), sty = tap_stride(0, by1 - by0, x->out_h);
+    MD_TRY(alloc_taps(&d->rs, x->out_w, stx, x->out_h, sty, &tx, &ty, &plan_mem));
     make_taps(bx0 - kx0, bx1 - kx0, nkx, x->out_w, &tx);
     make_taps(by0 - ky0, by1 - ky0, nky, x->out_h, &ty);
+    make_row_plan(&tx, x->out_w, x->mirror, plan_mem, &rp);
     size_t tmp_row = (size_t)x->out_w * 3;
-    MD_TRY(grow(&d->rs.tmp, &d->rs.tmp_cap, tmp_row * nky));
-    MD_TRY(grow(&d->rows, &d->rows_cap, row_bytes * 4));
+    MD_TRY(grow(&d->rs.tmp, &d->rs.tmp_cap, tmp_row * nky + 1));
+    MD_TRY(grow(&d->rows, &d->rows_cap, row_bytes * 4 + 16)); /* slack for 4-byte loads */
 
     int first = ky0 > CROP_MARGIN ? ky0 - CROP_MARGIN : 0;
     if (first > 0) jpeg_skip_scanlines(ci, (JDIMENSION)first);
@@ -505,7 +628,7 @@ static md_status crop_fn(md_jpeg_decoder *d, void *vctx) {
                            y0);
         for (int i = 0; i < (int)got; i++)
             if (y0 + i >= ky0)
-                resample_row(rows[i] + col0, &tx, x->out_w, x->mirror,
+                resample_row(rows[i] + col0, row_bytes * (4 - i) + 16 - col0, &rp,
                              tmp + tmp_row * (y0 + i - ky0));
     }
     resample_columns(tmp, tmp_row, &ty, x->out_h, x->rgb);
