@@ -5,8 +5,8 @@
  * md_rrc_crop (training) or md_center_crop (validation) and asks
  * md_jpeg_decode_crop for that box resized to the network's input size. The
  * decoder never decodes more than it must: it uses libjpeg-turbo's DCT scaling
- * (M/8, the smallest M whose scaled crop still covers the output in both
- * directions), skips the rows above and below the crop and crops the columns
+ * (M/8, the smallest M of 1, 2, 4, 8 whose scaled crop still covers the output
+ * in both directions: the other M are slower than 8/8 in libjpeg-turbo), skips the rows above and below the crop and crops the columns
  * to the iMCU columns the box touches (images with chroma subsampled in one
  * direction only, 4:2:2 or 4:4:0, are not reduced below 4/8: libjpeg-turbo's
  * smaller scales blur their chroma badly). The resize is PIL's
