@@ -14,6 +14,9 @@
 #   mate-backgrounds                   photos test_jpeg and bench/decode_bench.sh make JPEGs from
 #   python3-pil                        tests/jpeg_pil_check.py (the resize and decode against Pillow)
 #   libjpeg-turbo-progs                tjbench, the decode-only peer of bench/decode_bench.sh
+#   libspng-dev                        PNG sources of imagenet_prep (ImageNet has a PNG named .JPEG)
+#   python3-numpy                      tests/prep_e2e.py: CMYK/YCCK test images, PSNR against Pillow
+#                                      (its tree also needs jpegtran, from libjpeg-turbo-progs)
 #   (bench/decode_bench.sh also compares with torchvision: ./scripts/deps.sh python3-torchvision)
 set -eu
 [ "${MDENAS_NO_APT:-0}" = 1 ] && exit 0
@@ -24,4 +27,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev \
     dataset-fashion-mnist python3 python3-pip ca-certificates \
-    libjpeg62-turbo-dev mate-backgrounds python3-pil libjpeg-turbo-progs "$@"
+    libjpeg62-turbo-dev mate-backgrounds python3-pil libjpeg-turbo-progs \
+    libspng-dev python3-numpy "$@"
