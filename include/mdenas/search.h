@@ -11,7 +11,7 @@
 
 typedef struct {
     char        preset[16];
-    char        dataset[16]; /* fashion-mnist | cifar10 | synthetic */
+    char        dataset[16]; /* fashion-mnist | cifar10 | synthetic | imagenet */
     char        data_dir[512];
     int         subset;       /* use the first N training images (0: all) */
     double      val_fraction; /* of the (subset of the) training set held out */
@@ -24,6 +24,9 @@ typedef struct {
     int         period_steps; /* 0: one sampling period per epoch */
     int         val_batches;  /* 0: the whole validation split each period */
     int         crop_pad, flip;
+    int         image_size;    /* imagenet: network input side (crops resized to it) */
+    double      crop_scale[2]; /* imagenet: RandomResizedCrop area fraction, lo and hi */
+    int         data_threads;  /* decode threads per rank (0: 1 in memory, min(4, cores) imagenet) */
     uint64_t    seed;
     int         threads;
     int         log_every; /* steps between progress lines */

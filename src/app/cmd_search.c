@@ -11,7 +11,7 @@
 #include "mdenas/data.h"
 #include "mdenas/search.h"
 
-typedef enum { OPT_INT, OPT_DOUBLE, OPT_STR, OPT_U64, OPT_BOOL, OPT_RULE, OPT_FLAG } opt_type;
+typedef enum { OPT_INT, OPT_DOUBLE, OPT_STR, OPT_U64, OPT_BOOL, OPT_RULE, OPT_FLAG, OPT_PAIR } opt_type;
 
 typedef struct {
     const char *name;
@@ -23,8 +23,8 @@ typedef struct {
 #define OPT(n, t, field, h) {n, t, offsetof(md_search_config, field), sizeof(((md_search_config *)0)->field), h}
 
 static const option options[] = {
-    OPT("--dataset", OPT_STR, dataset, "fashion-mnist | cifar10 | synthetic"),
-    OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR "; required for cifar10)"),
+    OPT("--dataset", OPT_STR, dataset, "fashion-mnist | cifar10 | synthetic | imagenet"),
+    OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR "; required for cifar10 and imagenet, the folder imagenet_prep wrote)"),
     OPT("--subset", OPT_INT, subset, "use the first N training images (0: all)"),
     OPT("--val-fraction", OPT_DOUBLE, val_fraction, "part of the training set held out"),
     OPT("--epochs", OPT_INT, epochs, "training epochs"),
@@ -43,6 +43,9 @@ static const option options[] = {
     OPT("--val-batches", OPT_INT, val_batches, "validation batches per period (0: all)"),
     OPT("--crop-pad", OPT_INT, crop_pad, "random-crop padding in pixels (0: off)"),
     OPT("--flip", OPT_BOOL, flip, "random horizontal flip: 1 or 0"),
+    OPT("--image-size", OPT_INT, image_size, "imagenet: input side in pixels (crops resized to it)"),
+    OPT("--crop-scale", OPT_PAIR, crop_scale, "imagenet: LO,HI area fraction of RandomResizedCrop"),
+    OPT("--data-threads", OPT_INT, data_threads, "decode threads per rank (0: imagenet min(4, cores), else 1)"),
     OPT("--seed", OPT_U64, seed, "seed of every random choice"),
     OPT("--device", OPT_STR, device, "cpu | cuda (GPU = local rank mod GPUs) | auto"),
     OPT("--tf32", OPT_BOOL, tf32, "CUDA: TF32 math for fp32 convolutions and GEMMs, 1 or 0"),
@@ -66,6 +69,9 @@ static void show_value(const option *o, const md_search_config *c, char *buf, si
     case OPT_STR: snprintf(buf, len, "%s", p[0] ? p : "(none)"); break;
     case OPT_U64: snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)p); break;
     case OPT_RULE: snprintf(buf, len, "%s", md_mdl_rule_name(*(const md_mdl_rule *)p)); break;
+    case OPT_PAIR:
+        snprintf(buf, len, "%g,%g", ((const double *)p)[0], ((const double *)p)[1]);
+        break;
     }
 }
 
@@ -119,6 +125,15 @@ static int parse_value(const option *o, const char *s, md_search_config *c) {
         memcpy(p, s, strlen(s) + 1);
         return 0;
     case OPT_RULE: return md_mdl_rule_parse(s, (md_mdl_rule *)p) == MD_OK ? 0 : -1;
+    case OPT_PAIR: { /* "LO,HI" */
+        double lo = strtod(s, &end);
+        if (end == s || *end != ',' || errno) return -1;
+        const char *q = end + 1;
+        double      hi = strtod(q, &end);
+        if (end == q || *end || errno) return -1;
+        ((double *)p)[0] = lo, ((double *)p)[1] = hi;
+        return 0;
+    }
     case OPT_FLAG: return -1;
     }
     return -1;

@@ -36,6 +36,8 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     c->alpha = 0.01;
     c->rule = MD_UPDATE_PAPER;
     c->crop_pad = 2, c->flip = 1;
+    c->image_size = 224;
+    c->crop_scale[0] = 0.08, c->crop_scale[1] = 1.0;
     c->seed = 1;
     c->log_every = 20;
     c->ckpt_every = 200;
@@ -67,12 +69,23 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
 
 md_status md_search_config_check(const md_search_config *c) {
     if (strcmp(c->dataset, "fashion-mnist") && strcmp(c->dataset, "cifar10") &&
-        strcmp(c->dataset, "synthetic"))
-        return md_fail(MD_ERR_ARG, "--dataset '%s': use fashion-mnist, cifar10 or synthetic",
+        strcmp(c->dataset, "synthetic") && strcmp(c->dataset, "imagenet"))
+        return md_fail(MD_ERR_ARG,
+                       "--dataset '%s': use fashion-mnist, cifar10, synthetic or imagenet",
                        c->dataset);
     if (!strcmp(c->dataset, "cifar10") && !c->data_dir[0])
         return md_fail(MD_ERR_ARG, "--dataset cifar10 needs --data DIR (the folder holding "
                                    "data_batch_1.bin ... test_batch.bin)");
+    if (!strcmp(c->dataset, "imagenet") && !c->data_dir[0])
+        return md_fail(MD_ERR_ARG, "--dataset imagenet needs --data DIR (a folder that "
+                                   "imagenet_prep wrote)");
+    if (c->image_size < 8 || c->image_size > 1024)
+        return md_fail(MD_ERR_ARG, "--image-size %d must be in 8..1024", c->image_size);
+    if (!(c->crop_scale[0] > 0 && c->crop_scale[0] <= c->crop_scale[1] && c->crop_scale[1] <= 1))
+        return md_fail(MD_ERR_ARG, "--crop-scale %g,%g: need 0 < LO <= HI <= 1", c->crop_scale[0],
+                       c->crop_scale[1]);
+    if (c->data_threads < 0 || c->data_threads > 256)
+        return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
     if (!(c->val_fraction > 0.0 && c->val_fraction < 1.0))
         return md_fail(MD_ERR_ARG, "--val-fraction %g must be in (0, 1)", c->val_fraction);
     if (c->epochs < 1) return md_fail(MD_ERR_ARG, "--epochs %d must be >= 1", c->epochs);
@@ -155,6 +168,13 @@ static int file_exists(const char *dir, const char *name) {
     return stat(p, &st) == 0;
 }
 
+static void image_options_json(md_json *j, const md_search_config *c) {
+    char scale[64]; /* as --crop-scale takes it */
+    snprintf(scale, sizeof scale, "%g,%g", c->crop_scale[0], c->crop_scale[1]);
+    md_json_key(j, "image_size"), md_json_int(j, c->image_size);
+    md_json_key(j, "crop_scale"), md_json_string(j, scale);
+}
+
 void md_search_config_json(md_json *j, const md_search_config *c, int world, int full) {
     md_json_begin_object(j);
     md_json_key(j, "preset"), md_json_string(j, c->preset);
@@ -178,17 +198,23 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
     md_json_key(j, "val_batches"), md_json_int(j, c->val_batches);
     md_json_key(j, "crop_pad"), md_json_int(j, c->crop_pad);
     md_json_key(j, "flip"), md_json_bool(j, c->flip);
+    /* The ImageNet options define an ImageNet run's result; for the other datasets
+     * they are only listed (below), so their runs' saved options stay as they were. */
+    int imagenet = !strcmp(c->dataset, "imagenet");
+    if (imagenet) image_options_json(j, c);
     md_json_key(j, "seed"), md_json_int(j, (long long)c->seed);
     md_json_key(j, "sync_bn"), md_json_bool(j, c->sync_bn);
     if (!full) {
         md_json_end_object(j);
         return;
     }
+    if (!imagenet) image_options_json(j, c);
     /* Options free to change when a run resumes. */
     md_json_key(j, "device"), md_json_string(j, c->device);
     md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
     md_json_key(j, "cuda_graphs"), md_json_bool(j, c->cuda_graphs);
     md_json_key(j, "threads"), md_json_int(j, c->threads);
+    md_json_key(j, "data_threads"), md_json_int(j, c->data_threads);
     md_json_key(j, "log_every"), md_json_int(j, c->log_every);
     md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
     md_json_key(j, "keep"), md_json_int(j, c->keep);
@@ -243,8 +269,42 @@ static void path_in(char *buf, size_t len, const char *dir, const char *name) {
     snprintf(buf, len, "%s/%s", dir, name);
 }
 
+/* The decode threads of a loader: --data-threads, else min(4, cores) for
+ * ImageNet and 1 for an in-memory set (whose samples are copies). */
+static int data_threads(const md_search_config *c) {
+    if (c->data_threads) return c->data_threads;
+    if (strcmp(c->dataset, "imagenet")) return 1;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores >= 4 ? 4 : cores >= 1 ? (int)cores : 1;
+}
+
+/* ImageNet: split `train` for the weights, `search_val` for the distribution's
+ * validation (the real `val` is for evaluation only). */
+static md_status load_imagenet(run_t *r) {
+    const md_search_config *c = r->cfg;
+    md_imagenet_config      ic = {.image_size = c->image_size, .train = 1,
+                                  .scale_lo = c->crop_scale[0], .scale_hi = c->crop_scale[1],
+                                  .flip = c->flip, .limit = c->subset};
+    MD_TRY(md_source_imagenet(c->data_dir, "train", &ic, &r->train_src));
+    ic.train = 0, ic.flip = 0, ic.limit = 0;
+    MD_TRY(md_source_imagenet(c->data_dir, "search_val", &ic, &r->val_src));
+    r->ntrain = md_source_describe(r->train_src)->n;
+    r->nval = md_source_describe(r->val_src)->n;
+    if (r->ntrain < c->batch)
+        return md_fail(MD_ERR_ARG, "--batch %d is larger than the search-train split (%d images)",
+                       c->batch, r->ntrain);
+    md_loader_config t = {.source = r->train_src, .batch = c->batch, .shuffle = 1,
+                          .drop_last = 1, .seed = c->seed, .rank = r->rank, .world = r->world,
+                          .threads = data_threads(c)};
+    MD_TRY(md_loader_create(&t, &r->train));
+    md_loader_config v = t;
+    v.source = r->val_src, v.shuffle = 0, v.drop_last = 0;
+    return md_loader_create(&v, &r->val);
+}
+
 static md_status load_data(run_t *r) {
     const md_search_config *c = r->cfg;
+    if (!strcmp(c->dataset, "imagenet")) return load_imagenet(r);
     if (!strcmp(c->dataset, "fashion-mnist"))
         MD_TRY(md_dataset_fashion_mnist(c->data_dir, 1, &r->ds));
     else if (!strcmp(c->dataset, "cifar10"))
@@ -260,7 +320,8 @@ static md_status load_data(run_t *r) {
     md_loader_config t = {.ds = &r->ds, .idx = r->train_idx, .n = r->ntrain, .batch = c->batch,
                           .shuffle = 1, .drop_last = 1,
                           .aug = {.crop_pad = c->crop_pad, .flip = c->flip},
-                          .seed = c->seed, .rank = r->rank, .world = r->world};
+                          .seed = c->seed, .rank = r->rank, .world = r->world,
+                          .threads = data_threads(c)};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;
@@ -466,7 +527,8 @@ static md_status test_hooks(const run_t *r, long step) {
 /* The loader fills host memory; a device backend gets a copy in buffers made once. */
 static md_status to_backend(run_t *r, const float **x, const int32_t **y, int rows) {
     if (md_backend_is_host(r->be) || rows == 0) return MD_OK;
-    size_t xb = (size_t)rows * r->ds.c * r->ds.h * r->ds.w * sizeof(float);
+    const md_source_info *in = md_loader_describe(r->train);
+    size_t                xb = (size_t)rows * in->c * in->h * in->w * sizeof(float);
     size_t yb = (size_t)rows * sizeof(int32_t);
     if (xb > r->stage_x_bytes) {
         md_backend_free(r->be, r->stage_x);
@@ -558,6 +620,10 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
     long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
     md_arena               *ga = md_supernet_grads(r->net);
+    /* Time spent waiting for batches: ImageNet's decode can be the bottleneck.
+     * (Not reported for in-memory sets: their lines stay as they were.) */
+    int    report_wait = !strcmp(c->dataset, "imagenet");
+    double wait0 = md_loader_wait_s(r->train);
     *stop = 0;
     while (ps->step < end) {
         long step = ps->step;
@@ -616,11 +682,16 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
             fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - ps->step));
             double mloss = ps->iv_loss / (double)ps->iv_steps;
             double macc = ps->iv_correct / fmax((double)ps->iv_seen, 1);
+            double wait_now = md_loader_wait_s(r->train), wait = wait_now - wait0;
+            char   wait_text[48] = "";
+            if (report_wait)
+                snprintf(wait_text, sizeof wait_text, " | data wait %.0f%%",
+                         100.0 * wait / fmax(t - t_iv, 1e-9));
             say(r,
                 "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
-                "%.0f img/s | ETA %s\n",
+                "%.0f img/s%s | ETA %s\n",
                 sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps, mloss,
-                100.0 * macc, lr, ips, eta);
+                100.0 * macc, lr, ips, wait_text, eta);
             if (r->rank == 0) {
                 md_json j;
                 md_json_init(&j);
@@ -633,6 +704,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                 md_json_key(&j, "acc"), md_json_double(&j, macc);
                 md_json_key(&j, "lr"), md_json_double(&j, lr);
                 md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
+                if (report_wait) md_json_key(&j, "data_wait_s"), md_json_double(&j, wait);
                 md_json_end_object(&j);
                 md_status s = json_line(r->metrics, &j);
                 md_json_free(&j);
@@ -642,7 +714,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                 MD_TRY(md_tb_scalar(r->tb, "train/lr", step + 1, lr));
             }
             ps->iv_loss = 0, ps->iv_correct = 0, ps->iv_seen = 0, ps->iv_steps = 0;
-            seen_here = 0, t_iv = now_s();
+            seen_here = 0, t_iv = now_s(), wait0 = wait_now;
         }
         if (extra[2] > 0.0f) {
             *stop = 1;
@@ -1043,6 +1115,8 @@ static void close_run(run_t *r) {
     }
     md_loader_destroy(r->train);
     md_loader_destroy(r->val);
+    md_source_destroy(r->train_src);
+    md_source_destroy(r->val_src);
     free(r->train_idx);
     free(r->val_idx);
     md_dataset_free(&r->ds);
@@ -1139,9 +1213,10 @@ static md_status search(run_t *r, int *stopped) {
     if (s == MD_OK) s = md_backend_alloc(r->be, 64, (void **)&r->scalars);
     if (s == MD_OK && (s = load_data(r)) != MD_OK && s != MD_ERR_NOMEM)
         s = MD_ERR_ARG; /* a missing or malformed dataset is bad input: exit 2 */
-    md_darts_config dc = {.in_c = r->ds.c, .in_h = r->ds.h, .in_w = r->ds.w,
-                          .classes = r->ds.classes, .cells = c->cells,
-                          .channels = c->channels, .nodes = c->nodes};
+    const md_source_info *in = s == MD_OK ? md_loader_describe(r->train) : NULL;
+    md_darts_config       dc = {.in_c = in ? in->c : 0, .in_h = in ? in->h : 0,
+                                .in_w = in ? in->w : 0, .classes = in ? in->classes : 0,
+                                .cells = c->cells, .channels = c->channels, .nodes = c->nodes};
     if (s == MD_OK) {
         s = md_supernet_create_on(&dc, c->seed, md_backend_is_host(r->be) ? NULL : r->be, &r->net);
         if (s == MD_ERR_NOMEM) {
@@ -1245,7 +1320,7 @@ static md_status search(run_t *r, int *stopped) {
     MD_TRY(open_outputs(r, verdict, ck_path)); /* only now: bad input has written nothing */
     say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %d cells, C=%d, "
            "batch %d over %d rank(s)%s, %ld periods of %ld steps, %s\n",
-        c->dataset, r->ntrain, r->nval, r->ds.name, c->cells, c->channels, c->batch, r->world,
+        c->dataset, r->ntrain, r->nval, md_loader_describe(r->train)->name, c->cells, c->channels, c->batch, r->world,
         c->sync_bn ? " with synced BN" : "", sc.periods, plen, md_backend_describe(r->be));
     md_rng root;
     md_rng_seed(&root, c->seed, 0x5a3b1e);

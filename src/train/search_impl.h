@@ -34,7 +34,8 @@ typedef struct {
     md_comm                *comm;
     int                     rank, world;
     md_backend             *be;
-    md_dataset              ds;
+    md_dataset              ds;       /* in-memory datasets */
+    md_source              *train_src, *val_src; /* imagenet */
     int                    *train_idx, *val_idx, ntrain, nval;
     md_loader              *train, *val;
     md_supernet            *net;
