@@ -178,27 +178,37 @@ static inline uint8_t clip8(int32_t v) {
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+/* Outputs summed together in one vector by the horizontal pass: 4 pixels x 4
+ * lanes with AVX-512, 2 x 4 with AVX2 (1: the per-pixel path only). */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX2__)
+#define GROUP 4
+#elif defined(__AVX2__)
+#define GROUP 2
+#else
+#define GROUP 1
+#endif
+
 /* The horizontal pass of one resize, laid out in output order (mirroring
- * applied): output o reads `count` pixels from byte off[o] with the weights at
- * coef + src[o]*stride. With AVX2, pairs of outputs are summed in one 8-lane
- * vector; pair_coef holds each pair's weights broadcast to its 4 lanes. */
+ * applied): output o reads `width` pixels from byte off[o] with the weights at
+ * coef + src[o]*stride; group_coef holds each group of GROUP outputs' weights,
+ * each broadcast to its pixel's 4 lanes. */
 typedef struct {
     const taps *t;
     int         out_w;
     int        *off, *src;
-    int32_t    *pair_coef; /* (out_w / 2) x width x 8 */
-    int         width;     /* taps of every output (make_taps makes them equal) */
-    size_t      max_read;  /* bytes from `in` the vector paths may touch */
+    int32_t    *group_coef; /* (out_w / GROUP) x width x 4*GROUP */
+    int         width;      /* taps of every output (make_taps makes them equal) */
+    size_t      max_read;   /* bytes from `in` the vector paths may touch */
 } row_plan;
 
 static size_t row_plan_ints(int out_w, int stride) {
-    return 2 * (size_t)out_w + (size_t)(out_w / 2) * stride * 8;
+    return 2 * (size_t)out_w + (size_t)(out_w / GROUP) * stride * 4 * GROUP;
 }
 
 static void make_row_plan(const taps *t, int out_w, int mirror, int32_t *mem, row_plan *rp) {
     rp->t = t, rp->out_w = out_w;
     rp->off = mem, rp->src = mem + out_w;
-    rp->pair_coef = mem + 2 * out_w;
+    rp->group_coef = mem + 2 * out_w;
     for (int o = 0; o < out_w; o++) {
         int i = mirror ? out_w - 1 - o : o;
         rp->src[o] = i, rp->off[o] = t->start[i] * 3;
@@ -208,11 +218,12 @@ static void make_row_plan(const taps *t, int out_w, int mirror, int32_t *mem, ro
         size_t end = (size_t)rp->off[o] + 3 * (size_t)t->count[rp->src[o]] + 1;
         rp->max_read = end > rp->max_read ? end : rp->max_read;
     }
-    for (int m = 0; m < out_w / 2; m++)
+    int lanes = 4 * GROUP;
+    for (int m = 0; m < out_w / GROUP; m++)
         for (int j = 0; j < rp->width; j++)
-            for (int lane = 0; lane < 8; lane++) {
-                int i = rp->src[2 * m + lane / 4];
-                rp->pair_coef[((size_t)m * rp->width + j) * 8 + lane] =
+            for (int lane = 0; lane < lanes; lane++) {
+                int i = rp->src[GROUP * m + lane / 4];
+                rp->group_coef[((size_t)m * rp->width + j) * lanes + lane] =
                     t->coef[(size_t)i * t->stride + j];
             }
 }
@@ -258,16 +269,34 @@ static inline void resample_px(const uint8_t *in, const row_plan *rp, int o, int
 static void resample_row(const uint8_t *in, size_t in_bytes, const row_plan *rp, uint8_t *out) {
     const taps *t = rp->t;
     int         o = 0;
-#if defined(__AVX2__)
-    const __m256i half = _mm256_set1_epi32(1 << (RESAMPLE_BITS - 1));
-    int           width = rp->width;
     /* All windows have `width` taps; a row whose last reads would pass the end
      * of the input (a caller's last row) takes the per-pixel path. */
+#if GROUP == 4
+    const __m512i half = _mm512_set1_epi32(1 << (RESAMPLE_BITS - 1));
+    const __m128i rgb_only = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+    for (; rp->max_read <= in_bytes && o + 3 < rp->out_w; o += 4) {
+        const uint8_t *p0 = in + rp->off[o], *p1 = in + rp->off[o + 1];
+        const uint8_t *p2 = in + rp->off[o + 2], *p3 = in + rp->off[o + 3];
+        const int32_t *k = rp->group_coef + (size_t)(o / 4) * rp->width * 16;
+        __m512i        acc = half;
+        for (int j = 0; j < rp->width; j++) {
+            int32_t a, b, c, d;
+            memcpy(&a, p0 + 3 * j, 4), memcpy(&b, p1 + 3 * j, 4);
+            memcpy(&c, p2 + 3 * j, 4), memcpy(&d, p3 + 3 * j, 4);
+            __m512i v = _mm512_cvtepu8_epi32(_mm_setr_epi32(a, b, c, d));
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(k + 16 * j)));
+        }
+        acc = _mm512_max_epi32(_mm512_srai_epi32(acc, RESAMPLE_BITS), _mm512_setzero_si512());
+        __m128i px = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(acc), rgb_only);
+        memcpy(out + (size_t)o * 3, &px, 12);
+    }
+#elif GROUP == 2
+    const __m256i half = _mm256_set1_epi32(1 << (RESAMPLE_BITS - 1));
     for (; rp->max_read <= in_bytes && o + 1 < rp->out_w; o += 2) {
         const uint8_t *p0 = in + rp->off[o], *p1 = in + rp->off[o + 1];
-        const int32_t *k = rp->pair_coef + (size_t)(o / 2) * width * 8;
+        const int32_t *k = rp->group_coef + (size_t)(o / 2) * rp->width * 8;
         __m256i        acc = half;
-        for (int j = 0; j < width; j++) {
+        for (int j = 0; j < rp->width; j++) {
             uint32_t a, b;
             memcpy(&a, p0 + 3 * j, 4);
             memcpy(&b, p1 + 3 * j, 4);
@@ -304,24 +333,37 @@ static md_status alloc_taps(resample_scratch *s, int out_w, int sx, int out_h, i
     return MD_OK;
 }
 
-/* The vertical pass over rows of `row_bytes` bytes, stride row_bytes. */
+/* The vertical pass over rows of `row_bytes` bytes, stride row_bytes: each
+ * output byte is PIL's int32 sum over its column, 8 columns per vector with
+ * AVX2 (the sums stay in registers across the taps). */
 static void resample_columns(const uint8_t *in, size_t row_bytes, const taps *t, int out_h,
                              uint8_t *out) {
-    int32_t acc[row_bytes];
     for (int i = 0; i < out_h; i++) {
         const int32_t *k = t->coef + (size_t)i * t->stride;
         const uint8_t *p = in + (size_t)t->start[i] * row_bytes;
-        for (size_t x = 0; x < row_bytes; x++)
-            acc[x] = 1 << (RESAMPLE_BITS - 1);
-        for (int j = 0; j < t->count[i]; j++) {
-            const uint8_t *q = p + (size_t)j * row_bytes;
-            int32_t        kj = k[j];
-            for (size_t x = 0; x < row_bytes; x++)
-                acc[x] += q[x] * kj;
+        int            n = t->count[i];
+        uint8_t       *o = out + (size_t)i * row_bytes;
+        size_t         x = 0;
+#if defined(__AVX2__)
+        for (; x + 8 <= row_bytes; x += 8) {
+            __m256i acc = _mm256_set1_epi32(1 << (RESAMPLE_BITS - 1));
+            for (int j = 0; j < n; j++) {
+                __m128i v8 = _mm_loadl_epi64((const void *)(p + (size_t)j * row_bytes + x));
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(v8),
+                                                               _mm256_set1_epi32(k[j])));
+            }
+            acc = _mm256_srai_epi32(acc, RESAMPLE_BITS);
+            __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(acc),
+                                          _mm256_extracti128_si256(acc, 1));
+            _mm_storel_epi64((void *)(o + x), _mm_packus_epi16(w16, w16)); /* clamps to 0..255 */
         }
-        uint8_t *o = out + (size_t)i * row_bytes;
-        for (size_t x = 0; x < row_bytes; x++)
-            o[x] = clip8(acc[x]);
+#endif
+        for (; x < row_bytes; x++) {
+            int32_t acc = 1 << (RESAMPLE_BITS - 1);
+            for (int j = 0; j < n; j++)
+                acc += p[(size_t)j * row_bytes + x] * k[j];
+            o[x] = clip8(acc);
+        }
     }
 }
 
