@@ -27,10 +27,14 @@ static double clock_s(clockid_t id) {
     clock_gettime(id, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+static double now(void) {
+    return clock_s(CLOCK_MONOTONIC);
+}
 /* CPU time of this process: on a shared machine the rate per CPU second is the
  * steadier number (time slices lost to other work are not counted). */
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
+static double cpu_now(void) {
+    return clock_s(CLOCK_PROCESS_CPUTIME_ID);
+}
 
 static int load(const char *path, image *im) {
     FILE *f = fopen(path, "rb");
@@ -51,14 +55,22 @@ int main(int argc, char **argv) {
     double seconds = 3.0;
     int    size = 224, full = 0, first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
-        if (!strcmp(argv[first], "--seconds") && first + 1 < argc) seconds = atof(argv[++first]);
-        else if (!strcmp(argv[first], "--size") && first + 1 < argc) size = atoi(argv[++first]);
-        else if (!strcmp(argv[first], "--full")) full = 1;
-        else return fprintf(stderr, "usage: bench_decode [--seconds S] [--size N] [--full] FILE.jpg...\n"), 2;
+        if (!strcmp(argv[first], "--seconds") && first + 1 < argc)
+            seconds = atof(argv[++first]);
+        else if (!strcmp(argv[first], "--size") && first + 1 < argc)
+            size = atoi(argv[++first]);
+        else if (!strcmp(argv[first], "--full"))
+            full = 1;
+        else
+            return fprintf(stderr,
+                           "usage: bench_decode [--seconds S] [--size N] [--full] FILE.jpg...\n"),
+                   2;
     }
     int n = argc - first;
     if (n <= 0 || size <= 0)
-        return fprintf(stderr, "usage: bench_decode [--seconds S] [--size N] [--full] FILE.jpg...\n"), 2;
+        return fprintf(stderr,
+                       "usage: bench_decode [--seconds S] [--size N] [--full] FILE.jpg...\n"),
+               2;
     image *ims = calloc((size_t)n, sizeof *ims);
     double pixels = 0;
     for (int i = 0; i < n; i++) {

@@ -22,9 +22,9 @@
  *    shifted by half a scaled pixel already fails 31 of the 177 reduced-scale
  *    crops (7 of them on the photo). */
 #define PHOTO_MEAN 1.5
-#define PHOTO_MAX 32
-#define SYN_MEAN 8.0
-#define SYN_MAX 96
+#define PHOTO_MAX  32
+#define SYN_MEAN   8.0
+#define SYN_MAX    96
 
 #include <math.h>
 #include <stdint.h>
@@ -75,11 +75,13 @@ static blob compress(const uint8_t *rgb, int w, int h, subsampling sub, int prog
         const uint8_t *src = rgb + (size_t)ci.next_scanline * w * 3;
         for (int x = 0; x < w; x++) {
             const uint8_t *p = src + 3 * x;
-            if (comps == 1) row[x] = (uint8_t)((p[0] * 77 + p[1] * 150 + p[2] * 29) >> 8);
+            if (comps == 1)
+                row[x] = (uint8_t)((p[0] * 77 + p[1] * 150 + p[2] * 29) >> 8);
             else if (comps == 4)
                 for (int c = 0; c < 4; c++)
                     row[4 * x + c] = (uint8_t)(c < 3 ? 255 - p[c] : 0);
-            else memcpy(row + 3 * x, p, 3);
+            else
+                memcpy(row + 3 * x, p, 3);
         }
         JSAMPROW r = row;
         jpeg_write_scanlines(&ci, &r, 1);
@@ -163,11 +165,11 @@ static int crop_inside(md_crop c, int w, int h) {
 }
 
 static void test_rrc_bounds(void) {
-    static const int shapes[][2] = {{1, 1},   {3, 4000}, {4000, 3}, {2, 2},    {5, 7},
-                                    {1, 100}, {100, 1},  {224, 224}, {500, 375}, {375, 500},
-                                    {17, 3},  {65500, 2}};
-    md_rrc_params p = MD_RRC_DEFAULT;
-    int           bad = 0;
+    static const int shapes[][2] = {{1, 1},     {3, 4000},  {4000, 3}, {2, 2},
+                                    {5, 7},     {1, 100},   {100, 1},  {224, 224},
+                                    {500, 375}, {375, 500}, {17, 3},   {65500, 2}};
+    md_rrc_params    p = MD_RRC_DEFAULT;
+    int              bad = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (uint64_t seed = 0; seed < 2000; seed++) {
             md_rng r;
@@ -212,7 +214,8 @@ static void test_rrc_distribution(void) {
     double tol_pos = 5 * (1 / sqrt(12.0)) / sqrt(pos_n);
     CHECK(fabs(mean_a - 0.29) < tol_a, "mean area fraction %.5f, want 0.29 +- %.5f", mean_a, tol_a);
     CHECK(fabs(mean_lr) < tol_lr, "mean log-ratio %.5f, want 0 +- %.5f", mean_lr, tol_lr);
-    CHECK(fabs(mean_pos - 0.5) < tol_pos, "mean position %.4f, want 0.5 +- %.4f", mean_pos, tol_pos);
+    CHECK(fabs(mean_pos - 0.5) < tol_pos, "mean position %.4f, want 0.5 +- %.4f", mean_pos,
+          tol_pos);
     /* Each tenth of the area range holds N/10 +- 5 binomial sigmas. */
     double sd_bin = sqrt(N * 0.1 * 0.9);
     for (int b = 0; b < 10; b++)
@@ -231,8 +234,8 @@ static void test_rrc_distribution(void) {
 }
 
 static void expect_crop(md_crop c, int x, int y, int w, int h, const char *what) {
-    CHECK(c.x == x && c.y == y && c.w == w && c.h == h, "%s: got %dx%d at (%d,%d), want %dx%d at (%d,%d)",
-          what, c.w, c.h, c.x, c.y, w, h, x, y);
+    CHECK(c.x == x && c.y == y && c.w == w && c.h == h,
+          "%s: got %dx%d at (%d,%d), want %dx%d at (%d,%d)", what, c.w, c.h, c.x, c.y, w, h, x, y);
 }
 
 /* torchvision's fallback, worked by hand: no try can fit, so every seed gives it. */
@@ -243,12 +246,12 @@ static void test_rrc_fallback(void) {
     for (uint64_t seed = 0; seed < 500; seed++) {
         md_rng r;
         md_rng_seed(&r, seed, 99);
-        md_crop a = md_rrc_crop(3, 4000, &def, &r);    /* w=3, h=round(3/0.75)=4, y=(4000-4)//2 */
-        md_crop b = md_rrc_crop(4000, 3, &def, &r);    /* h=3, w=round(3*4/3)=4 */
-        md_crop c = md_rrc_crop(7, 5000, &def, &r);    /* h=round(9.33)=9, y=2495 */
-        md_crop e = md_rrc_crop(5000, 5, &wide, &r);   /* w=round(12.5)=12 (half to even) */
-        md_crop f = md_rrc_crop(5000, 3, &wide, &r);   /* w=round(7.5)=8 */
-        md_crop g = md_rrc_crop(1, 1, &def, &r);       /* the whole pixel either way */
+        md_crop a = md_rrc_crop(3, 4000, &def, &r);  /* w=3, h=round(3/0.75)=4, y=(4000-4)//2 */
+        md_crop b = md_rrc_crop(4000, 3, &def, &r);  /* h=3, w=round(3*4/3)=4 */
+        md_crop c = md_rrc_crop(7, 5000, &def, &r);  /* h=round(9.33)=9, y=2495 */
+        md_crop e = md_rrc_crop(5000, 5, &wide, &r); /* w=round(12.5)=12 (half to even) */
+        md_crop f = md_rrc_crop(5000, 3, &wide, &r); /* w=round(7.5)=8 */
+        md_crop g = md_rrc_crop(1, 1, &def, &r);     /* the whole pixel either way */
         if (seed == 0) {
             expect_crop(a, 0, 1998, 3, 4, "3x4000");
             expect_crop(b, 1998, 0, 4, 3, "4000x3");
@@ -262,8 +265,10 @@ static void test_rrc_fallback(void) {
     }
     CHECK(mism == 0, "%d seeds left the fallback", mism);
     /* Centre crops as torchvision.transforms.CenterCrop places them. */
-    expect_crop(md_center_crop(500, 375, 224), 138, 76, 224, 224, "centre 500x375"); /* round(75.5)=76 */
-    expect_crop(md_center_crop(501, 377, 224), 138, 76, 224, 224, "centre 501x377"); /* round(138.5)=138 */
+    expect_crop(md_center_crop(500, 375, 224), 138, 76, 224, 224,
+                "centre 500x375"); /* round(75.5)=76 */
+    expect_crop(md_center_crop(501, 377, 224), 138, 76, 224, 224,
+                "centre 501x377"); /* round(138.5)=138 */
     expect_crop(md_center_crop(100, 50, 224), 0, 0, 100, 50, "centre clamped");
 }
 
@@ -278,16 +283,16 @@ typedef struct {
 } image_case;
 
 typedef struct {
-    int     exact_cases, scaled_cases;
-    double  worst_mean, worst_max;
+    int    exact_cases, scaled_cases;
+    double worst_mean, worst_max;
 } decode_stats;
 
 /* Decode crop c to ow x oh both ways and compare; also the mirrored decode. */
 static void check_crop(md_jpeg_decoder *d, const blob *jpg, const uint8_t *full, int fw, int fh,
                        md_crop c, int ow, int oh, const image_case *ic, decode_stats *st) {
     const char *name = ic->name;
-    size_t   n = (size_t)ow * oh * 3;
-    uint8_t *ref = malloc(n), *got = malloc(n), *mir = malloc(n);
+    size_t      n = (size_t)ow * oh * 3;
+    uint8_t    *ref = malloc(n), *got = malloc(n), *mir = malloc(n);
     CHECK_OK(md_resize_rgb(full, fw, fh, c, ow, oh, 0, ref));
     CHECK_OK(md_jpeg_decode_crop(d, jpg->bytes, jpg->n, c, ow, oh, 0, got, name));
     CHECK_OK(md_jpeg_decode_crop(d, jpg->bytes, jpg->n, c, ow, oh, 1, mir, name));
@@ -296,15 +301,19 @@ static void check_crop(md_jpeg_decoder *d, const blob *jpg, const uint8_t *full,
     diff e = compare(got, ref, n);
     if (exact) {
         st->exact_cases++;
-        CHECK(e.max == 0, "%s crop %dx%d@(%d,%d) -> %dx%d at 8/8: max diff %.0f (mean %.3f), want 0",
-              name, c.w, c.h, c.x, c.y, ow, oh, e.max, e.mean);
+        CHECK(e.max == 0,
+              "%s crop %dx%d@(%d,%d) -> %dx%d at 8/8: max diff %.0f (mean %.3f), want 0", name, c.w,
+              c.h, c.x, c.y, ow, oh, e.max, e.mean);
     } else {
         st->scaled_cases++;
         if (e.mean > st->worst_mean) st->worst_mean = e.mean;
         if (e.max > st->worst_max) st->worst_max = e.max;
-        if (getenv("MD_JPEG_VERBOSE")) printf("scaled %s %dx%d@(%d,%d)->%dx%d mean %.3f max %.0f\n", name, c.w, c.h, c.x, c.y, ow, oh, e.mean, e.max);
-        CHECK(e.mean <= ic->tol_mean && e.max <= ic->tol_max, "%s crop %dx%d@(%d,%d) -> %dx%d scaled: mean %.3f max %.0f",
-              name, c.w, c.h, c.x, c.y, ow, oh, e.mean, e.max);
+        if (getenv("MD_JPEG_VERBOSE"))
+            printf("scaled %s %dx%d@(%d,%d)->%dx%d mean %.3f max %.0f\n", name, c.w, c.h, c.x, c.y,
+                   ow, oh, e.mean, e.max);
+        CHECK(e.mean <= ic->tol_mean && e.max <= ic->tol_max,
+              "%s crop %dx%d@(%d,%d) -> %dx%d scaled: mean %.3f max %.0f", name, c.w, c.h, c.x, c.y,
+              ow, oh, e.mean, e.max);
     }
     int flipped_bad = 0;
     for (int y = 0; y < oh; y++)
@@ -336,15 +345,15 @@ static void test_region_decode_image(md_jpeg_decoder *d, const uint8_t *rgb, con
         free(jpg.bytes);
         return;
     }
-    int W = ic->w, H = ic->h;
+    int     W = ic->w, H = ic->h;
     md_crop fixed[] = {
-        {0, 0, W, H},                      /* whole image */
-        {0, 0, W / 3 + 1, H / 4 + 3},      /* top-left corner */
-        {W - 37, H - 29, 37, 29},          /* bottom-right corner, image edge */
-        {13, 7, W / 2 + 5, H / 2 - 3},     /* not on any MCU boundary */
-        {W / 2 - 1, 1, 9, H - 2},          /* narrow and tall */
-        {1, H / 3, W - 2, 5},              /* wide and short */
-        {W - 1, H - 1, 1, 1},              /* one pixel */
+        {0, 0, W, H},                  /* whole image */
+        {0, 0, W / 3 + 1, H / 4 + 3},  /* top-left corner */
+        {W - 37, H - 29, 37, 29},      /* bottom-right corner, image edge */
+        {13, 7, W / 2 + 5, H / 2 - 3}, /* not on any MCU boundary */
+        {W / 2 - 1, 1, 9, H - 2},      /* narrow and tall */
+        {1, H / 3, W - 2, 5},          /* wide and short */
+        {W - 1, H - 1, 1, 1},          /* one pixel */
     };
     static const int outs[][2] = {{224, 224}, {64, 48}, {17, 31}, {9, 5}};
     for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
@@ -381,8 +390,7 @@ static void test_region_decode(md_jpeg_decoder *d) {
             uint8_t *full = NULL;
             int      fw, fh;
             CHECK_OK(md_jpeg_decode_full(d, jpg.bytes, jpg.n, &full, &fw, &fh, ic->name));
-            if (full)
-                check_crop(d, &jpg, full, fw, fh, (md_crop){0, 0, 1, 1}, 7, 3, ic, &st);
+            if (full) check_crop(d, &jpg, full, fw, fh, (md_crop){0, 0, 1, 1}, 7, 3, ic, &st);
             free(full), free(jpg.bytes);
         } else {
             test_region_decode_image(d, rgb, ic, &st);
@@ -402,9 +410,11 @@ static void test_region_decode(md_jpeg_decoder *d) {
     } else {
         printf("test_jpeg: mate-backgrounds not installed; synthetic images only\n");
     }
-    printf("test_jpeg: region decode: %d crops at 8/8 (equal), %d scaled (worst mean %.3f, max %.0f)\n",
+    printf("test_jpeg: region decode: %d crops at 8/8 (equal), %d scaled (worst mean %.3f, max "
+           "%.0f)\n",
            st.exact_cases, st.scaled_cases, st.worst_mean, st.worst_max);
-    CHECK(st.scaled_cases > 20, "only %d crops were decoded at a reduced DCT scale", st.scaled_cases);
+    CHECK(st.scaled_cases > 20, "only %d crops were decoded at a reduced DCT scale",
+          st.scaled_cases);
 }
 
 /* The resize on exactly known input: a constant stays constant, a ramp
@@ -423,7 +433,8 @@ static void test_resize_known(void) {
     /* Reducing by 2: output i has centre 2i+1 and support 2, so it reads pixels
      * 2i-1 .. 2i+2 with weights 1/8, 3/8, 3/8, 1/8: on the ramp 10x that is 20i+5. */
     for (int i = 1; i < W / 2 - 1; i++) {
-        CHECK(half[1][i][0] == 20 * i + 5, "ramp/2 at %d: %d, want %d", i, half[1][i][0], 20 * i + 5);
+        CHECK(half[1][i][0] == 20 * i + 5, "ramp/2 at %d: %d, want %d", i, half[1][i][0],
+              20 * i + 5);
         CHECK(half[2][i][1] == 77, "constant channel changed: %d", half[2][i][1]);
     }
     /* Mirror of a ramp: the output is the ramp reversed. */
@@ -444,9 +455,9 @@ static void test_normalize(void) {
     float   chw[6];
     md_rgb_to_chw_normalized(rgb, 2, 1, mean, std, chw);
     /* CHW: channel c of pixel i at c*2 + i. */
-    float want[6] = {(0.0f - mean[0]) / std[0],          (10 / 255.0f - mean[0]) / std[0],
+    float want[6] = {(0.0f - mean[0]) / std[0],         (10 / 255.0f - mean[0]) / std[0],
                      (128 / 255.0f - mean[1]) / std[1], (20 / 255.0f - mean[1]) / std[1],
-                     (1.0f - mean[2]) / std[2],          (30 / 255.0f - mean[2]) / std[2]};
+                     (1.0f - mean[2]) / std[2],         (30 / 255.0f - mean[2]) / std[2]};
     for (int i = 0; i < 6; i++)
         CHECK(fabsf(chw[i] - want[i]) <= 1e-6f * fabsf(want[i]) + 1e-7f, "chw[%d] %g want %g", i,
               chw[i], want[i]);
@@ -462,10 +473,10 @@ static void expect_data_error(md_status s, const char *what, const char *op) {
 
 static void try_all(md_jpeg_decoder *d, const uint8_t *b, size_t n, const char *what,
                     int must_fail) {
-    uint8_t  out[32 * 24 * 3];
-    uint8_t *full = NULL;
-    int      w, h;
-    md_crop  c = {0, 0, 40, 30};
+    uint8_t   out[32 * 24 * 3];
+    uint8_t  *full = NULL;
+    int       w, h;
+    md_crop   c = {0, 0, 40, 30};
     md_status s1 = md_jpeg_decode_crop(d, b, n, c, 32, 24, 0, out, what);
     if (must_fail) expect_data_error(s1, what, "decode_crop");
     md_status s2 = md_jpeg_decode_full(d, b, n, &full, &w, &h, what);
@@ -513,22 +524,24 @@ static void test_damaged(md_jpeg_decoder *d) {
     CHECK(strstr(md_error_message(), "CMYK") != NULL, "CMYK message: %s", md_error_message());
     /* Crops outside the image and bad output sizes are argument errors. */
     uint8_t out[8 * 8 * 3];
-    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){60, 0, 5, 5}, 8, 8, 0, out, "g.jpg") ==
-              MD_ERR_ARG,
+    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){60, 0, 5, 5}, 8, 8, 0, out,
+                              "g.jpg") == MD_ERR_ARG,
           "a crop past the right edge was accepted");
     CHECK(strstr(md_error_message(), "g.jpg") != NULL, "crop message: %s", md_error_message());
-    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){0, 0, 0, 5}, 8, 8, 0, out, "g.jpg") ==
-              MD_ERR_ARG,
+    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){0, 0, 0, 5}, 8, 8, 0, out,
+                              "g.jpg") == MD_ERR_ARG,
           "an empty crop was accepted");
-    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){0, 0, 8, 8}, 0, 8, 0, out, "g.jpg") ==
-              MD_ERR_ARG,
+    CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){0, 0, 8, 8}, 0, 8, 0, out,
+                              "g.jpg") == MD_ERR_ARG,
           "output width 0 was accepted");
     /* After all that the decoder still decodes, to the same pixels. */
-    uint8_t a[16 * 12 * 3], b[16 * 12 * 3];
+    uint8_t          a[16 * 12 * 3], b[16 * 12 * 3];
     md_jpeg_decoder *fresh;
     CHECK_OK(md_jpeg_decoder_create(&fresh));
-    CHECK_OK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){3, 5, 50, 40}, 16, 12, 0, a, "g"));
-    CHECK_OK(md_jpeg_decode_crop(fresh, good.bytes, good.n, (md_crop){3, 5, 50, 40}, 16, 12, 0, b, "g"));
+    CHECK_OK(
+        md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){3, 5, 50, 40}, 16, 12, 0, a, "g"));
+    CHECK_OK(
+        md_jpeg_decode_crop(fresh, good.bytes, good.n, (md_crop){3, 5, 50, 40}, 16, 12, 0, b, "g"));
     CHECK(memcmp(a, b, sizeof a) == 0, "a decoder that saw errors decodes differently");
     md_jpeg_decoder_destroy(fresh);
     free(cmyk.bytes), free(good.bytes), free(prog.bytes), free(rgb);
@@ -575,10 +588,12 @@ static int tool(int argc, char **argv) {
         int      w, h;
         uint8_t *in = read_ppm(argv[2], &w, &h);
         out = malloc((size_t)v[4] * v[5] * 3 + 1);
-        if (in && md_resize_rgb(in, w, h, (md_crop){v[0], v[1], v[2], v[3]}, v[4], v[5], v[6], out) == MD_OK)
+        if (in && md_resize_rgb(in, w, h, (md_crop){v[0], v[1], v[2], v[3]}, v[4], v[5], v[6],
+                                out) == MD_OK)
             rc = write_ppm(argv[10], out, v[4], v[5]);
         free(in);
-    } else if ((!strcmp(argv[1], "decode") && argc == 4) || (!strcmp(argv[1], "crop") && argc == 11)) {
+    } else if ((!strcmp(argv[1], "decode") && argc == 4) ||
+               (!strcmp(argv[1], "crop") && argc == 11)) {
         size_t           n;
         uint8_t         *jpg = read_file(argv[2], &n);
         md_jpeg_decoder *d;
@@ -591,15 +606,16 @@ static int tool(int argc, char **argv) {
             for (int i = 0; i < 7; i++)
                 v[i] = atoi(argv[3 + i]);
             out = malloc((size_t)v[4] * v[5] * 3 + 1);
-            if (md_jpeg_decode_crop(d, jpg, n, (md_crop){v[0], v[1], v[2], v[3]}, v[4], v[5], v[6], out,
-                                    argv[2]) == MD_OK)
+            if (md_jpeg_decode_crop(d, jpg, n, (md_crop){v[0], v[1], v[2], v[3]}, v[4], v[5], v[6],
+                                    out, argv[2]) == MD_OK)
                 rc = write_ppm(argv[10], out, v[4], v[5]);
         }
         md_jpeg_decoder_destroy(d);
         free(jpg);
     } else {
-        fprintf(stderr, "usage: test_jpeg [resize IN.ppm x y w h ow oh mirror OUT.ppm | decode IN.jpg "
-                        "OUT.ppm | crop IN.jpg x y w h ow oh mirror OUT.ppm]\n");
+        fprintf(stderr,
+                "usage: test_jpeg [resize IN.ppm x y w h ow oh mirror OUT.ppm | decode IN.jpg "
+                "OUT.ppm | crop IN.jpg x y w h ow oh mirror OUT.ppm]\n");
         return 2;
     }
     if (rc) fprintf(stderr, "test_jpeg %s failed: %s\n", argv[1], md_error_message());

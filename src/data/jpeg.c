@@ -31,10 +31,14 @@
 
 /* ---------------- crop policy ---------------- */
 
-static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+static int clampi(int v, int lo, int hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
 
 /* Python's round(): halves go to the even neighbour (rint in the default mode). */
-static int round_half_even(double v) { return (int)nearbyint(v); }
+static int round_half_even(double v) {
+    return (int)nearbyint(v);
+}
 
 static int uniform_int(md_rng *r, int lo, int hi_inclusive) {
     uint32_t span = (uint32_t)(hi_inclusive - lo) + 1u;
@@ -51,7 +55,8 @@ md_crop md_rrc_crop(int w, int h, const md_rrc_params *p, md_rng *r) {
     double area = (double)w * h;
     double log_lo = log(p->ratio_lo), log_hi = log(p->ratio_hi);
     for (int attempt = 0; attempt < 10; attempt++) {
-        double target = area * (p->scale_lo + (p->scale_hi - p->scale_lo) * md_rng_uniform_double(r));
+        double target =
+            area * (p->scale_lo + (p->scale_hi - p->scale_lo) * md_rng_uniform_double(r));
         double ratio = exp(log_lo + (log_hi - log_lo) * md_rng_uniform_double(r));
         int    cw = round_half_even(sqrt(target * ratio));
         int    ch = round_half_even(sqrt(target / ratio));
@@ -125,11 +130,11 @@ static void make_taps(double lo, double hi, int in_size, int out_size, taps *t) 
     double filterscale = scale > 1.0 ? scale : 1.0;
     double support = filterscale; /* the triangle's support is 1 */
     for (int i = 0; i < out_size; i++) {
-        double  centre = lo + (i + 0.5) * scale;
-        int     first = (int)(centre - support + 0.5);
-        int     last = (int)(centre + support + 0.5);
-        double  w[t->stride];
-        double  total = 0.0;
+        double   centre = lo + (i + 0.5) * scale;
+        int      first = (int)(centre - support + 0.5);
+        int      last = (int)(centre + support + 0.5);
+        double   w[t->stride];
+        double   total = 0.0;
         int32_t *k = t->coef + (size_t)i * t->stride;
         if (first < 0) first = 0;
         if (last > in_size) last = in_size;
@@ -231,8 +236,7 @@ static void make_row_plan(const taps *t, int out_w, int mirror, int32_t *mem, ro
 /* Output o of a row plan, one pixel at a time. With SSE4.1 the three channels
  * (and one byte beyond, weighted but dropped) share one vector, which reads 4
  * bytes per tap; `safe` says those reads stay inside the input. */
-static inline void resample_px(const uint8_t *in, const row_plan *rp, int o, int safe,
-                               uint8_t *q) {
+static inline void resample_px(const uint8_t *in, const row_plan *rp, int o, int safe, uint8_t *q) {
     const uint8_t *p = in + rp->off[o];
     const int32_t *k = rp->t->coef + (size_t)rp->src[o] * rp->t->stride;
     int            n = rp->t->count[rp->src[o]];
@@ -264,8 +268,8 @@ static inline void resample_px(const uint8_t *in, const row_plan *rp, int o, int
 }
 
 /* One RGB row resampled horizontally into out (out_w pixels, and one byte
- * after them may be overwritten). `in_bytes` is how many bytes may be read from `in`. The sums are PIL's, in the same int32
- * arithmetic, so every path gives the same bytes. */
+ * after them may be overwritten). `in_bytes` is how many bytes may be read from `in`. The sums are
+ * PIL's, in the same int32 arithmetic, so every path gives the same bytes. */
 static void resample_row(const uint8_t *in, size_t in_bytes, const row_plan *rp, uint8_t *out) {
     const taps *t = rp->t;
     int         o = 0;
@@ -301,13 +305,14 @@ static void resample_row(const uint8_t *in, size_t in_bytes, const row_plan *rp,
             memcpy(&a, p0 + 3 * j, 4);
             memcpy(&b, p1 + 3 * j, 4);
             __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)((uint64_t)b << 32 | a)));
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, _mm256_loadu_si256((const void *)(k + 8 * j))));
+            acc = _mm256_add_epi32(
+                acc, _mm256_mullo_epi32(v, _mm256_loadu_si256((const void *)(k + 8 * j))));
         }
         acc = _mm256_srai_epi32(acc, RESAMPLE_BITS);
         acc = _mm256_packus_epi16(_mm256_packs_epi32(acc, acc), acc); /* per 128-bit half */
         int32_t x0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(acc));
         int32_t x1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(acc, 1));
-        memcpy(out + (size_t)o * 3, &x0, 4); /* the 4th bytes are overwritten next */
+        memcpy(out + (size_t)o * 3, &x0, 4);     /* the 4th bytes are overwritten next */
         memcpy(out + (size_t)o * 3 + 3, &x1, 4); /* (out has a byte of slack) */
     }
 #endif
@@ -349,12 +354,12 @@ static void resample_columns(const uint8_t *in, size_t row_bytes, const taps *t,
             __m256i acc = _mm256_set1_epi32(1 << (RESAMPLE_BITS - 1));
             for (int j = 0; j < n; j++) {
                 __m128i v8 = _mm_loadl_epi64((const void *)(p + (size_t)j * row_bytes + x));
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(v8),
-                                                               _mm256_set1_epi32(k[j])));
+                acc = _mm256_add_epi32(
+                    acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(v8), _mm256_set1_epi32(k[j])));
             }
             acc = _mm256_srai_epi32(acc, RESAMPLE_BITS);
-            __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(acc),
-                                          _mm256_extracti128_si256(acc, 1));
+            __m128i w16 =
+                _mm_packs_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
             _mm_storel_epi64((void *)(o + x), _mm_packus_epi16(w16, w16)); /* clamps to 0..255 */
         }
 #endif
@@ -676,16 +681,15 @@ static md_status crop_fn(md_jpeg_decoder *d, void *vctx) {
     if (first > 0) jpeg_skip_scanlines(ci, (JDIMENSION)first);
     uint8_t *tmp = d->rs.tmp;
     while ((int)ci->output_scanline < ky1) {
-        JSAMPROW   rows[4];
-        int        want = ky1 - (int)ci->output_scanline;
-        int        y0 = (int)ci->output_scanline;
+        JSAMPROW rows[4];
+        int      want = ky1 - (int)ci->output_scanline;
+        int      y0 = (int)ci->output_scanline;
         if (want > 4) want = 4;
         for (int i = 0; i < want; i++)
             rows[i] = (uint8_t *)d->rows + row_bytes * i;
         JDIMENSION got = jpeg_read_scanlines(ci, rows, (JDIMENSION)want);
         if (got == 0)
-            return md_fail(MD_ERR_DATA, "JPEG %s: decoder returned no rows at row %d", x->what,
-                           y0);
+            return md_fail(MD_ERR_DATA, "JPEG %s: decoder returned no rows at row %d", x->what, y0);
         for (int i = 0; i < (int)got; i++)
             if (y0 + i >= ky0)
                 resample_row(rows[i] + col0, row_bytes * (4 - i) + 16 - col0, &rp,

@@ -5,11 +5,12 @@
  * md_rrc_crop (training) or md_center_crop (validation) and asks
  * md_jpeg_decode_crop for that box resized to the network's input size. The
  * decoder never decodes more than it must: it uses libjpeg-turbo's DCT scaling
- * (M/8, the smallest M of 1, 2, 4, 8 whose scaled crop still covers the output
- * in both directions: the other M are slower than 8/8 in libjpeg-turbo), skips the rows above and below the crop and crops the columns
- * to the iMCU columns the box touches (images with chroma subsampled in one
- * direction only, 4:2:2 or 4:4:0, are not reduced below 4/8: libjpeg-turbo's
- * smaller scales blur their chroma badly). The resize is PIL's
+ * (M/8 with the smallest M of 1, 2, 4, 8 whose scaled crop still covers the
+ * output in both directions; libjpeg-turbo's other scales are slower than 8/8),
+ * skips the rows above the crop, stops after its last row, and crops the
+ * columns to the iMCU columns the box touches. Images with chroma subsampled in
+ * one direction only (4:2:2, 4:4:0) are not reduced below 4/8: libjpeg-turbo's
+ * smaller scales blur their chroma badly. The resize is PIL's
  * Image.resize(BILINEAR): a separable triangle filter whose support widens with
  * the reduction factor (antialiasing), mapped in full-resolution source
  * coordinates, so the result approximates resizing the full-resolution crop.
@@ -39,9 +40,10 @@ typedef struct {
 /* torchvision's RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3)). */
 #define MD_RRC_DEFAULT ((md_rrc_params){0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0})
 
-/* torchvision RandomResizedCrop.get_params: up to 10 tries of target area uniform in [lo,hi]*W*H and
- * aspect ratio log-uniform in [ratio_lo, ratio_hi]; w = round(sqrt(area*ratio)), h = round(sqrt(area/ratio));
- * accept if 0<w<=W and 0<h<=H, position uniform; else the fallback centre crop (ratio clamped). */
+/* torchvision RandomResizedCrop.get_params: up to 10 tries of target area uniform in [lo,hi]*W*H
+ * and aspect ratio log-uniform in [ratio_lo, ratio_hi]; w = round(sqrt(area*ratio)), h =
+ * round(sqrt(area/ratio)); accept if 0<w<=W and 0<h<=H, position uniform; else the fallback centre
+ * crop (ratio clamped). */
 md_crop md_rrc_crop(int w, int h, const md_rrc_params *p, md_rng *r);
 /* Validation: the centre size x size window (clamped to the image). */
 md_crop md_center_crop(int w, int h, int size);
@@ -49,15 +51,20 @@ md_crop md_center_crop(int w, int h, int size);
 /* The image's width and height from its header (no decode). */
 md_status md_jpeg_info(const uint8_t *jpg, size_t n, int *w, int *h, const char *what);
 
-typedef struct md_jpeg_decoder md_jpeg_decoder; /* one per decode thread: libjpeg state + scratch */
+/* One per decode thread: libjpeg state + scratch. */
+typedef struct md_jpeg_decoder md_jpeg_decoder;
+
 md_status md_jpeg_decoder_create(md_jpeg_decoder **out);
 void      md_jpeg_decoder_destroy(md_jpeg_decoder *d);
 
 /* Decode crop c of the JPEG, resized to out_w x out_h, mirrored if mirror, into rgb (HWC uint8,
- * out_h*out_w*3). Decodes at the smallest DCT scale M/8 whose scaled crop still covers the output
- * size in both directions, and only the crop's rows (jpeg_skip_scanlines) and columns
- * (jpeg_crop_scanline). Resize: bilinear with antialiasing as PIL's Image.resize(BILINEAR) does when
- * reducing (triangle filter, support scaled by the factor), separable. `what` names the image in errors. */
+ * out_h*out_w*3). Decodes at the smallest DCT scale M/8 (M = 1, 2, 4 or 8, see above) whose scaled
+ * crop still covers the output size in both directions, and only the crop's rows
+ * (jpeg_skip_scanlines) and columns (jpeg_crop_scanline). Resize: bilinear with antialiasing as
+ * PIL's Image.resize(BILINEAR) does when reducing (triangle filter, support scaled by the factor),
+ * separable. `what` names the image in errors. The rows below the crop are never decoded, so a
+ * file that does not end with the end-of-image marker (as every JPEG libjpeg writes,
+ * imagenet_prep's included, does) is refused as truncated. */
 md_status md_jpeg_decode_crop(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, md_crop c,
                               int out_w, int out_h, int mirror, uint8_t *rgb, const char *what);
 
