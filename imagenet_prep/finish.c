@@ -94,7 +94,6 @@ static int field_is(const fields *r, int i, const char *s) {
 
 typedef struct {
     long long sources[NSPLITS], accepted[NSPLITS], shards[NSPLITS], resized;
-    uint64_t  images_bytes;
     tally     formats, colours, kinds, reasons;
 } stats;
 

@@ -11,6 +11,7 @@ const char *const prep_split_names[NSPLITS] = {"train", "search_val", "val"};
 void prep_usage(FILE *f) {
     fprintf(f,
             "usage: [mpirun -np N] imagenet_prep [options] IN OUT\n"
+            "       [mpirun -np N] imagenet_prep [options] IN --out OUT\n"
             "\n"
             "Packs an ImageNet-style folder of images into checked shards for\n"
             "`mdenas_mpi search --dataset imagenet`. Every image is decoded, converted to\n"
@@ -153,6 +154,7 @@ static int parse_one(const char *a, const char *v, prep_options *o, int loud) {
     char **dst = !strcmp(a, "--val-dir")      ? &o->val_dir
                  : !strcmp(a, "--val-labels") ? &o->val_labels
                  : !strcmp(a, "--val-id-map") ? &o->val_id_map
+                 : !strcmp(a, "--out")        ? &o->out
                                               : NULL;
     if (!dst) return -2;
     if (!v[0]) {
@@ -211,6 +213,13 @@ int prep_parse_args(int argc, char **argv, prep_options *o, int loud, int *done)
         }
         pos[npos++] = a;
     }
+    if (o->out && npos == 2) {
+        if (loud)
+            fprintf(stderr, "imagenet_prep: OUT given twice ('%s' and --out '%s')\n", pos[1],
+                    o->out);
+        return PREP_EXIT_USAGE;
+    }
+    if (o->out && npos == 1) pos[npos++] = o->out;
     if (npos != 2) {
         if (loud)
             fprintf(stderr, "imagenet_prep: give the input folder IN and the output folder OUT "
@@ -227,7 +236,10 @@ int prep_parse_args(int argc, char **argv, prep_options *o, int loud, int *done)
                             "ILSVRC2012_validation_ground_truth.txt)\n");
         return PREP_EXIT_USAGE;
     }
-    if (set_string(&o->in, pos[0]) || set_string(&o->out, pos[1])) {
+    char *out = strdup(pos[1]); /* pos[1] may be o->out itself */
+    free(o->out);
+    o->out = out;
+    if (!o->out || set_string(&o->in, pos[0])) {
         if (loud) fprintf(stderr, "imagenet_prep: out of memory\n");
         return PREP_EXIT_FAIL;
     }

@@ -195,8 +195,7 @@ static const char *first_entry(const char *dir, char *buf, size_t n) {
     return found;
 }
 
-static int start_work(const prep_options *o, const char *work, const char *run,
-                      const char *identity) {
+static int start_work(const char *work, const char *run, const char *identity) {
     if (mkdir(work, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "imagenet_prep: cannot create '%s': %s\n", work, strerror(errno));
         return PREP_EXIT_FAIL;
@@ -212,7 +211,6 @@ static int start_work(const prep_options *o, const char *work, const char *run,
         fprintf(stderr, "imagenet_prep: %s\n", md_error_message());
         return PREP_EXIT_FAIL;
     }
-    (void)o;
     return PREP_EXIT_OK;
 }
 
@@ -254,7 +252,7 @@ int prep_outdir_claim(const prep_options *o, const char *identity, int *complete
                 o->out, entry);
         rc = PREP_EXIT_USAGE;
     } else {
-        rc = start_work(o, work, run, identity);
+        rc = start_work(work, run, identity);
     }
     free(manifest);
     free(run);

@@ -426,9 +426,7 @@ void prep_plan_free(prep_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-md_status prep_source_disk_path(const prep_plan *p, const prep_options *o, uint32_t id,
-                                char **out) {
-    (void)o;
+md_status prep_source_disk_path(const prep_plan *p, uint32_t id, char **out) {
     const char *shown = p->src[id].path;
     if (!strncmp(shown, "train/", 6)) *out = prep_join(p->train_dir, shown + 6);
     else if (!strncmp(shown, "val/", 4) && p->val_dir) *out = prep_join(p->val_dir, shown + 4);

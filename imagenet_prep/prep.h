@@ -94,8 +94,7 @@ void      prep_plan_free(prep_plan *p);
 md_status prep_plan_serialize(const prep_plan *p, uint8_t **buf, size_t *len);
 md_status prep_plan_deserialize(const uint8_t *buf, size_t len, prep_plan *p);
 /* The file a source is read from. */
-md_status prep_source_disk_path(const prep_plan *p, const prep_options *o, uint32_t id,
-                                char **out);
+md_status prep_source_disk_path(const prep_plan *p, uint32_t id, char **out);
 void      prep_shard_name(const prep_shard *s, char *buf, size_t n); /* "train-00000.mds" */
 /* The wnid of a validation file named in a labels file (labels.c). */
 typedef struct prep_labels prep_labels;

@@ -45,11 +45,13 @@ static void print_progress(prep_progress *p, double now, int final) {
     if (p->world > 1)
         snprintf(others, sizeof others, " (about %.0f/s over %d ranks)", rate * p->world,
                  p->world);
-    fprintf(stderr, "%simagenet_prep: %s%llu/%llu files (%.0f%%), %.1f files/s%s, %s %dm%02ds%s",
+    char when[48];
+    if (final) snprintf(when, sizeof when, "took %.1f s", dt);
+    else snprintf(when, sizeof when, "ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
+    fprintf(stderr, "%simagenet_prep: %s%llu/%llu files (%.0f%%), %.1f files/s%s, %s%s",
             p->tty && !final ? "\r" : "", p->world > 1 ? "rank 0: " : "",
             (unsigned long long)done, (unsigned long long)p->total,
-            p->total ? 100.0 * done / p->total : 100.0, rate, others, final ? "took" : "ETA",
-            (int)((final ? dt : eta) / 60), (int)(final ? dt : eta) % 60,
+            p->total ? 100.0 * done / p->total : 100.0, rate, others, when,
             p->tty && !final ? "   " : "\n");
     fflush(stderr);
 }
@@ -133,7 +135,7 @@ md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
         if (atomic_load(&failed)) continue;
         uint32_t  id = p->order[sh->first + i];
         char     *path = NULL;
-        md_status s = prep_source_disk_path(p, o, id, &path);
+        md_status s = prep_source_disk_path(p, id, &path);
         if (s == MD_OK) s = prep_convert_file(path, p->src[id].split, o, &res[i]);
         free(path);
         if (s != MD_OK && !atomic_exchange(&failed, 1))

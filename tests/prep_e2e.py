@@ -91,14 +91,21 @@ def reader():
     return ns
 
 
+TSV_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
 def read_tsv(path):
-    with open(path, encoding="utf-8") as f:
+    """Rows of sources.tsv as dicts, fields unescaped; names that are not UTF-8
+    come back as os.fsdecode gives them."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         lines = f.read().split("\n")
     check(lines[-1] == "", f"{path}: no newline at the end")
     head = lines[0].split("\t")
-    rows = [dict(zip(head, ln.split("\t"))) for ln in lines[1:-1]]
-    for r in rows:
-        check(len(r) == len(head), f"{path}: row with {len(r)} fields: {r}")
+    rows = []
+    for ln in lines[1:-1]:
+        fields = [re.sub(r"\\(.)", lambda m: TSV_ESCAPES[m.group(1)], f) for f in ln.split("\t")]
+        check(len(fields) == len(head), f"{path}: row with {len(fields)} fields: {ln!r}")
+        rows.append(dict(zip(head, fields)))
     return rows
 
 
@@ -141,7 +148,8 @@ def check_sources(rows, info):
     check(set(by_path) == set(exp),
           f"sources.tsv paths differ: extra {sorted(set(by_path) - set(exp))}, "
           f"missing {sorted(set(exp) - set(by_path))}")
-    check([r["path"] for r in rows] == sorted(r["path"] for r in rows), "rows not sorted by path")
+    check([r["path"] for r in rows] == sorted((r["path"] for r in rows), key=os.fsencode),
+          "rows not sorted by path (bytewise)")
     for i, r in enumerate(rows):
         check(r["id"] == str(i), f"row {i} has id {r['id']}")
         status, why = exp[r["path"]]
@@ -284,6 +292,19 @@ def t_report(tmp):
         mine = [r for r in rows if r["path"].startswith(f"train/{c}/")]
         held = [r for r in mine if r["split"] == "search_val"]
         check(len(held) == min(3, len(mine) // 2), f"class {c}: {len(held)} held out")
+    # The reader this folder is for takes it: a two-period search on it.
+    mdenas = os.path.join(os.path.dirname(os.path.dirname(BINARY)), "mdenas_mpi")
+    if os.path.exists(mdenas):
+        p = subprocess.run([mdenas, "search", "--dataset", "imagenet", "--data", out,
+                            "--image-size", "32", "--batch", "8", "--epochs", "1", "--cells", "2",
+                            "--channels", "4", "--nodes", "2", "--period-steps", "3",
+                            "--val-batches", "1", "--threads", "1", "--out",
+                            os.path.join(tmp, "search")], capture_output=True, timeout=300,
+                           env=env())
+        err = p.stdout.decode() + p.stderr.decode()
+        check(p.returncode == 0 and "genotype:" in err,
+              f"mdenas_mpi search --dataset imagenet on the prep's folder: exit {p.returncode}\n"
+              f"{err[-2000:]}")
 
 
 # ---- deterministic ----
@@ -355,7 +376,13 @@ def t_resume(tmp):
     data = bytearray(open(first, "rb").read())
     data[-10] ^= 0xFF
     open(first, "wb").write(bytes(data))
-    _, err = prep([info["root"], out] + args + ["--threads", "2"])
+    # The rerun keeps the good shards and remakes the damaged one; here it also
+    # meets an I/O failure (a folder where the last shard goes): exit 1, naming it.
+    blocker = os.path.join(out, "val-00001.mds")
+    os.mkdir(blocker)
+    _, err = prep([info["root"], out] + args, rc=1)
+    check("val-00001.mds" in err and "run the same command again" in err, f"I/O failure: {err}")
+    check(not os.path.exists(os.path.join(out, "manifest.json")), "manifest after a failure")
     m = re.search(r"\((\d+) finished by an earlier run, kept\)", err)
     kept = int(m.group(1)) if m else 0
     check(kept == len(keep), f"kept {kept} shards, expected {len(keep)} ({keep}): {err}")
@@ -363,6 +390,11 @@ def t_resume(tmp):
           f"{kept} kept, {recorded[0]} damaged and remade")
     for n, t in kept_before.items():
         check(os.stat(os.path.join(out, n)).st_mtime_ns == t, f"{n} was rewritten")
+    os.rmdir(blocker)
+    splits = json.load(open(os.path.join(ref, "manifest.json")))["splits"]
+    nshards = sum(len(v["shards"]) for v in splits.values())
+    _, err = prep([info["root"], out] + args[:-2] + ["--threads", "2"])
+    check(f"({nshards - 1} finished by an earlier run, kept)" in err, f"last rerun: {err}")
     diff = snapshot_diff(snapshot(ref), snapshot(out))
     check(not diff, f"resumed folder differs from an uninterrupted one in {diff}")
     # Finished: the same command does nothing, another is refused.
@@ -397,7 +429,8 @@ def t_val_layouts(tmp):
                         "--val-id-map", os.path.join(root, "id_map.txt")]}
     for name, extra in forms.items():
         out = os.path.join(tmp, name)
-        prep([root, out] + base[2:] + extra)
+        where = [root, "--out", out] if name == "kaggle" else [root, out]  # both spellings
+        prep(where + base[2:] + extra)
         results[name] = val_images(out, rd)
     _, err = prep([root, os.path.join(tmp, "nomap")] + base[2:] +
                   ["--val-labels", os.path.join(root, "ILSVRC2012_validation_ground_truth.txt")],

@@ -11,7 +11,8 @@ expected[path] = ("accepted", kinds) or ("rejected", reason code), path as in
 sources.tsv ("train/<wnid>/<file>", "val/<file>").
 
 Needs /usr/bin/python3 with PIL and numpy (python3-pil, python3-numpy) and
-jpegtran (libjpeg-turbo-progs). Usage: prep_make_tree.py OUT [CLASSES PER_CLASS]."""
+jpegtran (libjpeg-turbo-progs).
+Usage: prep_make_tree.py OUT [CLASSES PER_CLASS [clean]]   (clean: no bad files)."""
 import glob
 import io
 import os
@@ -216,6 +217,9 @@ def add_bad_files(root, wnids, patches, expected, val_labels):
         "garbage.JPEG": (with_garbage_before_eoi(good), "rejected", "corrupt"),
         "bad_dht.JPEG": (with_bad_dht(good), "rejected", "corrupt"),
     }
+    # Names sources.tsv must escape (a tab, a backslash) or pass through as bytes (Latin-1).
+    cases["tab\there \\ back.JPEG"] = (jpeg_bytes(patches.get(200, 260)), "accepted", "-")
+    cases[os.fsdecode(b"latin1_caf\xe9.JPEG")] = (jpeg_bytes(patches.get(260, 200)), "accepted", "-")
     for name, (data, status, why) in cases.items():
         write(os.path.join(d, name), data)
         expected[f"train/{wnids[0]}/{name}"] = (status, why)
@@ -294,9 +298,9 @@ def class_folder_val(root, info):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 4):
+    if len(sys.argv) not in (2, 4, 5) or (len(sys.argv) == 5 and sys.argv[4] != "clean"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    args = [int(a) for a in sys.argv[2:]]
-    info = make_tree(sys.argv[1], *args)
+    args = [int(a) for a in sys.argv[2:4]]
+    info = make_tree(sys.argv[1], *args, bad=len(sys.argv) != 5)
     print(f"{len(info['expected'])} files in {sys.argv[1]}")
