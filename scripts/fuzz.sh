@@ -6,7 +6,7 @@
 # sanitizer report, leak, timeout or out-of-memory; the input that caused it is
 # kept in build-fuzz/artifacts/ and the log names it.
 #
-#   scripts/fuzz.sh                   all four harnesses, 60 s each
+#   scripts/fuzz.sh                   all five harnesses, 60 s each
 #   MDENAS_FUZZ_SECONDS=300 scripts/fuzz.sh json safetensors
 #
 # Environment: MDENAS_FUZZ_SECONDS (per harness, default 60), MDENAS_FUZZ_BUILD
@@ -18,7 +18,7 @@ root=$PWD
 seconds=${MDENAS_FUZZ_SECONDS:-60}
 build=${MDENAS_FUZZ_BUILD:-build-fuzz}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(json safetensors idx cifar)
+[ ${#targets[@]} -gt 0 ] || targets=(json safetensors idx cifar jpeg)
 case $seconds in '' | *[!0-9]*) echo "fuzz.sh: MDENAS_FUZZ_SECONDS='$seconds' is not a number" >&2; exit 2 ;; esac
 
 # ---- tools ----
@@ -27,6 +27,7 @@ command -v clang > /dev/null || missing+=(clang)
 command -v cmake > /dev/null || missing+=(cmake)
 [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -e /usr/include/jansson.h ] || missing+=(libjansson-dev)
+[ -e /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 if command -v clang > /dev/null; then
   rt=$(clang -print-resource-dir)/lib/linux/libclang_rt.fuzzer-x86_64.a
   [ -e "$rt" ] || missing+=("libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev")
