@@ -29,6 +29,13 @@ static void on_error(j_common_ptr c) {
     longjmp(e->jump, 1);
 }
 
+const char *prep_encoder_name(void) {
+    static char name[48];
+    snprintf(name, sizeof name, "libjpeg-turbo %d.%d.%d", LIBJPEG_TURBO_VERSION_NUMBER / 1000000,
+             LIBJPEG_TURBO_VERSION_NUMBER / 1000 % 1000, LIBJPEG_TURBO_VERSION_NUMBER % 1000);
+    return name;
+}
+
 md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality,
                            uint8_t **out, size_t *size) {
     *out = NULL, *size = 0;

@@ -162,10 +162,20 @@ static md_status load_devkit(prep_labels *l, char *cursor, const char *path, con
         if (map[i].id == map[i - 1].id)
             s = md_fail(MD_ERR_DATA, "%s: class id %ld is given twice", map_path, map[i].id);
     lineno = 0;
+    int blank = 0; /* line n is image n: only trailing blank lines are allowed */
     while (s == MD_OK && (line = next_line(&cursor))) {
         lineno++;
         char *w[2];
         int   n = split_words(line, w, 1);
+        if (n == 0) {
+            if (!blank) blank = lineno;
+            continue;
+        }
+        if (blank) {
+            s = md_fail(MD_ERR_DATA, "%s:%d: a blank line (line n holds the class of image n)",
+                        path, blank);
+            break;
+        }
         if (n != 1 || !is_number(w[0]) || strlen(w[0]) > 9) {
             s = md_fail(MD_ERR_DATA, "%s:%d: expected one class id per line (the devkit's "
                                      "ground truth)", path, lineno);

@@ -270,5 +270,7 @@ void prep_options_json(const prep_options *o, md_json *j) {
     md_json_bool(j, o->accept_warnings);
     md_json_key(j, "encoding");
     md_json_string(j, "baseline JPEG, 4:2:0, optimised Huffman, no metadata");
+    md_json_key(j, "encoder");
+    md_json_string(j, prep_encoder_name());
     md_json_end_object(j);
 }

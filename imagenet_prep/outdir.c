@@ -5,6 +5,8 @@
  * identity resumes, another is refused. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -195,11 +197,16 @@ static const char *first_entry(const char *dir, char *buf, size_t n) {
     return found;
 }
 
+static int take_lock(const char *work);
+
+/* A new prep: the work folder, its lock, then run.json (the identity). */
 static int start_work(const char *work, const char *run, const char *identity) {
     if (mkdir(work, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "imagenet_prep: cannot create '%s': %s\n", work, strerror(errno));
         return PREP_EXIT_FAIL;
     }
+    int rc = take_lock(work);
+    if (rc != PREP_EXIT_OK) return rc;
     size_t n = strlen(identity);
     char  *text = malloc(n + 2);
     if (!text) return PREP_EXIT_FAIL;
@@ -212,6 +219,40 @@ static int start_work(const char *work, const char *run, const char *identity) {
         return PREP_EXIT_FAIL;
     }
     return PREP_EXIT_OK;
+}
+
+/* Hold OUT/.imagenet_prep/lock (flock) until the process ends, so that two preps
+ * never write one folder at once; it names its holder. */
+static int take_lock(const char *work) {
+    char *path = prep_join(work, "lock");
+    if (!path) return PREP_EXIT_FAIL;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "imagenet_prep: cannot open the lock '%s': %s\n", path, strerror(errno));
+        free(path);
+        return PREP_EXIT_FAIL;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char    holder[128] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        fprintf(stderr, "imagenet_prep: '%s' is in use by another imagenet_prep (%s); wait for it "
+                        "to finish, or stop it and run the same command again\n",
+                path, holder[0] ? holder : "holder unknown");
+        close(fd);
+        free(path);
+        return PREP_EXIT_USAGE;
+    }
+    char host[64] = "?", text[160];
+    gethostname(host, sizeof host - 1);
+    int n = snprintf(text, sizeof text, "pid %ld on %s\n", (long)getpid(), host);
+    if (ftruncate(fd, 0) == 0) { /* who holds it, for another prep's message: not essential */
+        ssize_t w = pwrite(fd, text, (size_t)n, 0);
+        (void)w;
+    }
+    free(path);
+    return PREP_EXIT_OK; /* fd stays open: the lock lasts as long as the process */
 }
 
 int prep_outdir_claim(const prep_options *o, const char *identity, int *complete) {
@@ -241,10 +282,11 @@ int prep_outdir_claim(const prep_options *o, const char *identity, int *complete
         if (c == 0) *complete = 1;
         else rc = PREP_EXIT_USAGE; /* another prep's, or not readable as one */
     } else if (access(run, F_OK) == 0) {
-        int c = compare_identity(run, identity, o->out);
-        if (c != 0) rc = PREP_EXIT_USAGE;
-        remove_stale_tmp(o->out, 1);
-        if (c == 0) remove_stale_tmp(work, 0);
+        rc = compare_identity(run, identity, o->out) == 0 ? take_lock(work) : PREP_EXIT_USAGE;
+        if (rc == PREP_EXIT_OK) {
+            remove_stale_tmp(o->out, 1);
+            remove_stale_tmp(work, 0);
+        }
     } else if (first_entry(o->out, entry, sizeof entry)) {
         fprintf(stderr,
                 "imagenet_prep: OUT '%s' is not empty (it holds '%s') and holds no unfinished "

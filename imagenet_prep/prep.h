@@ -137,6 +137,8 @@ md_status prep_decode_png(const uint8_t *buf, size_t n, const prep_options *o, i
 /* Baseline JPEG, 4:2:0, optimised Huffman tables, no metadata. */
 md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality,
                            uint8_t **out, size_t *size);
+/* "libjpeg-turbo 2.1.5": the encoder (part of a prep's identity: it decides the bytes). */
+const char *prep_encoder_name(void);
 /* Set r to rejected with "code: detail" (printf-style detail). */
 void prep_reject(prep_result *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

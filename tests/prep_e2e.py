@@ -333,9 +333,10 @@ def t_deterministic(tmp):
 
 # ---- resume ----
 
-def kill_after_shards(cmd, out, n):
-    """Starts cmd and kills it (SIGKILL) as soon as n shards are finished (their
-    records written). Returns the names of the shards it left."""
+def kill_after_shards(cmd, out, n, while_stopped):
+    """Starts cmd, stops it (SIGSTOP) as soon as n shards are finished (their
+    records written), calls while_stopped(), kills it (SIGKILL). Returns the names
+    of the shards it left."""
     work = os.path.join(out, ".imagenet_prep")
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
     deadline = time.time() + 60
@@ -344,6 +345,9 @@ def kill_after_shards(cmd, out, n):
             if os.path.isdir(work) and sum(f.endswith(".mds.tsv") for f in os.listdir(work)) >= n:
                 break
             time.sleep(0.002)
+        p.send_signal(signal.SIGSTOP)
+        if p.poll() is None:
+            while_stopped()
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -360,7 +364,11 @@ def t_resume(tmp):
     ref = os.path.join(tmp, "ref")
     prep([info["root"], ref] + args)
     out = os.path.join(tmp, "out")
-    shards = kill_after_shards([BINARY, info["root"], out] + args, out, 3)
+    def second_prep():  # the same command while the first holds OUT
+        _, err = prep([info["root"], out] + args, rc=2)
+        check("in use by another imagenet_prep (pid" in err, f"concurrent prep: {err}")
+
+    shards = kill_after_shards([BINARY, info["root"], out] + args, out, 3, second_prep)
     work = os.path.join(out, ".imagenet_prep")
     recorded = sorted({n[:-4] for n in os.listdir(work) if n.endswith(".tsv")} & set(shards))
     check(recorded, f"no finished shard to keep: {shards}")
