@@ -15,6 +15,8 @@ The folder: 4 classes; train 48 images in shards of 20, 20 and 8; search_val 16;
                genotype and the final checkpoint's tensors byte-identical, every
                metrics.jsonl line the same less timings; interval lines carry
                data_wait_s; the first line names the imagenet/train source
+  np2          mpirun -np 2 --sync-bn against one process: the first steps' losses agree
+               to 1e-5 (each rank decodes its own half of every global batch)
   bad_folder   a folder without manifest.json, and one whose manifest lists a missing
                shard, are refused (exit 2) naming the problem, writing no run directory;
                a damaged image byte stops the run (non-zero exit) with a message naming
@@ -29,15 +31,10 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
-import time
 
+import harden_e2e
 from e2e_common import check, crc32c, e2e_main, load_jsonl, read_bytes
-
-BINARY = None
-WORK = None
-
 
 class Skip(Exception):
     pass
@@ -126,29 +123,9 @@ BASE = ["--dataset", "imagenet", "--image-size", "32", "--batch", "8", "--epochs
         "--log-every", "1"]
 
 
-def env_with(extra=None):
-    env = dict(os.environ)
-    env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
-    for k in ("MDENAS_RAISE_AT_STEP", "MDENAS_RAISE_IN_VAL", "MDENAS_FAIL_SETUP",
-              "MDENAS_FAIL_AT_STEP"):
-        env.pop(k, None)
-    env.update(extra or {})
-    return env
-
-
 def run(argv, rc=0, env=None, timeout=300):
-    t = time.time()
-    p = subprocess.run([BINARY] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout, cwd=WORK, env=env_with(env))
-    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    print(f"$ {' '.join(f'{k}={v}' for k, v in (env or {}).items())} mdenas_mpi "
-          f"{' '.join(argv)}  -> exit {p.returncode} ({time.time() - t:.1f} s)")
-    ok = p.returncode != 0 if rc is None else p.returncode == rc
-    check(ok, f"exit status {p.returncode}, expected {'non-zero' if rc is None else rc}\n"
-              f"--- stdout (tail)\n{out[-3000:]}\n--- stderr (tail)\n{err[-3000:]}")
-    check("Sanitizer" not in err and "runtime error" not in err,
-          f"a sanitizer spoke:\n{err[-3000:]}")
-    return out, err
+    """harden_e2e's runner: exit status checked, sanitizer output refused."""
+    return harden_e2e.run(argv, rc=rc, env=env, timeout=timeout)
 
 
 def search(data, out, *extra):
@@ -242,12 +219,34 @@ def t_bad_folder(tmp):
     print("   unfinished folder, missing shard and damaged image each named")
 
 
-TESTS = {"resume": t_resume, "bad_folder": t_bad_folder}
+def t_np2(tmp):
+    """-np 2 against -np 1, both with --sync-bn: each rank decodes its half of every
+    global batch, so the losses agree to float rounding (the same rows twice, or rows
+    missing, would put them far apart)."""
+    import dist_e2e
+    dist_e2e.init(harden_e2e.BINARY, harden_e2e.WORK)
+    data = os.path.join(tmp, "prepared")
+    make_folder(data)
+    one, two = os.path.join(tmp, "np1"), os.path.join(tmp, "np2")
+    extra = ("--sync-bn", "--epochs", "1", "--data-threads", "2")
+    run(search(data, one, *extra))
+    out = dist_e2e.mpirun(2, search(data, two, *extra))
+    check("over 2 rank(s)" in out, f"the run should say it uses 2 ranks:\n{out[:800]}")
+    la = [m["loss"] for m in load_jsonl(os.path.join(one, "metrics.jsonl"))
+          if m["type"] == "interval"]
+    lb = [m["loss"] for m in load_jsonl(os.path.join(two, "metrics.jsonl"))
+          if m["type"] == "interval"]
+    check(len(la) == len(lb) == 6, f"6 interval lines expected: {len(la)}, {len(lb)}")
+    worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(la[:3], lb[:3]))
+    check(worst < 1e-5, f"-np 2 losses {lb[:3]} against -np 1 {la[:3]}: relative {worst:.3g}")
+    print(f"   -np 2 vs -np 1: the first 3 steps' losses within {worst:.2g} (relative)")
+
+
+TESTS = {"resume": t_resume, "bad_folder": t_bad_folder, "np2": t_np2}
 
 
 def init(binary, work):
-    global BINARY, WORK
-    BINARY, WORK = binary, work
+    harden_e2e.init(binary, work)
 
 
 if __name__ == "__main__":
