@@ -88,7 +88,8 @@ static void textured(int shard, int rec, int w, int h, uint8_t *rgb) {
             p[2] = (uint8_t)(((x / 8 + y / 8) & 1) ? 220 : 40);
         }
     for (int k = 0; k < 3; k++) { /* a bright block somewhere */
-        int bx = (int)(md_rng_u32(&r) % (uint32_t)(w - 8)), by = (int)(md_rng_u32(&r) % (uint32_t)(h - 8));
+        int bx = (int)(md_rng_u32(&r) % (uint32_t)(w - 8)),
+            by = (int)(md_rng_u32(&r) % (uint32_t)(h - 8));
         for (int y = by; y < by + 8; y++)
             for (int x = bx; x < bx + 8; x++)
                 memset(rgb + ((size_t)y * w + x) * 3, 250, 3);
@@ -123,11 +124,14 @@ static void write_shard(const char *dir, const char *split, int split_no, int sh
         } else {
             textured(shard, i, iw, ih, rgb);
         }
-        unsigned long size = 0;
-        uint8_t      *jpg = encode_jpeg(rgb, iw, ih, &size);
-        uint64_t      src = (uint64_t)(100 * split_no + 10 * shard + i);
-        md_shard_record rec = {.label = (i * 5 + shard) % 3, .width = (uint32_t)iw,
-                               .height = (uint32_t)ih, .flags = MD_SHARD_REENCODED, .source = src};
+        unsigned long   size = 0;
+        uint8_t        *jpg = encode_jpeg(rgb, iw, ih, &size);
+        uint64_t        src = (uint64_t)(100 * split_no + 10 * shard + i);
+        md_shard_record rec = {.label = (i * 5 + shard) % 3,
+                               .width = (uint32_t)iw,
+                               .height = (uint32_t)ih,
+                               .flags = MD_SHARD_REENCODED,
+                               .source = src};
         CHECK_OK(md_shard_writer_add(w, jpg, (uint32_t)size, &rec));
         fprintf(tsv, "%llu\t%s\tn0000000%d/img_%s_%d_%d.JPEG\tjpeg\trgb\t%d\t%d\tok\t\n",
                 (unsigned long long)src, split, rec.label, split, shard, i, iw, ih);
@@ -225,10 +229,10 @@ static void test_labels(void) {
         const md_source_info *in = md_source_describe(src);
         CHECK(in->n == 12 && in->c == 3 && in->h == SIZE && in->w == SIZE && in->classes == 3,
               "train split: n %d, %dx%dx%d, %d classes", in->n, in->c, in->h, in->w, in->classes);
-        md_loader_config cfg = {.source = src, .batch = 5, .shuffle = train, .seed = 3,
-                                .world = 1, .threads = 2};
-        md_loader       *l = make_loader(&cfg);
-        int              seen[2][7] = {{0}}, worst = 0, unknown = 0, wrong = 0, pos = 0;
+        md_loader_config cfg = {
+            .source = src, .batch = 5, .shuffle = train, .seed = 3, .world = 1, .threads = 2};
+        md_loader *l = make_loader(&cfg);
+        int        seen[2][7] = {{0}}, worst = 0, unknown = 0, wrong = 0, pos = 0;
         for (int b = 0; b < 3; b++) {
             const float   *x;
             const int32_t *y;
@@ -253,7 +257,8 @@ static void test_labels(void) {
                 twice += seen[s][r] != 1;
         CHECK(unknown == 0 && wrong == 0 && twice == 0 && pos == 12,
               "%s: %d samples of unknown colour, %d with the wrong label or place, %d not seen "
-              "exactly once, %d rows", train ? "train" : "centre crop", unknown, wrong, twice, pos);
+              "exactly once, %d rows",
+              train ? "train" : "centre crop", unknown, wrong, twice, pos);
         printf("flat %s: 12 samples, labels right, colour within %d/255\n",
                train ? "RandomResizedCrop" : "centre crop", worst);
         md_loader_destroy(l);
@@ -327,8 +332,10 @@ static void test_geometry(void) {
                 expected_sample(i, e, 5, train, want);
                 same += memcmp(want, x + (size_t)i * CHW, CHW * sizeof(float)) == 0;
             }
-            CHECK(same == 12, "%s epoch %ld: %d of 12 samples as recomputed from (seed, epoch, "
-                              "position)", train ? "train" : "centre crop", e, same);
+            CHECK(same == 12,
+                  "%s epoch %ld: %d of 12 samples as recomputed from (seed, epoch, "
+                  "position)",
+                  train ? "train" : "centre crop", e, same);
         }
         free(want);
         md_loader_destroy(l);
@@ -366,9 +373,9 @@ static void test_geometry(void) {
 
 static void test_ranks_threads(void) {
     md_source       *src = open_source("tex", "train", 1);
-    md_loader_config cfg = {.source = src, .batch = 5, .shuffle = 1, .seed = 8, .world = 1,
-                            .threads = 1};
-    md_loader       *one = make_loader(&cfg);
+    md_loader_config cfg = {
+        .source = src, .batch = 5, .shuffle = 1, .seed = 8, .world = 1, .threads = 1};
+    md_loader *one = make_loader(&cfg);
     cfg.threads = 3;
     md_loader *three = make_loader(&cfg);
     cfg.world = 2, cfg.threads = 2;
@@ -413,8 +420,13 @@ static void test_ranks_threads(void) {
 
 static void test_resume(void) {
     md_source       *src = open_source("tex", "train", 1);
-    md_loader_config cfg = {.source = src, .batch = 4, .shuffle = 1, .drop_last = 1, .seed = 2,
-                            .world = 1, .threads = 3};
+    md_loader_config cfg = {.source = src,
+                            .batch = 4,
+                            .shuffle = 1,
+                            .drop_last = 1,
+                            .seed = 2,
+                            .world = 1,
+                            .threads = 3};
     md_loader       *a = make_loader(&cfg);
     enum { K = 9 }; /* 3 batches per epoch, three epochs */
     float  *rec = malloc((size_t)K * 4 * CHW * sizeof(float));
@@ -478,12 +490,12 @@ static void count_free(void *ctx, void *p) {
 static void test_mem_hook(void) {
     md_source       *src = open_source("tex", "search_val", 0);
     counts_t         n = {0, 0};
-    md_loader_config cfg = {.source = src, .batch = 4, .world = 1, .depth = 4,
-                            .mem = {count_alloc, count_free, &n}};
-    md_loader       *l = make_loader(&cfg);
-    const float     *x;
-    const int32_t   *y;
-    int              rows, g;
+    md_loader_config cfg = {
+        .source = src, .batch = 4, .world = 1, .depth = 4, .mem = {count_alloc, count_free, &n}};
+    md_loader     *l = make_loader(&cfg);
+    const float   *x;
+    const int32_t *y;
+    int            rows, g;
     CHECK_OK(md_loader_next(l, &x, &y, &rows, &g));
     CHECK(rows == 4, "rows %d", rows);
     md_loader_destroy(l);
@@ -511,7 +523,7 @@ static void test_corrupt(void) {
     /* "bad": tex with one byte of train-00001.mds record 3 flipped. */
     static const char *const files[] = {"classes.txt", "sources.tsv", "manifest.json",
                                         "train-00000.mds", "search_val-00000.mds"};
-    char from[256], to[256];
+    char                     from[256], to[256];
     if (mkdir(folder("bad"), 0755) != 0) fatal("mkdir");
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(from, sizeof from, "%s/%s", folder("tex"), files[i]);
@@ -541,12 +553,13 @@ static void test_corrupt(void) {
     md_status s = md_loader_next(l, &x, &y, &rows, &g);
     CHECK(s == MD_ERR_DATA, "the damaged record's batch: status %s", md_status_name(s));
     CHECK(message_has("train-00001.mds", "record 3") && message_has("img_train_1_3.JPEG", NULL),
-          "message '%s' should name the shard, the record and the source file",
-          md_error_message());
+          "message '%s' should name the shard, the record and the source file", md_error_message());
     printf("damaged image: %s\n", md_error_message());
     s = md_loader_next(l, &x, &y, &rows, &g);
-    CHECK(s == MD_ERR_DATA && message_has("record 3", NULL), "the loader should stay at the "
-                                                             "failed batch: %s", md_error_message());
+    CHECK(s == MD_ERR_DATA && message_has("record 3", NULL),
+          "the loader should stay at the "
+          "failed batch: %s",
+          md_error_message());
     long e;
     int  b;
     md_loader_tell(l, &e, &b);
@@ -559,8 +572,9 @@ static void expect_refused(const char *name, const char *split, const char *a, c
     md_imagenet_config c = {.image_size = SIZE};
     md_source         *s = NULL;
     md_status          st = md_source_imagenet(folder(name), split, &c, &s);
-    CHECK(st != MD_OK && s == NULL && message_has(a, b), "%s/%s: status %s, message '%s' should "
-                                                         "have '%s' and '%s'",
+    CHECK(st != MD_OK && s == NULL && message_has(a, b),
+          "%s/%s: status %s, message '%s' should "
+          "have '%s' and '%s'",
           name, split, md_status_name(st), md_error_message(), a, b ? b : "");
     if (s) md_source_destroy(s);
 }
@@ -598,8 +612,9 @@ static void test_folders(void) {
 }
 
 static void remove_tree(const char *name) {
-    static const char *const files[] = {"classes.txt",     "sources.tsv",     "manifest.json",
-                                        "train-00000.mds", "train-00001.mds", "search_val-00000.mds"};
+    static const char *const files[] = {"classes.txt",     "sources.tsv",
+                                        "manifest.json",   "train-00000.mds",
+                                        "train-00001.mds", "search_val-00000.mds"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char p[256];
         snprintf(p, sizeof p, "%s/%s", folder(name), files[i]);
@@ -622,6 +637,7 @@ int main(void) {
     remove_tree("flat");
     remove_tree("tex");
     remove_tree("bad");
-    if (rmdir(scratch) != 0) fprintf(stderr, "test_imagenet_source: could not remove %s\n", scratch);
+    if (rmdir(scratch) != 0)
+        fprintf(stderr, "test_imagenet_source: could not remove %s\n", scratch);
     return md_test_finish("test_imagenet_source");
 }

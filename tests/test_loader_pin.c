@@ -48,8 +48,14 @@ static void pin_synthetic(int threads) {
     int idx[200];
     for (int i = 0; i < 200; i++)
         idx[i] = 199 - i;
-    md_loader_config cfg = {.ds = &ds, .idx = idx, .n = 200, .batch = 32, .shuffle = 1,
-                            .aug = {.crop_pad = 3, .flip = 1}, .seed = 9, .world = 1,
+    md_loader_config cfg = {.ds = &ds,
+                            .idx = idx,
+                            .n = 200,
+                            .batch = 32,
+                            .shuffle = 1,
+                            .aug = {.crop_pad = 3, .flip = 1},
+                            .seed = 9,
+                            .world = 1,
                             .threads = threads};
     uint64_t         h1 = batches_hash(&cfg, 10, 3 * 12 * 12);
     cfg.world = 3, cfg.rank = 1;
@@ -60,7 +66,8 @@ static void pin_synthetic(int threads) {
            (unsigned long long)h3, (unsigned long long)hp);
     CHECK(h1 == 0x66029022066a6c03ull, "synthetic world 1: %016llx", (unsigned long long)h1);
     CHECK(h3 == 0x8c852302c22399caull, "synthetic world 3 rank 1: %016llx", (unsigned long long)h3);
-    CHECK(hp == 0x2bb6882c0a0ba33dull, "synthetic in order, no augmentation: %016llx", (unsigned long long)hp);
+    CHECK(hp == 0x2bb6882c0a0ba33dull, "synthetic in order, no augmentation: %016llx",
+          (unsigned long long)hp);
     md_dataset_free(&ds);
 }
 
@@ -72,9 +79,17 @@ static void pin_fashion(int threads) {
     if (s != MD_OK) return;
     int *tr = NULL, *va = NULL, nt = 0, nv = 0;
     CHECK_OK(md_dataset_split(ds.n, 0.5, 1, &tr, &nt, &va, &nv));
-    md_loader_config t = {.ds = &ds, .idx = tr, .n = nt, .batch = 64, .shuffle = 1,
-                          .drop_last = 1, .aug = {.crop_pad = 2, .flip = 1}, .seed = 1,
-                          .world = 2, .rank = 1, .threads = threads};
+    md_loader_config t = {.ds = &ds,
+                          .idx = tr,
+                          .n = nt,
+                          .batch = 64,
+                          .shuffle = 1,
+                          .drop_last = 1,
+                          .aug = {.crop_pad = 2, .flip = 1},
+                          .seed = 1,
+                          .world = 2,
+                          .rank = 1,
+                          .threads = threads};
     uint64_t         ht = batches_hash(&t, 5, 784);
     md_loader_config v = t;
     v.idx = va, v.n = nv, v.shuffle = 0, v.drop_last = 0, v.aug = (md_augment){0, 0};

@@ -25,14 +25,14 @@
 #define MD_IMAGENET_MAX_SIZE 1024
 
 typedef struct {
-    md_source           base;
-    char                dir[512], split[32];
-    md_imagenet_config  cfg;
-    md_rrc_params       rrc;
-    int                 nshards;
-    md_shard          **shard;
-    long long          *first; /* nshards + 1 cumulative counts */
-    float               mean[3], std[3];
+    md_source          base;
+    char               dir[512], split[32];
+    md_imagenet_config cfg;
+    md_rrc_params      rrc;
+    int                nshards;
+    md_shard         **shard;
+    long long         *first; /* nshards + 1 cumulative counts */
+    float              mean[3], std[3];
 } imagenet_source;
 
 typedef struct {
@@ -107,8 +107,10 @@ static int shard_of(const imagenet_source *s, long long i) {
     int lo = 0, hi = s->nshards - 1; /* the last k with first[k] <= i */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (s->first[mid] <= i) lo = mid;
-        else hi = mid - 1;
+        if (s->first[mid] <= i)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }
@@ -177,7 +179,8 @@ static const md_source_ops imagenet_ops = {
 static md_status read_text(const char *path, char **out) {
     *out = NULL;
     struct stat st;
-    if (stat(path, &st) != 0) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
@@ -206,8 +209,8 @@ static md_status count_classes(const char *dir, int *classes) {
     while (*p && st == MD_OK) {
         size_t len = strcspn(p, "\n");
         if (len == 0 || (len == 1 && p[0] == '\r'))
-            st = md_fail(MD_ERR_DATA, "%s: line %d is empty (one class name per line)", path,
-                         n + 1);
+            st =
+                md_fail(MD_ERR_DATA, "%s: line %d is empty (one class name per line)", path, n + 1);
         n++;
         p += len + (p[len] == '\n');
     }
@@ -241,7 +244,8 @@ static void free_names(char **names, int n) {
 static md_status list_shards(const char *dir, const char *split, char ***out, int *count) {
     *out = NULL, *count = 0;
     DIR *d = opendir(dir);
-    if (!d) return md_fail(MD_ERR_IO, "cannot open the dataset folder %s: %s", dir, strerror(errno));
+    if (!d)
+        return md_fail(MD_ERR_IO, "cannot open the dataset folder %s: %s", dir, strerror(errno));
     char         **names = NULL;
     int            n = 0, cap = 0;
     struct dirent *e;
@@ -251,8 +255,10 @@ static md_status list_shards(const char *dir, const char *split, char ***out, in
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             char **more = realloc(names, (size_t)cap * sizeof *names);
-            if (!more) st = md_fail(MD_ERR_NOMEM, "%s: a list of %d shards", dir, cap);
-            else names = more;
+            if (!more)
+                st = md_fail(MD_ERR_NOMEM, "%s: a list of %d shards", dir, cap);
+            else
+                names = more;
         }
         if (st == MD_OK && !(names[n++] = strdup(e->d_name)))
             st = md_fail(MD_ERR_NOMEM, "%s: a shard name", dir);
@@ -263,8 +269,10 @@ static md_status list_shards(const char *dir, const char *split, char ***out, in
         return st;
     }
     if (n == 0)
-        return md_fail(MD_ERR_DATA, "%s holds no %s-NNNNN.mds shards (is it a folder that "
-                                    "imagenet_prep wrote?)", dir, split);
+        return md_fail(MD_ERR_DATA,
+                       "%s holds no %s-NNNNN.mds shards (is it a folder that "
+                       "imagenet_prep wrote?)",
+                       dir, split);
     qsort(names, (size_t)n, sizeof *names, by_name);
     *out = names, *count = n;
     return MD_OK;
@@ -290,8 +298,10 @@ static md_status check_manifest(const char *dir, const char *split, char **names
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     struct stat st;
     if (stat(path, &st) != 0)
-        return md_fail(MD_ERR_DATA, "%s: no manifest.json, so imagenet_prep did not finish "
-                                    "this folder; run it again", dir);
+        return md_fail(MD_ERR_DATA,
+                       "%s: no manifest.json, so imagenet_prep did not finish "
+                       "this folder; run it again",
+                       dir);
     MD_TRY(read_text(path, &text));
     md_jvalue m;
     md_status s = md_json_parse(text, path, &m);
@@ -309,16 +319,16 @@ static md_status check_manifest(const char *dir, const char *split, char **names
         for (int k = 0; k < n && !on_disk; k++)
             on_disk = !strcmp(found[i], names[k]);
         if (!on_disk)
-            s = md_fail(MD_ERR_DATA, "%s lists shard %s, which is missing from %s", path,
-                        found[i], dir);
+            s = md_fail(MD_ERR_DATA, "%s lists shard %s, which is missing from %s", path, found[i],
+                        dir);
     }
     for (int k = 0; k < n && s == MD_OK && listed > 0; k++) {
         int in_list = 0;
         for (int i = 0; i < listed && !in_list; i++)
             in_list = !strcmp(found[i], names[k]);
         if (!in_list)
-            s = md_fail(MD_ERR_DATA, "%s/%s is not listed in %s (a leftover of another run?)",
-                        dir, names[k], path);
+            s = md_fail(MD_ERR_DATA, "%s/%s is not listed in %s (a leftover of another run?)", dir,
+                        names[k], path);
     }
     free(found);
     md_json_value_free(&m);
@@ -355,16 +365,18 @@ static md_status open_shards(imagenet_source *s, char **names, int n, int classe
         for (uint32_t i = 0; i < cnt; i++) {
             const md_shard_record *r = md_shard_record_at(s->shard[k], i);
             if (r->label < 0 || r->label >= classes)
-                return md_fail(MD_ERR_DATA, "%s record %u: label %d, but %s/classes.txt names "
-                                            "%d classes", path, i, r->label, s->dir, classes);
+                return md_fail(MD_ERR_DATA,
+                               "%s record %u: label %d, but %s/classes.txt names "
+                               "%d classes",
+                               path, i, r->label, s->dir, classes);
         }
         s->first[k + 1] = s->first[k] + cnt;
     }
     if (s->first[n] < 1)
         return md_fail(MD_ERR_DATA, "%s: the %s shards hold no images", s->dir, s->split);
     if (s->first[n] > 0x7fffffff)
-        return md_fail(MD_ERR_DATA, "%s: %lld %s images, more than this reader indexes",
-                       s->dir, s->first[n], s->split);
+        return md_fail(MD_ERR_DATA, "%s: %lld %s images, more than this reader indexes", s->dir,
+                       s->first[n], s->split);
     return MD_OK;
 }
 
@@ -377,7 +389,7 @@ md_status md_source_imagenet(const char *dir, const char *split, const md_imagen
     char **names;
     int    n;
     MD_TRY(list_shards(dir, split, &names, &n));
-    md_status st = check_manifest(dir, split, names, n);
+    md_status        st = check_manifest(dir, split, names, n);
     imagenet_source *s = st == MD_OK ? calloc(1, sizeof *s) : NULL;
     if (st == MD_OK && !s) st = md_fail(MD_ERR_NOMEM, "imagenet source");
     if (st == MD_OK) {

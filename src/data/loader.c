@@ -22,18 +22,18 @@
 
 #include "data/data_impl.h"
 
-#define MD_PERM_STREAM_ID 0 /* child of the epoch stream; sample j uses id j + 1 */
+#define MD_PERM_STREAM_ID     0 /* child of the epoch stream; sample j uses id j + 1 */
 #define MD_LOADER_MAX_THREADS 256
 
 typedef struct {
-    float   *x;
-    int32_t *y;
-    int     *items; /* source sample of each row */
-    int      rows, global_rows;
-    long     epoch;
-    int      batch;
-    long     first_pos; /* position in the epoch's order of row 0 */
-    int      claimed, done;
+    float    *x;
+    int32_t  *y;
+    int      *items; /* source sample of each row */
+    int       rows, global_rows;
+    long      epoch;
+    int       batch;
+    long      first_pos; /* position in the epoch's order of row 0 */
+    int       claimed, done;
     md_status status; /* of the first failing row, err_row */
     int       err_row;
     char      err[1024];
@@ -128,7 +128,8 @@ static md_slot *claim(md_loader *l, int *first, int *count) {
         for (long k = l->consumed; k < l->setup; k++) {
             md_slot *s = &l->slot[k % l->depth];
             if (s->claimed >= s->rows) continue;
-            int chunk = l->nthreads == 1 ? s->rows : (s->rows + 4 * l->nthreads - 1) / (4 * l->nthreads);
+            int chunk =
+                l->nthreads == 1 ? s->rows : (s->rows + 4 * l->nthreads - 1) / (4 * l->nthreads);
             *first = s->claimed;
             *count = s->rows - s->claimed < chunk ? s->rows - s->claimed : chunk;
             s->claimed += *count;
@@ -149,8 +150,8 @@ static void fill_rows(md_loader *l, void *worker, md_slot *s, int first, int cou
     *st = MD_OK;
     for (int i = first; i < first + count; i++) {
         md_rng    r = md_rng_split(&ep, (uint64_t)(s->first_pos + i) + 1);
-        md_status e = l->src->ops->get(l->src, worker, s->items[i], &r, s->x + (size_t)i * l->chw,
-                                       s->y + i);
+        md_status e =
+            l->src->ops->get(l->src, worker, s->items[i], &r, s->x + (size_t)i * l->chw, s->y + i);
         if (e != MD_OK) { /* keep the first row's error; go on, the batch fails anyway */
             if (*st == MD_OK) {
                 *st = e, *bad_row = i;
@@ -169,7 +170,7 @@ static void *worker_main(void *arg) {
     md_loader *l = ((worker_arg *)arg)->l;
     void      *worker = l->worker[((worker_arg *)arg)->id];
     free(arg);
-    char *err = malloc(sizeof ((md_slot *)0)->err);
+    char *err = malloc(sizeof((md_slot *)0)->err);
     pthread_mutex_lock(&l->mu);
     for (;;) {
         int      first = 0, count = 0;
@@ -211,8 +212,7 @@ static md_status check_config(const md_loader_config *c) {
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
         return md_fail(MD_ERR_ARG, "loader: rank %d of world %d", c->rank, c->world);
     if (c->threads < 0 || c->threads > MD_LOADER_MAX_THREADS)
-        return md_fail(MD_ERR_ARG, "loader: %d threads (0..%d)", c->threads,
-                       MD_LOADER_MAX_THREADS);
+        return md_fail(MD_ERR_ARG, "loader: %d threads (0..%d)", c->threads, MD_LOADER_MAX_THREADS);
     if (c->depth < 0 || c->depth == 1 || c->depth > 64)
         return md_fail(MD_ERR_ARG, "loader: a ring of %d batches (2..64, or 0 for 3)", c->depth);
     if (!c->mem.alloc != !c->mem.free)
@@ -223,11 +223,11 @@ static md_status check_config(const md_loader_config *c) {
 static md_status check_source(const md_loader *l) {
     const md_source_info *in = &l->info;
     if (in->n < 1 || in->c < 1 || in->h < 1 || in->w < 1)
-        return md_fail(MD_ERR_ARG, "loader: source %s has %d samples of %dx%dx%d", in->name,
-                       in->n, in->c, in->h, in->w);
+        return md_fail(MD_ERR_ARG, "loader: source %s has %d samples of %dx%dx%d", in->name, in->n,
+                       in->c, in->h, in->w);
     if (l->cfg.drop_last && in->n < l->cfg.batch)
-        return md_fail(MD_ERR_ARG, "loader: %d samples make no full batch of %d (drop_last)",
-                       in->n, l->cfg.batch);
+        return md_fail(MD_ERR_ARG, "loader: %d samples make no full batch of %d (drop_last)", in->n,
+                       l->cfg.batch);
     return MD_OK;
 }
 
@@ -259,8 +259,9 @@ static md_status alloc_buffers(md_loader *l) {
         s->items = malloc(rows * sizeof(int));
         if (!s->x || !s->y || !s->items) {
             char h[32];
-            return md_fail(MD_ERR_NOMEM, "loader: a ring of %d batches of %zu rows of %zu floats "
-                                         "(%s each)",
+            return md_fail(MD_ERR_NOMEM,
+                           "loader: a ring of %d batches of %zu rows of %zu floats "
+                           "(%s each)",
                            l->depth, rows, l->chw,
                            md_data_human_bytes(rows * l->chw * sizeof(float), h));
         }
@@ -309,8 +310,8 @@ md_status md_loader_create(const md_loader_config *cfg, md_loader **out) {
     if (s == MD_OK) {
         l->info = l->src->info;
         l->chw = (size_t)l->info.c * l->info.h * l->info.w;
-        l->batches = cfg->drop_last ? l->info.n / cfg->batch
-                                    : (l->info.n + cfg->batch - 1) / cfg->batch;
+        l->batches =
+            cfg->drop_last ? l->info.n / cfg->batch : (l->info.n + cfg->batch - 1) / cfg->batch;
         s = check_source(l);
     }
     if (s == MD_OK) s = alloc_buffers(l);
