@@ -595,6 +595,21 @@ static void test_folders(void) {
     if (rename(p, q) != 0) fatal("rename");
     expect_refused("tex", "train", "lists shard train-00001.mds", "missing");
     if (rename(q, p) != 0) fatal("rename");
+    /* A shard on disk that the manifest does not list. */
+    snprintf(p, sizeof p, "%s/train-00000.mds", folder("tex"));
+    snprintf(q, sizeof q, "%s/train-00002.mds", folder("tex"));
+    if (link(p, q) != 0) fatal("link");
+    expect_refused("tex", "train", "train-00002.mds is not listed", "manifest.json");
+    unlink(q);
+    /* A count that differs from the manifest's. */
+    snprintf(p, sizeof p, "%s/manifest.json", folder("tex"));
+    snprintf(q, sizeof q, "%s/manifest.json.keep", folder("tex"));
+    if (rename(p, q) != 0) fatal("rename");
+    write_text(folder("tex"), "manifest.json",
+               "{\"splits\": {\"train\": {\"shards\": [{\"file\": \"train-00000.mds\", "
+               "\"count\": 5}, {\"file\": \"train-00001.mds\", \"count\": 8}]}}}\n");
+    expect_refused("tex", "train", "train-00001.mds holds 7 images", "says 8");
+    if (rename(q, p) != 0) fatal("rename");
     /* Labels beyond classes.txt. */
     write_text(folder("flat"), "classes.txt", "n00000000\nn00000001\n");
     expect_refused("flat", "train", "label 2", "names 2 classes");

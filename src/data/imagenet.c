@@ -278,13 +278,31 @@ static md_status list_shards(const char *dir, const char *split, char ***out, in
     return MD_OK;
 }
 
-/* Every string in the manifest that names one of this split's shards. */
-static void manifest_shards(const md_jvalue *v, const char *split, const char **found, int *n,
+typedef struct {
+    const char *name;
+    double      count; /* -1: not given */
+} listed_shard;
+
+static const char *shard_base(const md_jvalue *v, const char *split) {
+    if (!v || v->type != MD_JSTR) return NULL;
+    const char *base = strrchr(v->str, '/');
+    base = base ? base + 1 : v->str;
+    return is_shard_name(base, split) ? base : NULL;
+}
+
+/* Every string in the manifest that names one of this split's shards, with the
+ * count of the object that holds it as "file" (imagenet_prep's layout:
+ * {"file": "train-00000.mds", "count": 1251, ...}). */
+static void manifest_shards(const md_jvalue *v, const char *split, listed_shard *found, int *n,
                             int cap) {
-    if (v->type == MD_JSTR) {
-        const char *base = strrchr(v->str, '/');
-        base = base ? base + 1 : v->str;
-        if (is_shard_name(base, split) && *n < cap) found[(*n)++] = base;
+    const char *base = shard_base(v, split);
+    if (base) {
+        if (*n < cap) found[(*n)++] = (listed_shard){base, -1};
+        return;
+    }
+    if (v->type == MD_JOBJ && (base = shard_base(md_json_get(v, "file"), split))) {
+        const md_jvalue *c = md_json_get(v, "count");
+        if (*n < cap) found[(*n)++] = (listed_shard){base, c && c->type == MD_JNUM ? c->num : -1};
         return;
     }
     if (v->type == MD_JARR || v->type == MD_JOBJ)
@@ -292,8 +310,10 @@ static void manifest_shards(const md_jvalue *v, const char *split, const char **
             manifest_shards(&v->items[i], split, found, n, cap);
 }
 
-/* The folder is finished (manifest.json), and the shards on disk are the ones it lists. */
-static md_status check_manifest(const char *dir, const char *split, char **names, int n) {
+/* The folder is finished (manifest.json), and the shards on disk are the ones it
+ * lists; want[k]: the image count it gives for names[k] (-1: none). */
+static md_status check_manifest(const char *dir, const char *split, char **names, int n,
+                                double *want) {
     char path[700], *text;
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     struct stat st;
@@ -307,8 +327,8 @@ static md_status check_manifest(const char *dir, const char *split, char **names
     md_status s = md_json_parse(text, path, &m);
     free(text);
     MD_TRY(s);
-    int          cap = n + 64, listed = 0;
-    const char **found = malloc((size_t)cap * sizeof *found);
+    int           cap = n + 64, listed = 0;
+    listed_shard *found = malloc((size_t)cap * sizeof *found);
     if (!found) {
         md_json_value_free(&m);
         return md_fail(MD_ERR_NOMEM, "%s", path);
@@ -317,15 +337,17 @@ static md_status check_manifest(const char *dir, const char *split, char **names
     for (int i = 0; i < listed && s == MD_OK; i++) {
         int on_disk = 0;
         for (int k = 0; k < n && !on_disk; k++)
-            on_disk = !strcmp(found[i], names[k]);
+            on_disk = !strcmp(found[i].name, names[k]);
         if (!on_disk)
-            s = md_fail(MD_ERR_DATA, "%s lists shard %s, which is missing from %s", path, found[i],
-                        dir);
+            s = md_fail(MD_ERR_DATA, "%s lists shard %s, which is missing from %s", path,
+                        found[i].name, dir);
     }
-    for (int k = 0; k < n && s == MD_OK && listed > 0; k++) {
+    for (int k = 0; k < n && s == MD_OK; k++) {
         int in_list = 0;
+        want[k] = -1;
         for (int i = 0; i < listed && !in_list; i++)
-            in_list = !strcmp(found[i], names[k]);
+            if ((in_list = !strcmp(found[i].name, names[k]))) want[k] = found[i].count;
+        if (listed == 0) continue;
         if (!in_list)
             s = md_fail(MD_ERR_DATA, "%s/%s is not listed in %s (a leftover of another run?)", dir,
                         names[k], path);
@@ -351,8 +373,10 @@ static md_status check_config(const char *dir, const char *split, const md_image
     return MD_OK;
 }
 
-/* Open the shards, add up their counts, check every label against classes. */
-static md_status open_shards(imagenet_source *s, char **names, int n, int classes) {
+/* Open the shards, add up their counts (each as the manifest gives it, if it
+ * does), check every label against classes. */
+static md_status open_shards(imagenet_source *s, char **names, const double *want, int n,
+                             int classes) {
     s->shard = calloc((size_t)n, sizeof *s->shard);
     s->first = calloc((size_t)n + 1, sizeof *s->first);
     if (!s->shard || !s->first) return md_fail(MD_ERR_NOMEM, "%s: %d shards", s->dir, n);
@@ -362,6 +386,9 @@ static md_status open_shards(imagenet_source *s, char **names, int n, int classe
         MD_TRY(md_shard_open(path, &s->shard[k]));
         s->nshards = k + 1;
         uint32_t cnt = md_shard_count(s->shard[k]);
+        if (want[k] >= 0 && want[k] != (double)cnt)
+            return md_fail(MD_ERR_DATA, "%s holds %u images, %s/manifest.json says %.0f", path, cnt,
+                           s->dir, want[k]);
         for (uint32_t i = 0; i < cnt; i++) {
             const md_shard_record *r = md_shard_record_at(s->shard[k], i);
             if (r->label < 0 || r->label >= classes)
@@ -389,7 +416,9 @@ md_status md_source_imagenet(const char *dir, const char *split, const md_imagen
     char **names;
     int    n;
     MD_TRY(list_shards(dir, split, &names, &n));
-    md_status        st = check_manifest(dir, split, names, n);
+    double          *want = malloc((size_t)n * sizeof *want);
+    md_status        st = want ? check_manifest(dir, split, names, n, want)
+                               : md_fail(MD_ERR_NOMEM, "%s: %d shards", dir, n);
     imagenet_source *s = st == MD_OK ? calloc(1, sizeof *s) : NULL;
     if (st == MD_OK && !s) st = md_fail(MD_ERR_NOMEM, "imagenet source");
     if (st == MD_OK) {
@@ -402,8 +431,9 @@ md_status md_source_imagenet(const char *dir, const char *split, const md_imagen
         static const float mean[3] = MD_IMAGENET_MEAN, std[3] = MD_IMAGENET_STD;
         memcpy(s->mean, mean, sizeof mean);
         memcpy(s->std, std, sizeof std);
-        st = open_shards(s, names, n, classes);
+        st = open_shards(s, names, want, n, classes);
     }
+    free(want);
     free_names(names, n);
     if (st != MD_OK) {
         if (s) {
