@@ -52,8 +52,7 @@ static void tally_json(md_json *j, tally *t) {
     qsort(t->v, (size_t)t->n, sizeof *t->v, by_name);
     md_json_begin_object(j);
     for (int i = 0; i < t->n; i++) {
-        md_json_key(j, t->v[i].name);
-        md_json_int(j, t->v[i].n);
+        prep_json_int(j, t->v[i].name, t->v[i].n);
     }
     md_json_end_object(j);
 }
@@ -233,47 +232,43 @@ static md_status write_text(const prep_buf *b, const char *dir, const char *name
     return s;
 }
 
+static void json_strings(md_json *j, char *const *s, uint32_t n) {
+    md_json_begin_array(j);
+    for (uint32_t i = 0; i < n; i++) prep_json_text(j, s[i]);
+    md_json_end_array(j);
+}
+
 static void report_json(md_json *j, const prep_plan *p, const gathered *g, stats *st,
                         const md_jvalue *options) {
     long long total = 0, accepted = 0;
     for (int s = 0; s < NSPLITS; s++) total += st->sources[s], accepted += st->accepted[s];
     md_json_begin_object(j);
-    md_json_key(j, "sources");
-    md_json_int(j, total);
-    md_json_key(j, "accepted");
-    md_json_int(j, accepted);
-    md_json_key(j, "rejected");
-    md_json_int(j, total - accepted);
-    md_json_key(j, "resized");
-    md_json_int(j, st->resized);
+    prep_json_int(j, "sources", total);
+    prep_json_int(j, "accepted", accepted);
+    prep_json_int(j, "rejected", total - accepted);
+    prep_json_int(j, "resized", st->resized);
     md_json_key(j, "splits");
     md_json_begin_object(j);
     for (int s = 0; s < NSPLITS; s++) {
         md_json_key(j, prep_split_names[s]);
         md_json_begin_object(j);
-        md_json_key(j, "sources");
-        md_json_int(j, st->sources[s]);
-        md_json_key(j, "accepted");
-        md_json_int(j, st->accepted[s]);
-        md_json_key(j, "rejected");
-        md_json_int(j, st->sources[s] - st->accepted[s]);
-        md_json_key(j, "shards");
-        md_json_int(j, st->shards[s]);
+        prep_json_int(j, "sources", st->sources[s]);
+        prep_json_int(j, "accepted", st->accepted[s]);
+        prep_json_int(j, "rejected", st->sources[s] - st->accepted[s]);
+        prep_json_int(j, "shards", st->shards[s]);
         md_json_end_object(j);
     }
     md_json_end_object(j);
     md_json_key(j, "converted");
     md_json_begin_object(j);
     for (int i = 0; i < COUNT(kind_names); i++) {
-        md_json_key(j, kind_names[i]);
-        md_json_int(j, tally_get(&st->kinds, kind_names[i]));
+        prep_json_int(j, kind_names[i], tally_get(&st->kinds, kind_names[i]));
     }
     md_json_end_object(j);
     md_json_key(j, "rejected_by_reason");
     md_json_begin_object(j);
     for (int i = 0; i < COUNT(reason_codes); i++) {
-        md_json_key(j, reason_codes[i]);
-        md_json_int(j, tally_get(&st->reasons, reason_codes[i]));
+        prep_json_int(j, reason_codes[i], tally_get(&st->reasons, reason_codes[i]));
     }
     md_json_end_object(j);
     md_json_key(j, "formats");
@@ -285,30 +280,19 @@ static void report_json(md_json *j, const prep_plan *p, const gathered *g, stats
     for (uint32_t i = 0; i < p->nsrc; i++) {
         fields r;
         if (split_row(g->rows[i], &r) || field_is(&r, F_STATUS, "accepted")) continue;
-        char *path = prep_utf8_copy(p->src[i].path);
         char *why = tsv_unescape(r.f[F_REASON], r.len[F_REASON]);
-        char *why8 = why ? prep_utf8_copy(why) : NULL;
         md_json_begin_object(j);
-        md_json_key(j, "id");
-        md_json_int(j, i);
+        prep_json_int(j, "id", i);
         md_json_key(j, "path");
-        md_json_string(j, path ? path : "?");
+        prep_json_text(j, p->src[i].path);
         md_json_key(j, "reason");
-        md_json_string(j, why8 ? why8 : "?");
+        prep_json_text(j, why ? why : "?");
         md_json_end_object(j);
-        free(path);
         free(why);
-        free(why8);
     }
     md_json_end_array(j);
     md_json_key(j, "notes");
-    md_json_begin_array(j);
-    for (int i = 0; i < p->nnotes; i++) {
-        char *u = prep_utf8_copy(p->notes[i]);
-        md_json_string(j, u ? u : "?");
-        free(u);
-    }
-    md_json_end_array(j);
+    json_strings(j, p->notes, (uint32_t)p->nnotes);
     md_json_key(j, "options");
     md_json_value(j, options);
     md_json_end_object(j);
@@ -317,10 +301,8 @@ static void report_json(md_json *j, const prep_plan *p, const gathered *g, stats
 static void file_json(md_json *j, const char *name, uint64_t bytes, uint32_t crc) {
     md_json_key(j, name);
     md_json_begin_object(j);
-    md_json_key(j, "bytes");
-    md_json_int(j, (long long)bytes);
-    md_json_key(j, "crc32c");
-    md_json_int(j, crc);
+    prep_json_int(j, "bytes", (long long)bytes);
+    prep_json_int(j, "crc32c", crc);
     md_json_end_object(j);
 }
 
@@ -330,16 +312,9 @@ static void manifest_json(md_json *j, const prep_plan *p, const gathered *g, con
     md_json_begin_object(j);
     md_json_key(j, "format");
     md_json_string(j, "mdenas imagenet shards");
-    md_json_key(j, "version");
-    md_json_int(j, 1);
+    prep_json_int(j, "version", 1);
     md_json_key(j, "classes");
-    md_json_begin_array(j);
-    for (uint32_t c = 0; c < p->nclasses; c++) {
-        char *u = prep_utf8_copy(p->classes[c]);
-        md_json_string(j, u ? u : "?");
-        free(u);
-    }
-    md_json_end_array(j);
+    json_strings(j, p->classes, p->nclasses);
     for (int i = 0; i < identity->count; i++) { /* "options", "input" */
         md_json_key(j, identity->keys[i]);
         md_json_value(j, &identity->items[i]);
@@ -349,10 +324,8 @@ static void manifest_json(md_json *j, const prep_plan *p, const gathered *g, con
     for (int s = 0; s < NSPLITS; s++) {
         md_json_key(j, prep_split_names[s]);
         md_json_begin_object(j);
-        md_json_key(j, "sources");
-        md_json_int(j, st->sources[s]);
-        md_json_key(j, "images");
-        md_json_int(j, st->accepted[s]);
+        prep_json_int(j, "sources", st->sources[s]);
+        prep_json_int(j, "images", st->accepted[s]);
         md_json_key(j, "shards");
         md_json_begin_array(j);
         for (uint32_t k = 0; k < p->nshards; k++) {
@@ -362,12 +335,9 @@ static void manifest_json(md_json *j, const prep_plan *p, const gathered *g, con
             md_json_begin_object(j);
             md_json_key(j, "file");
             md_json_string(j, name);
-            md_json_key(j, "count");
-            md_json_int(j, g->images[k]);
-            md_json_key(j, "bytes");
-            md_json_int(j, (long long)g->bytes[k]);
-            md_json_key(j, "crc32c");
-            md_json_int(j, g->crc[k]);
+            prep_json_int(j, "count", g->images[k]);
+            prep_json_int(j, "bytes", (long long)g->bytes[k]);
+            prep_json_int(j, "crc32c", g->crc[k]);
             md_json_end_object(j);
         }
         md_json_end_array(j);

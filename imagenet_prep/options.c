@@ -248,22 +248,14 @@ int prep_parse_args(int argc, char **argv, prep_options *o, int loud, int *done)
 
 void prep_options_json(const prep_options *o, md_json *j) {
     md_json_begin_object(j);
-    md_json_key(j, "short_side");
-    md_json_int(j, o->short_side);
-    md_json_key(j, "val_short_side");
-    md_json_int(j, o->val_short_side);
-    md_json_key(j, "quality");
-    md_json_int(j, o->quality);
-    md_json_key(j, "search_val_per_class");
-    md_json_int(j, o->search_val_per_class);
-    md_json_key(j, "seed");
-    md_json_int(j, (long long)o->seed);
-    md_json_key(j, "images_per_shard");
-    md_json_int(j, o->images_per_shard);
-    md_json_key(j, "max_pixels");
-    md_json_int(j, o->max_pixels);
-    md_json_key(j, "min_side");
-    md_json_int(j, o->min_side);
+    prep_json_int(j, "short_side", o->short_side);
+    prep_json_int(j, "val_short_side", o->val_short_side);
+    prep_json_int(j, "quality", o->quality);
+    prep_json_int(j, "search_val_per_class", o->search_val_per_class);
+    prep_json_int(j, "seed", (long long)o->seed);
+    prep_json_int(j, "images_per_shard", o->images_per_shard);
+    prep_json_int(j, "max_pixels", o->max_pixels);
+    prep_json_int(j, "min_side", o->min_side);
     md_json_key(j, "max_aspect");
     md_json_double(j, o->max_aspect);
     md_json_key(j, "accept_warnings");

@@ -22,9 +22,7 @@ static void json_path(md_json *j, const char *key, const char *path) {
         md_json_null(j);
         return;
     }
-    char *u = prep_utf8_copy(path);
-    md_json_string(j, u ? u : "?");
-    free(u);
+    prep_json_text(j, path);
 }
 
 static void input_json(const prep_plan *p, md_json *j) {
@@ -33,10 +31,8 @@ static void input_json(const prep_plan *p, md_json *j) {
     json_path(j, "val_dir", p->val_dir);
     json_path(j, "val_labels", p->val_labels);
     json_path(j, "val_id_map", p->val_id_map);
-    md_json_key(j, "sources");
-    md_json_int(j, p->nsrc);
-    md_json_key(j, "tree_crc32c");
-    md_json_int(j, p->tree_crc);
+    prep_json_int(j, "sources", p->nsrc);
+    prep_json_int(j, "tree_crc32c", p->tree_crc);
     md_json_end_object(j);
 }
 

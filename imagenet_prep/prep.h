@@ -194,5 +194,7 @@ md_status prep_read_file(const char *path, char **text, size_t *len);      /* NU
 /* A copy of s with every byte that is not part of valid UTF-8 replaced by '?'. */
 char     *prep_utf8_copy(const char *s);
 double    prep_now(void); /* monotonic seconds */
+void      prep_json_int(md_json *j, const char *key, long long v); /* "key": v */
+void      prep_json_text(md_json *j, const char *s); /* a string, invalid UTF-8 as '?' */
 
 #endif

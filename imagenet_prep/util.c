@@ -148,3 +148,14 @@ double prep_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
+
+void prep_json_int(md_json *j, const char *key, long long v) {
+    md_json_key(j, key);
+    md_json_int(j, v);
+}
+
+void prep_json_text(md_json *j, const char *s) {
+    char *u = prep_utf8_copy(s);
+    md_json_string(j, u ? u : "?");
+    free(u);
+}
