@@ -183,6 +183,15 @@ static void test_rrc_bounds(void) {
             }
         }
     CHECK(bad == 0, "%d crops outside their image", bad);
+    /* Nonsense parameters still give a crop inside the image. */
+    md_rrc_params nonsense[] = {{NAN, 1, 0.75, 1.33}, {0.08, 1, -1, 0}, {5, 9, 1e300, 1e301}};
+    for (size_t k = 0; k < sizeof nonsense / sizeof nonsense[0]; k++) {
+        md_rng r;
+        md_rng_seed(&r, k, 5);
+        md_crop c = md_rrc_crop(300, 200, &nonsense[k], &r);
+        CHECK(crop_inside(c, 300, 200), "nonsense parameters %zu: crop %dx%d at (%d,%d)", k, c.w,
+              c.h, c.x, c.y);
+    }
 }
 
 /* Area fraction uniform in [lo, hi], log-ratio uniform, position uniform: on a

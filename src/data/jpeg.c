@@ -28,6 +28,8 @@
 #define CROP_MARGIN 2
 /* A larger image is refused rather than decoded (libjpeg's own limit is 65500). */
 #define MAX_SIDE 65500
+/* What an error calls an image whose caller gave no name. */
+#define UNNAMED "(unnamed image)"
 
 /* ---------------- crop policy ---------------- */
 
@@ -37,7 +39,8 @@ static int clampi(int v, int lo, int hi) {
 
 /* Python's round(): halves go to the even neighbour (rint in the default mode). */
 static int round_half_even(double v) {
-    return (int)nearbyint(v);
+    v = nearbyint(v);
+    return v >= 0.0 && v <= 2147483647.0 ? (int)v : -1; /* NaN, nonsense: no crop takes -1 */
 }
 
 static int uniform_int(md_rng *r, int lo, int hi_inclusive) {
@@ -50,7 +53,9 @@ static int uniform_int(md_rng *r, int lo, int hi_inclusive) {
 }
 
 md_crop md_rrc_crop(int w, int h, const md_rrc_params *p, md_rng *r) {
-    md_crop c = {0, 0, w, h};
+    static const md_rrc_params defaults = MD_RRC_DEFAULT;
+    md_crop                    c = {0, 0, w, h};
+    if (!p) p = &defaults;
     if (w <= 0 || h <= 0) return c;
     double area = (double)w * h;
     double log_lo = log(p->ratio_lo), log_hi = log(p->ratio_hi);
@@ -565,6 +570,7 @@ static md_status info_fn(md_jpeg_decoder *d, void *vctx) {
 }
 
 md_status md_jpeg_info(const uint8_t *jpg, size_t n, int *w, int *h, const char *what) {
+    if (!what) what = UNNAMED;
     /* A decompressor of its own, so a caller needs no decoder for a header. */
     md_jpeg_decoder *d;
     *w = 0, *h = 0;
@@ -607,6 +613,7 @@ static md_status full_fn(md_jpeg_decoder *d, void *vctx) {
 
 md_status md_jpeg_decode_full(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, uint8_t **rgb,
                               int *w, int *h, const char *what) {
+    if (!what) what = UNNAMED;
     *rgb = NULL, *w = 0, *h = 0;
     full_ctx  ctx = {what, rgb, w, h};
     md_status s = guarded(d, jpg, n, what, full_fn, &ctx);
@@ -713,6 +720,7 @@ static md_status crop_fn(md_jpeg_decoder *d, void *vctx) {
 
 md_status md_jpeg_decode_crop(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, md_crop c,
                               int out_w, int out_h, int mirror, uint8_t *rgb, const char *what) {
+    if (!what) what = UNNAMED;
     MD_TRY(check_out_size(out_w, out_h));
     /* The rows below the crop are not read, so a cut-off tail would go unseen:
      * every JPEG libjpeg writes (all of imagenet_prep's) ends with EOI. */
