@@ -92,6 +92,40 @@ static blob compress(const uint8_t *rgb, int w, int h, subsampling sub, int prog
     return (blob){out, n};
 }
 
+/* A valid progressive JPEG of 1135 scans: DC, then every AC coefficient of every
+ * component alone, first at 1/32 precision, then refined bit by bit. */
+static blob compress_many_scans(const uint8_t *rgb, int w, int h) {
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr       jerr;
+    ci.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&ci);
+    unsigned char *out = NULL;
+    unsigned long  n = 0;
+    jpeg_mem_dest(&ci, &out, &n);
+    ci.image_width = (JDIMENSION)w, ci.image_height = (JDIMENSION)h;
+    ci.input_components = 3, ci.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&ci);
+    jpeg_scan_info *scans = calloc(1 + 3 * 63 * 6, sizeof *scans);
+    int             k = 0;
+    scans[k++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 0};
+    for (int c = 0; c < 3; c++)
+        for (int coef = 1; coef < 64; coef++) {
+            scans[k++] = (jpeg_scan_info){1, {c, 0, 0, 0}, coef, coef, 0, 5};
+            for (int al = 5; al > 0; al--)
+                scans[k++] = (jpeg_scan_info){1, {c, 0, 0, 0}, coef, coef, al, al - 1};
+        }
+    ci.scan_info = scans, ci.num_scans = k;
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW r = (JSAMPROW)(rgb + (size_t)ci.next_scanline * w * 3);
+        jpeg_write_scanlines(&ci, &r, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    free(scans);
+    return (blob){out, n};
+}
+
 /* Smooth gradients, a sine texture and hard-edged rectangles. */
 static uint8_t *synthetic(int w, int h, uint32_t seed) {
     uint8_t *p = malloc((size_t)w * h * 3);
@@ -531,6 +565,12 @@ static void test_damaged(md_jpeg_decoder *d) {
     blob cmyk = compress(rgb, 64, 48, SUB_CMYK, 0, 90);
     try_all(d, cmyk.bytes, cmyk.n, "cmyk.jpg", 1);
     CHECK(strstr(md_error_message(), "CMYK") != NULL, "CMYK message: %s", md_error_message());
+    /* A scan bomb: valid, but far more progressive scans than any real file. */
+    blob bomb = compress_many_scans(rgb, 64, 48);
+    try_all(d, bomb.bytes, bomb.n, "scans.jpg", 1);
+    CHECK(strstr(md_error_message(), "scans") != NULL, "scan limit message: %s",
+          md_error_message());
+    free(bomb.bytes);
     /* Crops outside the image and bad output sizes are argument errors. */
     uint8_t out[8 * 8 * 3];
     CHECK(md_jpeg_decode_crop(d, good.bytes, good.n, (md_crop){60, 0, 5, 5}, 8, 8, 0, out,

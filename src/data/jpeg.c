@@ -475,6 +475,23 @@ static void on_message(j_common_ptr cinfo, int level) {
     if (level < 0) on_error(cinfo);
 }
 
+/* A progressive file may hold any number of scans, each a pass over the whole
+ * coefficient buffer: a small file with thousands of them takes seconds. Real
+ * ones have about ten. */
+#define MAX_SCANS 1000
+
+static void on_progress(j_common_ptr cinfo) {
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (d->input_scan_number <= MAX_SCANS) return;
+    error_mgr *e = (error_mgr *)cinfo->err;
+    snprintf(e->msg, sizeof e->msg, "more than %d progressive scans", MAX_SCANS);
+    longjmp(e->jump, 1);
+}
+
+/* libjpeg's memory for one image (mostly a progressive file's coefficients,
+ * 2 bytes a sample): beyond it the image is refused, not swapped. */
+#define MAX_DECODER_MEMORY (1024L * 1024 * 1024)
+
 static void init_errors(error_mgr *e) {
     jpeg_std_error(&e->pub);
     e->pub.error_exit = on_error;
@@ -485,6 +502,7 @@ static void init_errors(error_mgr *e) {
 struct md_jpeg_decoder {
     struct jpeg_decompress_struct cinfo;
     error_mgr                     err;
+    struct jpeg_progress_mgr      progress;
     resample_scratch              rs;
     void                         *rows; /* decoded scanlines */
     size_t                        rows_cap;
@@ -502,6 +520,9 @@ md_status md_jpeg_decoder_create(md_jpeg_decoder **out) {
         return s;
     }
     jpeg_create_decompress(&d->cinfo);
+    d->progress.progress_monitor = on_progress;
+    d->cinfo.progress = &d->progress;
+    d->cinfo.mem->max_memory_to_use = MAX_DECODER_MEMORY;
     *out = d;
     return MD_OK;
 }
