@@ -17,8 +17,9 @@
  * Tolerances against that reference are stated in tests/test_jpeg.c.
  *
  * Every failure is MD_ERR_DATA (damaged or unsupported image: truncated,
- * corrupt, CMYK, decoder warning) or MD_ERR_ARG/MD_ERR_NOMEM, with a message
- * that names the image (`what`). */
+ * corrupt, CMYK, a decoder warning, over 1000 progressive scans or 1 GiB of
+ * libjpeg memory) or MD_ERR_ARG/MD_ERR_NOMEM, with a message that names the
+ * image (`what`). */
 #ifndef MDENAS_DATA_JPEG_H
 #define MDENAS_DATA_JPEG_H
 
