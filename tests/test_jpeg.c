@@ -19,8 +19,8 @@
  *    photo region mean 0.51 and max 12 levels, the synthetic images (a 30-pixel
  *    sine texture of amplitude 100, speckles of +-64, hard edges) mean 5.3 and
  *    max 49. The bounds below leave about 1.5-3x room; the horizontal mapping
- *    shifted by half a scaled pixel already fails 31 of the 177 reduced-scale
- *    crops (7 of them on the photo). */
+ *    shifted by half a scaled pixel already fails 30 of the 156 reduced-scale
+ *    crops (6 of them on the photo). */
 #define PHOTO_MEAN 1.5
 #define PHOTO_MAX  32
 #define SYN_MEAN   8.0
