@@ -42,10 +42,14 @@ static md_status read_source(const char *path, prep_result *r, uint8_t **buf, si
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        if (e == ELOOP) prep_reject(r, "not_a_file", "a symbolic link loop");
-        else if (e == ENOENT) prep_reject(r, "missing", "gone, or a dangling symbolic link");
-        else if (e == ENXIO) prep_reject(r, "not_a_file", "a socket or device without a reader");
-        else prep_reject(r, "unreadable", "%s", strerror(e));
+        if (e == ELOOP)
+            prep_reject(r, "not_a_file", "a symbolic link loop");
+        else if (e == ENOENT)
+            prep_reject(r, "missing", "gone, or a dangling symbolic link");
+        else if (e == ENXIO)
+            prep_reject(r, "not_a_file", "a socket or device without a reader");
+        else
+            prep_reject(r, "unreadable", "%s", strerror(e));
         return MD_OK;
     }
     struct stat st;
@@ -112,12 +116,18 @@ static sniffed sniff(const uint8_t *b, size_t n, prep_result *r) {
         strcpy(r->format, "png");
         return FMT_PNG;
     }
-    if (n >= 6 && (!memcmp(b, "GIF87a", 6) || !memcmp(b, "GIF89a", 6))) other = "gif";
-    else if (n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) other = "webp";
-    else if (n >= 4 && (!memcmp(b, "II*\0", 4) || !memcmp(b, "MM\0*", 4))) other = "tiff";
-    else if (n >= 2 && b[0] == 'B' && b[1] == 'M') other = "bmp";
-    else if (n >= 12 && !memcmp(b + 4, "ftyp", 4)) other = "heif/avif/mp4";
-    else if (n >= 12 && !memcmp(b, "\0\0\0\x0cjP  ", 8)) other = "jpeg2000";
+    if (n >= 6 && (!memcmp(b, "GIF87a", 6) || !memcmp(b, "GIF89a", 6)))
+        other = "gif";
+    else if (n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4))
+        other = "webp";
+    else if (n >= 4 && (!memcmp(b, "II*\0", 4) || !memcmp(b, "MM\0*", 4)))
+        other = "tiff";
+    else if (n >= 2 && b[0] == 'B' && b[1] == 'M')
+        other = "bmp";
+    else if (n >= 12 && !memcmp(b + 4, "ftyp", 4))
+        other = "heif/avif/mp4";
+    else if (n >= 12 && !memcmp(b, "\0\0\0\x0cjP  ", 8))
+        other = "jpeg2000";
     if (other) {
         snprintf(r->format, sizeof r->format, "%s", other);
         prep_reject(r, "unsupported", "a %s image (only JPEG and PNG are converted)", other);
@@ -150,8 +160,10 @@ static int geometry(const prep_options *o, int split, prep_result *r) {
         return 0;
     }
     if ((double)lng > o->max_aspect * shrt) {
-        prep_reject(r, "bad_aspect", "%ux%u: long side %.1f times the short one, over "
-                    "--max-aspect %g", w, h, (double)lng / shrt, o->max_aspect);
+        prep_reject(r, "bad_aspect",
+                    "%ux%u: long side %.1f times the short one, over "
+                    "--max-aspect %g",
+                    w, h, (double)lng / shrt, o->max_aspect);
         return 0;
     }
     uint32_t side = (uint32_t)(split == SPLIT_VAL ? o->val_short_side : o->short_side);
@@ -173,7 +185,8 @@ static int geometry(const prep_options *o, int split, prep_result *r) {
 /* The conversion kinds of an accepted image, for sources.tsv ("cmyk+gray", "-"). */
 static void name_kinds(prep_result *r, const char *warning) {
     char k[64] = "";
-    if (r->flags & MD_SHARD_FROM_CMYK) strcat(k, !strncmp(r->colour, "ycck", 4) ? "+ycck" : "+cmyk");
+    if (r->flags & MD_SHARD_FROM_CMYK)
+        strcat(k, !strncmp(r->colour, "ycck", 4) ? "+ycck" : "+cmyk");
     if (r->flags & MD_SHARD_FROM_PNG) strcat(k, "+png");
     if (r->flags & MD_SHARD_FROM_GRAY) strcat(k, "+gray");
     if (warning && *warning) {
@@ -198,8 +211,10 @@ md_status prep_convert_file(const char *disk_path, int split, const prep_options
     uint32_t  w = 0, h = 0;
     md_status s = MD_OK;
     if (kind == FMT_JPEG || kind == FMT_PNG) r->reason[0] = '\0';
-    if (kind == FMT_JPEG) s = prep_decode_jpeg(buf, len, o, split, geometry, r, &rgb, &w, &h);
-    else if (kind == FMT_PNG) s = prep_decode_png(buf, len, o, split, geometry, r, &rgb, &w, &h);
+    if (kind == FMT_JPEG)
+        s = prep_decode_jpeg(buf, len, o, split, geometry, r, &rgb, &w, &h);
+    else if (kind == FMT_PNG)
+        s = prep_decode_png(buf, len, o, split, geometry, r, &rgb, &w, &h);
     free(buf);
     if (s != MD_OK || !rgb) {
         free(rgb);
@@ -211,14 +226,15 @@ md_status prep_convert_file(const char *disk_path, int split, const prep_options
     uint8_t *out = rgb;
     if (w != r->out_w || h != r->out_h) {
         out = malloc((size_t)r->out_w * r->out_h * 3);
-        if (!out) s = md_fail(MD_ERR_NOMEM, "'%s': %ux%u pixels", disk_path, r->out_w, r->out_h);
+        if (!out)
+            s = md_fail(MD_ERR_NOMEM, "'%s': %ux%u pixels", disk_path, r->out_w, r->out_h);
         else
-            s = md_resize_rgb(rgb, (int)w, (int)h, (md_crop){0, 0, (int)w, (int)h},
-                              (int)r->out_w, (int)r->out_h, 0, out);
+            s = md_resize_rgb(rgb, (int)w, (int)h, (md_crop){0, 0, (int)w, (int)h}, (int)r->out_w,
+                              (int)r->out_h, 0, out);
         free(rgb);
     }
-    if (s == MD_OK) s = prep_encode_jpeg(out, r->out_w, r->out_h, o->quality, &r->jpeg,
-                                         &r->jpeg_size);
+    if (s == MD_OK)
+        s = prep_encode_jpeg(out, r->out_w, r->out_h, o->quality, &r->jpeg, &r->jpeg_size);
     free(out);
     if (s != MD_OK) return s;
     r->accepted = 1;

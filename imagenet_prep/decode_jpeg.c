@@ -89,8 +89,10 @@ static void reject_error(prep_result *r, const errors *e) {
     default:
         break;
     }
-    if (e->saw_eof) prep_reject(r, "truncated", "libjpeg: %s; %s", e->warning, e->msg);
-    else prep_reject(r, "corrupt", "libjpeg: %s", e->msg);
+    if (e->saw_eof)
+        prep_reject(r, "truncated", "libjpeg: %s; %s", e->warning, e->msg);
+    else
+        prep_reject(r, "corrupt", "libjpeg: %s", e->msg);
 }
 
 /* "4:2:0" and friends, from the sampling factors of Y and Cb. */
@@ -116,12 +118,23 @@ static int describe(const struct jpeg_decompress_struct *ci, prep_result *r) {
              ci->arith_code ? "-arithmetic" : "");
     const char *name = NULL;
     switch (ci->jpeg_color_space) {
-    case JCS_GRAYSCALE: name = "gray"; break;
-    case JCS_YCbCr: name = "ycbcr"; break;
-    case JCS_RGB: name = "rgb"; break;
-    case JCS_CMYK: name = "cmyk"; break;
-    case JCS_YCCK: name = "ycck"; break;
-    default: break;
+    case JCS_GRAYSCALE:
+        name = "gray";
+        break;
+    case JCS_YCbCr:
+        name = "ycbcr";
+        break;
+    case JCS_RGB:
+        name = "rgb";
+        break;
+    case JCS_CMYK:
+        name = "cmyk";
+        break;
+    case JCS_YCCK:
+        name = "ycck";
+        break;
+    default:
+        break;
     }
     if (!name) {
         snprintf(r->colour, sizeof r->colour, "unknown-%d", ci->num_components);
@@ -130,9 +143,8 @@ static int describe(const struct jpeg_decompress_struct *ci, prep_result *r) {
         return 0;
     }
     snprintf(r->colour, sizeof r->colour, "%s%s", name,
-             ci->jpeg_color_space == JCS_YCbCr || ci->jpeg_color_space == JCS_YCCK
-                 ? subsampling(ci)
-                 : "");
+             ci->jpeg_color_space == JCS_YCbCr || ci->jpeg_color_space == JCS_YCCK ? subsampling(ci)
+                                                                                   : "");
     return 1;
 }
 
@@ -162,8 +174,8 @@ static void finish(decoder *d) {
 }
 
 md_status prep_decode_jpeg(const uint8_t *buf, size_t n, const prep_options *o, int split,
-                           prep_geometry_fn geometry, prep_result *r, uint8_t **rgb,
-                           uint32_t *w, uint32_t *h) {
+                           prep_geometry_fn geometry, prep_result *r, uint8_t **rgb, uint32_t *w,
+                           uint32_t *h) {
     *rgb = NULL, *w = 0, *h = 0;
     decoder *d = calloc(1, sizeof *d);
     if (!d) return md_fail(MD_ERR_NOMEM, "JPEG decoder");

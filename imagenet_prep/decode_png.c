@@ -13,12 +13,18 @@
 
 static const char *colour_name(uint8_t t) {
     switch (t) {
-    case SPNG_COLOR_TYPE_GRAYSCALE: return "gray";
-    case SPNG_COLOR_TYPE_TRUECOLOR: return "rgb";
-    case SPNG_COLOR_TYPE_INDEXED: return "palette";
-    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: return "gray-alpha";
-    case SPNG_COLOR_TYPE_TRUECOLOR_ALPHA: return "rgba";
-    default: return "unknown";
+    case SPNG_COLOR_TYPE_GRAYSCALE:
+        return "gray";
+    case SPNG_COLOR_TYPE_TRUECOLOR:
+        return "rgb";
+    case SPNG_COLOR_TYPE_INDEXED:
+        return "palette";
+    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA:
+        return "gray-alpha";
+    case SPNG_COLOR_TYPE_TRUECOLOR_ALPHA:
+        return "rgba";
+    default:
+        return "unknown";
     }
 }
 

@@ -36,8 +36,8 @@ const char *prep_encoder_name(void) {
     return name;
 }
 
-md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality,
-                           uint8_t **out, size_t *size) {
+md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality, uint8_t **out,
+                           size_t *size) {
     *out = NULL, *size = 0;
     encoder *e = calloc(1, sizeof *e);
     if (!e) return md_fail(MD_ERR_NOMEM, "JPEG encoder");
@@ -57,7 +57,7 @@ md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quali
     e->ci.image_height = h;
     e->ci.input_components = 3;
     e->ci.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&e->ci); /* YCbCr, Y 2x2 and chroma 1x1: 4:2:0, JFIF header */
+    jpeg_set_defaults(&e->ci);               /* YCbCr, Y 2x2 and chroma 1x1: 4:2:0, JFIF header */
     jpeg_set_quality(&e->ci, quality, TRUE); /* TRUE: 8-bit tables, so SOF0 */
     e->ci.optimize_coding = TRUE;
     e->ci.dct_method = JDCT_ISLOW;

@@ -49,7 +49,7 @@ static int by_name(const void *a, const void *b) {
 }
 
 static void tally_json(md_json *j, tally *t) {
-    qsort(t->v, (size_t)t->n, sizeof *t->v, by_name);
+    if (t->n) qsort(t->v, (size_t)t->n, sizeof *t->v, by_name);
     md_json_begin_object(j);
     for (int i = 0; i < t->n; i++) {
         prep_json_int(j, t->v[i].name, t->v[i].n);
@@ -58,17 +58,31 @@ static void tally_json(md_json *j, tally *t) {
 }
 
 /* The rejection reasons, in the order a reader meets them; all are listed in report.json. */
-static const char *const reason_codes[] = {
-    "missing", "not_a_file", "unreadable", "empty",     "too_large",    "not_an_image",
-    "unsupported", "truncated", "corrupt", "too_small", "bad_aspect",   "no_class",
-    "no_label",    "unknown_class"};
+static const char *const reason_codes[] = {"missing",   "not_a_file",   "unreadable",  "empty",
+                                           "too_large", "not_an_image", "unsupported", "truncated",
+                                           "corrupt",   "too_small",    "bad_aspect",  "no_class",
+                                           "no_label",  "unknown_class"};
 static const char *const kind_names[] = {"cmyk", "ycck", "png", "gray", "warning"};
 #define COUNT(a) (int)(sizeof(a) / sizeof *(a))
 
 /* ---- the rows ---- */
 
-enum { F_ID, F_SPLIT, F_PATH, F_FORMAT, F_COLOUR, F_W, F_H, F_STATUS, F_REASON, F_LABEL,
-       F_STORED, F_SW, F_SH, NFIELDS };
+enum {
+    F_ID,
+    F_SPLIT,
+    F_PATH,
+    F_FORMAT,
+    F_COLOUR,
+    F_W,
+    F_H,
+    F_STATUS,
+    F_REASON,
+    F_LABEL,
+    F_STORED,
+    F_SW,
+    F_SH,
+    NFIELDS
+};
 
 typedef struct {
     const char *f[NFIELDS];
@@ -77,6 +91,7 @@ typedef struct {
 
 static int split_row(const char *row, fields *out) {
     const char *p = row;
+    if (!p) return -1;
     for (int i = 0; i < NFIELDS; i++) {
         const char *tab = strchr(p, '\t');
         size_t      n = tab ? (size_t)(tab - p) : strlen(p);
@@ -136,15 +151,16 @@ static char *tsv_unescape(const char *s, size_t n) {
 }
 
 typedef struct {
-    char    **rows;   /* per source id: its row (no newline) */
-    char    **texts;  /* per shard: its record's text */
+    char    **rows;  /* per source id: its row (no newline) */
+    char    **texts; /* per shard: its record's text */
     uint32_t *images, *crc;
     uint64_t *bytes;
-    prep_buf  early;  /* rows of the sources rejected before reading */
+    prep_buf  early; /* rows of the sources rejected before reading */
 } gathered;
 
 static void gathered_free(gathered *g, uint32_t nshards) {
-    for (uint32_t i = 0; g->texts && i < nshards; i++) free(g->texts[i]);
+    for (uint32_t i = 0; g->texts && i < nshards; i++)
+        free(g->texts[i]);
     free(g->rows);
     free(g->texts);
     free(g->images);
@@ -210,8 +226,8 @@ static md_status write_json(const md_json *j, const char *dir, const char *name,
     prep_buf_put(&b, j->buf, j->len);
     prep_buf_put(&b, "\n", 1);
     char     *path = prep_join(dir, name);
-    md_status s = b.failed || !path ? md_fail(MD_ERR_NOMEM, "%s", name)
-                                    : prep_write_file(path, b.s, b.len);
+    md_status s =
+        b.failed || !path ? md_fail(MD_ERR_NOMEM, "%s", name) : prep_write_file(path, b.s, b.len);
     if (bytes) *bytes = b.len;
     if (crc) *crc = md_crc32c(b.s, b.len);
     prep_buf_free(&b);
@@ -234,14 +250,16 @@ static md_status write_text(const prep_buf *b, const char *dir, const char *name
 
 static void json_strings(md_json *j, char *const *s, uint32_t n) {
     md_json_begin_array(j);
-    for (uint32_t i = 0; i < n; i++) prep_json_text(j, s[i]);
+    for (uint32_t i = 0; i < n; i++)
+        prep_json_text(j, s[i]);
     md_json_end_array(j);
 }
 
 static void report_json(md_json *j, const prep_plan *p, const gathered *g, stats *st,
                         const md_jvalue *options) {
     long long total = 0, accepted = 0;
-    for (int s = 0; s < NSPLITS; s++) total += st->sources[s], accepted += st->accepted[s];
+    for (int s = 0; s < NSPLITS; s++)
+        total += st->sources[s], accepted += st->accepted[s];
     md_json_begin_object(j);
     prep_json_int(j, "sources", total);
     prep_json_int(j, "accepted", accepted);
@@ -355,7 +373,8 @@ static void manifest_json(md_json *j, const prep_plan *p, const gathered *g, con
 
 static void print_summary(const prep_options *o, const stats *st) {
     long long total = 0, accepted = 0;
-    for (int s = 0; s < NSPLITS; s++) total += st->sources[s], accepted += st->accepted[s];
+    for (int s = 0; s < NSPLITS; s++)
+        total += st->sources[s], accepted += st->accepted[s];
     printf("imagenet_prep: %lld sources, %lld accepted", total, accepted);
     const char *sep = " (converted:";
     for (int i = 0; i < COUNT(kind_names); i++) {
@@ -378,14 +397,16 @@ static void print_summary(const prep_options *o, const stats *st) {
 
 static md_status write_outputs(const prep_options *o, const prep_plan *p, const gathered *g,
                                stats *st, const md_jvalue *identity) {
-    uint64_t bytes[3];
-    uint32_t crc[3];
+    uint64_t bytes[3] = {0};
+    uint32_t crc[3] = {0};
     prep_buf classes = {0}, sources = {0};
-    for (uint32_t c = 0; c < p->nclasses; c++) prep_buf_add(&classes, "%s\n", p->classes[c]);
+    for (uint32_t c = 0; c < p->nclasses; c++)
+        prep_buf_add(&classes, "%s\n", p->classes[c]);
     md_status s = write_text(&classes, o->out, "classes.txt", &bytes[0], &crc[0]);
     prep_buf_add(&sources, "id\tsplit\tpath\tformat\tcolour\twidth\theight\tstatus\treason\t"
                            "label\tstored\tstored_width\tstored_height\n");
-    for (uint32_t i = 0; i < p->nsrc; i++) prep_buf_add(&sources, "%s\n", g->rows[i]);
+    for (uint32_t i = 0; i < p->nsrc; i++)
+        prep_buf_add(&sources, "%s\n", g->rows[i]);
     if (s == MD_OK) s = write_text(&sources, o->out, "sources.tsv", &bytes[1], &crc[1]);
     prep_buf_free(&classes);
     prep_buf_free(&sources);
@@ -410,12 +431,15 @@ md_status prep_outdir_finish(const prep_options *o, const prep_plan *p, const ch
     md_status s = gather(o, p, run_crc, &g);
     for (uint32_t i = 0; s == MD_OK && i < p->nsrc; i++) {
         fields r;
-        if (split_row(g.rows[i], &r)) s = md_fail(MD_ERR_DATA, "row %u is malformed", i);
-        else count_row(&st, &r, p->src[i].split);
+        if (split_row(g.rows[i], &r))
+            s = md_fail(MD_ERR_DATA, "row %u is malformed", i);
+        else
+            count_row(&st, &r, p->src[i].split);
     }
-    for (uint32_t k = 0; k < p->nshards; k++) st.shards[p->shards[k].split]++;
-    if (s == MD_OK && (st.formats.failed || st.colours.failed || st.kinds.failed ||
-                       st.reasons.failed))
+    for (uint32_t k = 0; k < p->nshards; k++)
+        st.shards[p->shards[k].split]++;
+    if (s == MD_OK &&
+        (st.formats.failed || st.colours.failed || st.kinds.failed || st.reasons.failed))
         s = md_fail(MD_ERR_NOMEM, "report counts");
     if (s == MD_OK) s = md_json_parse(identity, "identity", &id);
     if (s == MD_OK) {

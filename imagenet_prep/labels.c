@@ -45,11 +45,13 @@ static char *next_line(char **cursor) {
 static int split_words(char *s, char **w, int max) {
     int n = 0;
     while (*s) {
-        while (*s && isspace((unsigned char)*s)) s++;
+        while (*s && isspace((unsigned char)*s))
+            s++;
         if (!*s) break;
         if (n == max) return max + 1;
         w[n++] = s;
-        while (*s && !isspace((unsigned char)*s)) s++;
+        while (*s && !isspace((unsigned char)*s))
+            s++;
         if (*s) *s++ = '\0';
     }
     return n;
@@ -71,8 +73,7 @@ static int by_key(const void *a, const void *b) {
 }
 
 static char *skip_bom(char *s) {
-    return (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
-                   (unsigned char)s[2] == 0xBF
+    return (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB && (unsigned char)s[2] == 0xBF
                ? s + 3
                : s;
 }
@@ -92,8 +93,9 @@ static md_status load_kaggle(prep_labels *l, char *cursor, const char *path) {
         if (!line[strspn(line, " \t")]) continue;
         char *comma = strchr(line, ',');
         char *w[1];
-        if (!comma) return md_fail(MD_ERR_DATA, "%s:%d: no ',' (expected ImageId,PredictionString)",
-                                   path, lineno);
+        if (!comma)
+            return md_fail(MD_ERR_DATA, "%s:%d: no ',' (expected ImageId,PredictionString)", path,
+                           lineno);
         *comma = '\0';
         if (!line[0] || split_words(comma + 1, w, 1) < 1)
             return md_fail(MD_ERR_DATA, "%s:%d: empty ImageId or PredictionString", path, lineno);
@@ -177,8 +179,10 @@ static md_status load_devkit(prep_labels *l, char *cursor, const char *path, con
             break;
         }
         if (n != 1 || !is_number(w[0]) || strlen(w[0]) > 9) {
-            s = md_fail(MD_ERR_DATA, "%s:%d: expected one class id per line (the devkit's "
-                                     "ground truth)", path, lineno);
+            s = md_fail(MD_ERR_DATA,
+                        "%s:%d: expected one class id per line (the devkit's "
+                        "ground truth)",
+                        path, lineno);
             break;
         }
         id_wnid  k = {strtol(w[0], NULL, 10), NULL};
@@ -225,16 +229,20 @@ md_status prep_labels_load(const char *path, const char *id_map, prep_labels **o
     }
     char *cursor = skip_bom(l->text);
     /* The first non-blank line says which form this is. */
-    char *peek = cursor + strspn(cursor, " \t\r\n");
+    char  *peek = cursor + strspn(cursor, " \t\r\n");
     size_t first_len = strcspn(peek, "\r\n");
     char   first[64], *fw[1];
     snprintf(first, sizeof first, "%.*s", (int)(first_len < 63 ? first_len : 63), peek);
     int devkit = split_words(first, fw, 1) == 1 && is_number(fw[0]);
     if (!strncmp(peek, "ImageId", 7)) {
         next_line(&cursor); /* the header */
-        if (id_map) s = md_fail(MD_ERR_ARG, "--val-id-map is for the devkit's ground truth, but "
-                                            "%s is Kaggle's LOC_val_solution.csv", path);
-        else s = load_kaggle(l, cursor, path);
+        if (id_map)
+            s = md_fail(MD_ERR_ARG,
+                        "--val-id-map is for the devkit's ground truth, but "
+                        "%s is Kaggle's LOC_val_solution.csv",
+                        path);
+        else
+            s = load_kaggle(l, cursor, path);
     } else if (devkit) {
         if (!id_map)
             s = md_fail(MD_ERR_ARG,
@@ -245,8 +253,10 @@ md_status prep_labels_load(const char *path, const char *id_map, prep_labels **o
         else
             s = load_devkit(l, cursor, path, id_map);
     } else if (id_map) {
-        s = md_fail(MD_ERR_ARG, "--val-id-map is for the devkit's ground truth, but %s holds "
-                                "\"FILE WNID\" lines", path);
+        s = md_fail(MD_ERR_ARG,
+                    "--val-id-map is for the devkit's ground truth, but %s holds "
+                    "\"FILE WNID\" lines",
+                    path);
     } else {
         s = load_pairs(l, cursor, path);
     }
@@ -299,13 +309,15 @@ const char *prep_labels_find(prep_labels *l, const char *name) {
 
 size_t prep_labels_unused(const prep_labels *l) {
     size_t n = 0;
-    for (size_t i = 0; i < l->n; i++) n += !l->e[i].used;
+    for (size_t i = 0; i < l->n; i++)
+        n += !l->e[i].used;
     return n;
 }
 
 void prep_labels_free(prep_labels *l) {
     if (!l) return;
-    for (size_t i = 0; i < l->nowned; i++) free(l->owned[i]);
+    for (size_t i = 0; i < l->nowned; i++)
+        free(l->owned[i]);
     free(l->owned);
     free(l->e);
     free(l->text);

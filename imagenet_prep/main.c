@@ -20,7 +20,8 @@ static int setup(const prep_options *o, prep_plan *plan, char **identity, int *c
         fprintf(stderr, "imagenet_prep: %s\n", md_error_message());
         return exit_for(s);
     }
-    for (int i = 0; i < plan->nnotes; i++) fprintf(stderr, "imagenet_prep: note: %s\n", plan->notes[i]);
+    for (int i = 0; i < plan->nnotes; i++)
+        fprintf(stderr, "imagenet_prep: note: %s\n", plan->notes[i]);
     s = prep_identity(o, plan, identity);
     if (s != MD_OK) {
         fprintf(stderr, "imagenet_prep: %s\n", md_error_message());
@@ -74,6 +75,7 @@ static md_status run_shards(const prep_plan *plan, const prep_options *o, uint32
     if (!done) {
         fprintf(stderr, "imagenet_prep: rank %d: no memory\n", rank);
         MPI_Abort(MPI_COMM_WORLD, PREP_EXIT_FAIL);
+        return MD_ERR_NOMEM;
     }
     /* Which shards a killed run finished: each rank checks some, all learn all. */
     for (uint32_t k = (uint32_t)rank; k < plan->nshards; k += (uint32_t)world)

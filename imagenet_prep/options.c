@@ -89,8 +89,8 @@ static int parse_int_opt(const char *name, const char *s, long long lo, long lon
     long long v;
     if (parse_long(s, lo, hi, &v)) {
         if (loud)
-            fprintf(stderr, "imagenet_prep: %s '%s' is not a whole number in %lld..%lld\n", name,
-                    s, lo, hi);
+            fprintf(stderr, "imagenet_prep: %s '%s' is not a whole number in %lld..%lld\n", name, s,
+                    lo, hi);
         return -1;
     }
     *out = (int)v;
@@ -129,8 +129,8 @@ static int parse_one(const char *a, const char *v, prep_options *o, int loud) {
         long long hi = (1ll << 53) - 1, lo = !strcmp(a, "--seed") ? 0 : 1;
         if (parse_long(v, lo, hi, &n)) {
             if (loud)
-                fprintf(stderr, "imagenet_prep: %s '%s' is not a whole number in %lld..%lld\n",
-                        a, v, lo, hi);
+                fprintf(stderr, "imagenet_prep: %s '%s' is not a whole number in %lld..%lld\n", a,
+                        v, lo, hi);
             return -1;
         }
         if (!strcmp(a, "--seed"))
@@ -197,8 +197,8 @@ int prep_parse_args(int argc, char **argv, prep_options *o, int loud, int *done)
             int rc = parse_one(a, argv[i + 1], o, loud);
             if (rc == -2) {
                 if (loud)
-                    fprintf(stderr, "imagenet_prep: unknown option '%s' (see imagenet_prep --help)\n",
-                            a);
+                    fprintf(stderr,
+                            "imagenet_prep: unknown option '%s' (see imagenet_prep --help)\n", a);
                 return PREP_EXIT_USAGE;
             }
             if (rc) return PREP_EXIT_USAGE;

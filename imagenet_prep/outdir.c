@@ -6,9 +6,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,7 +65,8 @@ md_status prep_identity(const prep_options *o, const prep_plan *p, char **text) 
     input_json(p, &j);
     md_json_end_object(&j);
     md_jvalue root;
-    md_status s = j.failed ? md_fail(MD_ERR_NOMEM, "identity") : md_json_parse(j.buf, "identity", &root);
+    md_status s =
+        j.failed ? md_fail(MD_ERR_NOMEM, "identity") : md_json_parse(j.buf, "identity", &root);
     md_json_free(&j);
     MD_TRY(s);
     s = identity_of(&root, "identity", text);
@@ -151,8 +152,9 @@ static int mkdir_p(const char *path) {
 }
 
 static int ours(const char *name) {
-    static const char *const prefixes[] = {"train-", "search_val-", "val-", "classes.txt",
-                                           "sources.tsv", "report.json", "manifest.json"};
+    static const char *const prefixes[] = {"train-",       "search_val-", "val-",
+                                           "classes.txt",  "sources.tsv", "report.json",
+                                           "manifest.json"};
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
         if (!strncmp(name, prefixes[i], strlen(prefixes[i]))) return 1;
     return 0;
@@ -233,8 +235,9 @@ static int take_lock(const char *work) {
         ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
         holder[n > 0 ? n : 0] = '\0';
         holder[strcspn(holder, "\n")] = '\0';
-        fprintf(stderr, "imagenet_prep: '%s' is in use by another imagenet_prep (%s); wait for it "
-                        "to finish, or stop it and run the same command again\n",
+        fprintf(stderr,
+                "imagenet_prep: '%s' is in use by another imagenet_prep (%s); wait for it "
+                "to finish, or stop it and run the same command again\n",
                 path, holder[0] ? holder : "holder unknown");
         close(fd);
         free(path);
@@ -275,8 +278,10 @@ int prep_outdir_claim(const prep_options *o, const char *identity, int *complete
         rc = PREP_EXIT_FAIL;
     } else if (access(manifest, F_OK) == 0) {
         int c = compare_identity(manifest, identity, o->out);
-        if (c == 0) *complete = 1;
-        else rc = PREP_EXIT_USAGE; /* another prep's, or not readable as one */
+        if (c == 0)
+            *complete = 1;
+        else
+            rc = PREP_EXIT_USAGE; /* another prep's, or not readable as one */
     } else if (access(run, F_OK) == 0) {
         rc = compare_identity(run, identity, o->out) == 0 ? take_lock(work) : PREP_EXIT_USAGE;
         if (rc == PREP_EXIT_OK) {

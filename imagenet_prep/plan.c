@@ -14,12 +14,13 @@
 #include "prep.h"
 
 typedef struct {
-    char  **name;
-    size_t  n, cap;
+    char **name;
+    size_t n, cap;
 } name_list;
 
 static void names_free(name_list *l) {
-    for (size_t i = 0; i < l->n; i++) free(l->name[i]);
+    for (size_t i = 0; i < l->n; i++)
+        free(l->name[i]);
     free(l->name);
     memset(l, 0, sizeof *l);
 }
@@ -54,13 +55,14 @@ static md_status list_dir(const char *dir, name_list *out) {
         out->n++;
         errno = 0;
     }
-    if (s == MD_OK && errno) s = md_fail(MD_ERR_IO, "reading folder '%s': %s", dir, strerror(errno));
+    if (s == MD_OK && errno)
+        s = md_fail(MD_ERR_IO, "reading folder '%s': %s", dir, strerror(errno));
     closedir(d);
     if (s != MD_OK) {
         names_free(out);
         return s;
     }
-    qsort(out->name, out->n, sizeof *out->name, by_string);
+    if (out->n) qsort(out->name, out->n, sizeof *out->name, by_string);
     return MD_OK;
 }
 
@@ -147,12 +149,14 @@ static md_status add_folder(builder *b, const char *dir, const char *shown, int3
     MD_TRY(list_dir(dir, &files));
     md_status s = MD_OK;
     for (size_t i = 0; i < files.n && s == MD_OK; i++) {
-        char *reject = unknown_wnid
-                           ? format_reason("unknown_class: '%s' is not a class folder of train/",
-                                           unknown_wnid)
-                           : NULL;
-        if (unknown_wnid && !reject) s = md_fail(MD_ERR_NOMEM, "plan");
-        else s = add_source(b, prep_join(shown, files.name[i]), label, split, reject);
+        char *reject =
+            unknown_wnid
+                ? format_reason("unknown_class: '%s' is not a class folder of train/", unknown_wnid)
+                : NULL;
+        if (unknown_wnid && !reject)
+            s = md_fail(MD_ERR_NOMEM, "plan");
+        else
+            s = add_source(b, prep_join(shown, files.name[i]), label, split, reject);
     }
     names_free(&files);
     return s;
@@ -166,12 +170,14 @@ static md_status walk_train(builder *b, const char *train_dir) {
     /* Classes first (sorted, as listed), so labels are known when files are added. */
     for (size_t i = 0; i < top.n && s == MD_OK; i++) {
         char *full = prep_join(train_dir, top.name[i]);
-        if (!full) s = md_fail(MD_ERR_NOMEM, "plan");
+        if (!full)
+            s = md_fail(MD_ERR_NOMEM, "plan");
         else if (is_dir(full)) {
             s = check_class_name(train_dir, top.name[i]);
             if (s == MD_OK) {
                 char **c = realloc(p->classes, (p->nclasses + 1) * sizeof *c);
-                if (!c) s = md_fail(MD_ERR_NOMEM, "plan: classes");
+                if (!c)
+                    s = md_fail(MD_ERR_NOMEM, "plan: classes");
                 else {
                     p->classes = c;
                     c[p->nclasses++] = top.name[i];
@@ -184,7 +190,8 @@ static md_status walk_train(builder *b, const char *train_dir) {
         }
         free(full);
     }
-    for (size_t i = 0; i < top.n; i++) free(top.name[i]);
+    for (size_t i = 0; i < top.n; i++)
+        free(top.name[i]);
     free(top.name);
     if (s == MD_OK && p->nclasses == 0)
         s = md_fail(MD_ERR_ARG, "'%s' holds no class folders (expected train/<wnid>/<images>)",
@@ -192,8 +199,10 @@ static md_status walk_train(builder *b, const char *train_dir) {
     for (uint32_t c = 0; c < p->nclasses && s == MD_OK; c++) {
         char *dir = prep_join(train_dir, p->classes[c]);
         char *shown = prep_join("train", p->classes[c]);
-        if (!dir || !shown) s = md_fail(MD_ERR_NOMEM, "plan");
-        else s = add_folder(b, dir, shown, (int32_t)c, SPLIT_TRAIN, NULL);
+        if (!dir || !shown)
+            s = md_fail(MD_ERR_NOMEM, "plan");
+        else
+            s = add_folder(b, dir, shown, (int32_t)c, SPLIT_TRAIN, NULL);
         free(dir);
         free(shown);
     }
@@ -214,8 +223,10 @@ static md_status walk_val_folders(builder *b, const char *val_dir) {
             folders++;
             int32_t label = class_index(p, top.name[i]);
             char   *shown = prep_join("val", top.name[i]);
-            if (!shown) s = md_fail(MD_ERR_NOMEM, "plan");
-            else s = add_folder(b, full, shown, label, SPLIT_VAL, label < 0 ? top.name[i] : NULL);
+            if (!shown)
+                s = md_fail(MD_ERR_NOMEM, "plan");
+            else
+                s = add_folder(b, full, shown, label, SPLIT_VAL, label < 0 ? top.name[i] : NULL);
             if (s == MD_OK && label < 0)
                 s = add_note(p, "val/%s is not a class of train/: its files are rejected",
                              top.name[i]);
@@ -248,10 +259,12 @@ static md_status walk_val_flat(builder *b, const char *val_dir, prep_labels *lab
         if (!wnid)
             reject = format_reason("no_label: not in %s", p->val_labels);
         else if (label < 0)
-            reject = format_reason("unknown_class: labelled '%s', not a class folder of train/",
-                                   wnid);
-        if (label < 0 && !reject) s = md_fail(MD_ERR_NOMEM, "plan");
-        else s = add_source(b, prep_join("val", top.name[i]), label, SPLIT_VAL, reject);
+            reject =
+                format_reason("unknown_class: labelled '%s', not a class folder of train/", wnid);
+        if (label < 0 && !reject)
+            s = md_fail(MD_ERR_NOMEM, "plan");
+        else
+            s = add_source(b, prep_join("val", top.name[i]), label, SPLIT_VAL, reject);
     }
     names_free(&top);
     size_t unused = s == MD_OK ? prep_labels_unused(labels) : 0;
@@ -283,7 +296,7 @@ static void shuffle(uint32_t *v, uint32_t n, uint64_t seed, uint64_t stream) {
 
 /* Streams of the seed: one per class for the held-out draw (keyed by its name,
  * so adding a class leaves the others' draws alone), two for shard orders. */
-#define STREAM_ORDER_TRAIN 0x7472616eull      /* "tran" */
+#define STREAM_ORDER_TRAIN      0x7472616eull /* "tran" */
 #define STREAM_ORDER_SEARCH_VAL 0x7376616cull /* "sval" */
 
 static md_status hold_out(prep_plan *p, const prep_options *o) {
@@ -294,7 +307,8 @@ static md_status hold_out(prep_plan *p, const prep_options *o) {
     if (!start || !ids) s = md_fail(MD_ERR_NOMEM, "plan: %u ids", p->nsrc);
     for (uint32_t i = 0; s == MD_OK && i < p->nsrc; i++)
         if (p->src[i].split == SPLIT_TRAIN && p->src[i].label >= 0) start[p->src[i].label + 1]++;
-    for (uint32_t c = 0; s == MD_OK && c < p->nclasses; c++) start[c + 1] += start[c];
+    for (uint32_t c = 0; s == MD_OK && c < p->nclasses; c++)
+        start[c + 1] += start[c];
     for (uint32_t i = 0, *fill = start; s == MD_OK && i < p->nsrc; i++)
         if (p->src[i].split == SPLIT_TRAIN && p->src[i].label >= 0)
             ids[fill[p->src[i].label]++] = i;
@@ -304,13 +318,15 @@ static md_status hold_out(prep_plan *p, const prep_options *o) {
         uint32_t *mine = ids + first;
         uint32_t  k = (uint32_t)o->search_val_per_class;
         if (k > n / 2) {
-            if (n > 0) s = add_note(p, "class %s has %u files: %u held out for search_val, not %u",
-                                    p->classes[c], n, n / 2, k);
+            if (n > 0)
+                s = add_note(p, "class %s has %u files: %u held out for search_val, not %u",
+                             p->classes[c], n, n / 2, k);
             k = n / 2;
         }
         if (n == 0 && s == MD_OK) s = add_note(p, "class %s has no files", p->classes[c]);
         shuffle(mine, n, o->seed, md_crc32c(p->classes[c], strlen(p->classes[c])));
-        for (uint32_t i = 0; i < k; i++) p->src[mine[i]].split = SPLIT_SEARCH_VAL;
+        for (uint32_t i = 0; i < k; i++)
+            p->src[mine[i]].split = SPLIT_SEARCH_VAL;
     }
     free(start);
     free(ids);
@@ -393,9 +409,13 @@ md_status prep_plan_build(const prep_options *o, prep_plan *p) {
     free(train);
     if (!p->train_dir) return md_fail(MD_ERR_ARG, "train folder: %s", strerror(errno));
     md_status s = walk_train(&b, p->train_dir);
+    uint32_t in_classes = 0;
+    for (uint32_t i = 0; s == MD_OK && i < p->nsrc; i++) in_classes += p->src[i].label >= 0;
+    if (s == MD_OK && in_classes == 0)
+        s = md_fail(MD_ERR_ARG, "the class folders of '%s' hold no files", p->train_dir);
     if (s == MD_OK) s = walk_val(&b, o, o->in);
     if (s == MD_OK) {
-        qsort(p->src, p->nsrc, sizeof *p->src, by_path);
+        if (p->nsrc) qsort(p->src, p->nsrc, sizeof *p->src, by_path);
         s = hold_out(p, o);
     }
     if (s == MD_OK) s = cut_shards(p, o);
@@ -412,8 +432,10 @@ void prep_plan_free(prep_plan *p) {
         free(p->src[i].path);
         free(p->src[i].reject);
     }
-    for (uint32_t i = 0; i < p->nclasses; i++) free(p->classes[i]);
-    for (int i = 0; i < p->nnotes; i++) free(p->notes[i]);
+    for (uint32_t i = 0; i < p->nclasses; i++)
+        free(p->classes[i]);
+    for (int i = 0; i < p->nnotes; i++)
+        free(p->notes[i]);
     free(p->src);
     free(p->classes);
     free(p->order);
@@ -428,9 +450,12 @@ void prep_plan_free(prep_plan *p) {
 
 md_status prep_source_disk_path(const prep_plan *p, uint32_t id, char **out) {
     const char *shown = p->src[id].path;
-    if (!strncmp(shown, "train/", 6)) *out = prep_join(p->train_dir, shown + 6);
-    else if (!strncmp(shown, "val/", 4) && p->val_dir) *out = prep_join(p->val_dir, shown + 4);
-    else return md_fail(MD_ERR_ARG, "plan: source %u '%s' has no folder", id, shown);
+    if (!strncmp(shown, "train/", 6))
+        *out = prep_join(p->train_dir, shown + 6);
+    else if (!strncmp(shown, "val/", 4) && p->val_dir)
+        *out = prep_join(p->val_dir, shown + 4);
+    else
+        return md_fail(MD_ERR_ARG, "plan: source %u '%s' has no folder", id, shown);
     return *out ? MD_OK : md_fail(MD_ERR_NOMEM, "plan: a path");
 }
 
@@ -447,10 +472,11 @@ typedef struct {
 } wbuf;
 
 static void put(wbuf *w, const void *d, size_t n) {
-    if (w->failed) return;
+    if (w->failed || n == 0) return;
     if (w->len + n > w->cap) {
         size_t cap = w->cap ? w->cap : 1 << 16;
-        while (cap < w->len + n) cap *= 2;
+        while (cap < w->len + n)
+            cap *= 2;
         uint8_t *b = realloc(w->b, cap);
         if (!b) {
             w->failed = 1;
@@ -461,7 +487,9 @@ static void put(wbuf *w, const void *d, size_t n) {
     memcpy(w->b + w->len, d, n);
     w->len += n;
 }
-static void put_u32(wbuf *w, uint32_t v) { put(w, &v, 4); }
+static void put_u32(wbuf *w, uint32_t v) {
+    put(w, &v, 4);
+}
 static void put_str(wbuf *w, const char *s) {
     uint32_t n = s ? (uint32_t)strlen(s) : 0;
     put_u32(w, n);
@@ -471,7 +499,8 @@ static void put_str(wbuf *w, const char *s) {
 md_status prep_plan_serialize(const prep_plan *p, uint8_t **buf, size_t *len) {
     wbuf w = {0};
     put_u32(&w, p->nclasses);
-    for (uint32_t i = 0; i < p->nclasses; i++) put_str(&w, p->classes[i]);
+    for (uint32_t i = 0; i < p->nclasses; i++)
+        put_str(&w, p->classes[i]);
     put_str(&w, p->train_dir);
     put_str(&w, p->val_dir);
     put_u32(&w, p->nsrc);
@@ -542,7 +571,8 @@ md_status prep_plan_deserialize(const uint8_t *buf, size_t len, prep_plan *p) {
     p->nclasses = get_u32(&r);
     if (!r.bad && p->nclasses > len / 4) r.bad = 1;
     if (!r.bad && !(p->classes = calloc(p->nclasses + 1, sizeof *p->classes))) r.bad = 1;
-    for (uint32_t i = 0; i < p->nclasses && !r.bad; i++) p->classes[i] = get_str(&r);
+    for (uint32_t i = 0; i < p->nclasses && !r.bad; i++)
+        p->classes[i] = get_str(&r);
     p->train_dir = get_str(&r);
     char *val = get_str(&r);
     p->val_dir = val && *val ? val : (free(val), NULL);

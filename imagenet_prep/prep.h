@@ -29,13 +29,13 @@ extern const char *const prep_split_names[NSPLITS];
 #define PREP_MAX_FILE_BYTES (1ull << 30)
 
 typedef struct {
-    char     *in, *out;        /* input root, output folder (as given) */
-    char     *val_dir;         /* NULL: IN/val */
-    char     *val_labels;      /* labels file of a flat validation folder */
-    char     *val_id_map;      /* ILSVRC2012 id -> wnid, for the devkit's ground truth */
-    int       short_side;      /* train: short side at most this */
-    int       val_short_side;  /* val: short side exactly this */
-    int       quality;         /* JPEG quality of the stored images */
+    char     *in, *out;       /* input root, output folder (as given) */
+    char     *val_dir;        /* NULL: IN/val */
+    char     *val_labels;     /* labels file of a flat validation folder */
+    char     *val_id_map;     /* ILSVRC2012 id -> wnid, for the devkit's ground truth */
+    int       short_side;     /* train: short side at most this */
+    int       val_short_side; /* val: short side exactly this */
+    int       quality;        /* JPEG quality of the stored images */
     int       search_val_per_class;
     int       images_per_shard; /* source files per shard */
     uint64_t  seed;
@@ -58,10 +58,10 @@ void prep_options_json(const prep_options *o, md_json *j);
 /* ---- the plan ---- */
 
 typedef struct {
-    char    *path;   /* as shown in sources.tsv: "train/<wnid>/<file>", "val/[<wnid>/]<file>" */
-    char    *reject; /* known before reading (no label, unknown class...): "code: detail"; else NULL */
-    int32_t  label;  /* line of classes.txt, -1 none */
-    uint8_t  split;
+    char *path;   /* as shown in sources.tsv: "train/<wnid>/<file>", "val/[<wnid>/]<file>" */
+    char *reject; /* known before reading (no label, unknown class...): "code: detail"; else NULL */
+    int32_t label; /* line of classes.txt, -1 none */
+    uint8_t split;
 } prep_source;
 
 typedef struct {
@@ -71,19 +71,19 @@ typedef struct {
 } prep_shard;
 
 typedef struct {
-    prep_source *src;     /* sorted by path; the index is the source id */
+    prep_source *src; /* sorted by path; the index is the source id */
     uint32_t     nsrc;
     char       **classes; /* sorted; the index is the label */
     uint32_t     nclasses;
-    uint32_t    *order;   /* source ids to convert, shard after shard */
+    uint32_t    *order; /* source ids to convert, shard after shard */
     uint32_t     norder;
-    prep_shard  *shards;  /* train shards, then search_val, then val */
+    prep_shard  *shards; /* train shards, then search_val, then val */
     uint32_t     nshards;
     uint32_t     tree_crc; /* CRC-32C of the serialised plan (what the tree and labels gave) */
     /* rank 0 only, for report.json */
-    char       **notes;
-    int          nnotes;
-    char        *train_dir, *val_dir, *val_labels, *val_id_map; /* absolute */
+    char **notes;
+    int    nnotes;
+    char  *train_dir, *val_dir, *val_labels, *val_id_map; /* absolute */
 } prep_plan;
 
 /* Walk the tree, read the labels, choose the splits and the shards (rank 0).
@@ -100,21 +100,21 @@ void      prep_shard_name(const prep_shard *s, char *buf, size_t n); /* "train-0
 typedef struct prep_labels prep_labels;
 md_status   prep_labels_load(const char *path, const char *id_map, prep_labels **out);
 const char *prep_labels_find(prep_labels *l, const char *file_name); /* NULL: no label */
-size_t      prep_labels_unused(const prep_labels *l); /* entries no file asked for */
+size_t      prep_labels_unused(const prep_labels *l);                /* entries no file asked for */
 void        prep_labels_free(prep_labels *l);
 
 /* ---- one file ---- */
 
 typedef struct {
-    char      format[32]; /* "jpeg", "jpeg-progressive", "png", "gif", "unknown", "-" */
-    char      colour[24]; /* "ycbcr", "rgb", "gray", "cmyk", "ycck", "rgba", ... or "-" */
-    uint32_t  width, height; /* of the source; 0 when unknown */
-    int       accepted;
-    char      reason[256]; /* rejected: "code: detail"; accepted: conversion kinds or "-" */
-    uint32_t  flags;       /* MD_SHARD_* */
-    uint32_t  out_w, out_h;
-    uint8_t  *jpeg;        /* the stored image (malloc'ed), when accepted */
-    size_t    jpeg_size;
+    char     format[32];    /* "jpeg", "jpeg-progressive", "png", "gif", "unknown", "-" */
+    char     colour[24];    /* "ycbcr", "rgb", "gray", "cmyk", "ycck", "rgba", ... or "-" */
+    uint32_t width, height; /* of the source; 0 when unknown */
+    int      accepted;
+    char     reason[256]; /* rejected: "code: detail"; accepted: conversion kinds or "-" */
+    uint32_t flags;       /* MD_SHARD_* */
+    uint32_t out_w, out_h;
+    uint8_t *jpeg; /* the stored image (malloc'ed), when accepted */
+    size_t   jpeg_size;
 } prep_result;
 
 /* Read, check, convert and re-encode one source. A bad file is MD_OK with
@@ -129,14 +129,14 @@ void      prep_result_free(prep_result *r);
  * scaling). geometry() gives the stored size for the source size, or rejects. */
 typedef int (*prep_geometry_fn)(const prep_options *o, int split, prep_result *r);
 md_status prep_decode_jpeg(const uint8_t *buf, size_t n, const prep_options *o, int split,
-                           prep_geometry_fn geometry, prep_result *r, uint8_t **rgb,
-                           uint32_t *w, uint32_t *h);
+                           prep_geometry_fn geometry, prep_result *r, uint8_t **rgb, uint32_t *w,
+                           uint32_t *h);
 md_status prep_decode_png(const uint8_t *buf, size_t n, const prep_options *o, int split,
                           prep_geometry_fn geometry, prep_result *r, uint8_t **rgb, uint32_t *w,
                           uint32_t *h);
 /* Baseline JPEG, 4:2:0, optimised Huffman tables, no metadata. */
-md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality,
-                           uint8_t **out, size_t *size);
+md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality, uint8_t **out,
+                           size_t *size);
 /* "libjpeg-turbo 2.1.5": the encoder (part of a prep's identity: it decides the bytes). */
 const char *prep_encoder_name(void);
 /* Set r to rejected with "code: detail" (printf-style detail). */
@@ -146,14 +146,14 @@ void prep_reject(prep_result *r, const char *code, const char *fmt, ...)
 /* ---- shards and the output folder ---- */
 
 typedef struct prep_progress prep_progress;
-prep_progress *prep_progress_start(uint64_t files, int world, int enabled);
-void           prep_progress_add(prep_progress *p, uint64_t files); /* any thread */
-void           prep_progress_tick(prep_progress *p); /* one thread: print when due */
-void           prep_progress_end(prep_progress *p);
+prep_progress               *prep_progress_start(uint64_t files, int world, int enabled);
+void                         prep_progress_add(prep_progress *p, uint64_t files); /* any thread */
+void                         prep_progress_tick(prep_progress *p); /* one thread: print when due */
+void                         prep_progress_end(prep_progress *p);
 
 /* Convert shard k's sources and write the shard and its record (OUT/.imagenet_prep/<name>.tsv). */
-md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
-                          uint32_t run_crc, prep_progress *prog);
+md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k, uint32_t run_crc,
+                          prep_progress *prog);
 /* 1 when shard k and its record are there and agree (whole-file CRC), else 0. */
 int prep_shard_is_done(const prep_plan *p, const prep_options *o, uint32_t k, uint32_t run_crc);
 
@@ -192,9 +192,9 @@ char     *prep_join(const char *a, const char *b); /* "a/b", NULL on no memory *
 md_status prep_write_file(const char *path, const void *data, size_t len); /* tmp, fsync, rename */
 md_status prep_read_file(const char *path, char **text, size_t *len);      /* NUL-terminated */
 /* A copy of s with every byte that is not part of valid UTF-8 replaced by '?'. */
-char     *prep_utf8_copy(const char *s);
-double    prep_now(void); /* monotonic seconds */
-void      prep_json_int(md_json *j, const char *key, long long v); /* "key": v */
-void      prep_json_text(md_json *j, const char *s); /* a string, invalid UTF-8 as '?' */
+char  *prep_utf8_copy(const char *s);
+double prep_now(void);                                          /* monotonic seconds */
+void   prep_json_int(md_json *j, const char *key, long long v); /* "key": v */
+void   prep_json_text(md_json *j, const char *s);               /* a string, invalid UTF-8 as '?' */
 
 #endif

@@ -43,16 +43,16 @@ static void print_progress(prep_progress *p, double now, int final) {
     double   eta = rate > 0 ? (p->total - done) / rate : 0;
     char     others[96] = "";
     if (p->world > 1)
-        snprintf(others, sizeof others, " (about %.0f/s over %d ranks)", rate * p->world,
-                 p->world);
+        snprintf(others, sizeof others, " (about %.0f/s over %d ranks)", rate * p->world, p->world);
     char when[48];
-    if (final) snprintf(when, sizeof when, "took %.1f s", dt);
-    else snprintf(when, sizeof when, "ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
+    if (final)
+        snprintf(when, sizeof when, "took %.1f s", dt);
+    else
+        snprintf(when, sizeof when, "ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
     fprintf(stderr, "%simagenet_prep: %s%llu/%llu files (%.0f%%), %.1f files/s%s, %s%s",
-            p->tty && !final ? "\r" : "", p->world > 1 ? "rank 0: " : "",
-            (unsigned long long)done, (unsigned long long)p->total,
-            p->total ? 100.0 * done / p->total : 100.0, rate, others, when,
-            p->tty && !final ? "   " : "\n");
+            p->tty && !final ? "\r" : "", p->world > 1 ? "rank 0: " : "", (unsigned long long)done,
+            (unsigned long long)p->total, p->total ? 100.0 * done / p->total : 100.0, rate, others,
+            when, p->tty && !final ? "   " : "\n");
     fflush(stderr);
 }
 
@@ -90,7 +90,7 @@ static void add_row(prep_buf *b, uint32_t id, const prep_source *src, const prep
 }
 
 static char *record_path(const prep_options *o, const char *shard_name) {
-    char  name[96];
+    char name[96];
     snprintf(name, sizeof name, "%s/%s.tsv", PREP_WORK_DIR, shard_name);
     return prep_join(o->out, name);
 }
@@ -113,7 +113,7 @@ static md_status write_shard(const char *path, const prep_shard *sh, const prep_
                                .height = res[i].out_h,
                                .flags = res[i].flags,
                                .source = id};
-        md_status s = md_shard_writer_add(w, res[i].jpeg, (uint32_t)res[i].jpeg_size, &rec);
+        md_status       s = md_shard_writer_add(w, res[i].jpeg, (uint32_t)res[i].jpeg_size, &rec);
         if (s != MD_OK) {
             md_shard_writer_abort(w);
             return s;
@@ -123,8 +123,8 @@ static md_status write_shard(const char *path, const prep_shard *sh, const prep_
     return md_shard_writer_close(w, crc);
 }
 
-md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
-                          uint32_t run_crc, prep_progress *prog) {
+md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k, uint32_t run_crc,
+                          prep_progress *prog) {
     const prep_shard *sh = &p->shards[k];
     prep_result      *res = calloc(sh->count ? sh->count : 1, sizeof *res);
     if (!res) return md_fail(MD_ERR_NOMEM, "shard %u: %u results", k, sh->count);
@@ -170,7 +170,8 @@ md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
                        : prep_write_file(rec_path, rec.s, rec.len);
     }
     prep_buf_free(&rec);
-    for (uint32_t i = 0; i < sh->count; i++) prep_result_free(&res[i]);
+    for (uint32_t i = 0; i < sh->count; i++)
+        prep_result_free(&res[i]);
     free(res);
     free(shard_path);
     free(rec_path);
@@ -230,9 +231,9 @@ md_status prep_record_load(const prep_options *o, const prep_shard *sh, uint32_t
     prep_shard_name(sh, name, sizeof name);
     char *path = record_path(o, name);
     if (!path) return md_fail(MD_ERR_NOMEM, "record path");
-    size_t    len;
-    md_status s = prep_read_file(path, text, &len);
-    record_header h;
+    size_t        len;
+    md_status     s = prep_read_file(path, text, &len);
+    record_header h = {0};
     if (s == MD_OK && (parse_header(*text, &h) || strcmp(h.name, name) || h.run != run_crc ||
                        h.rows != sh->count))
         s = md_fail(MD_ERR_DATA, "'%s' is not the record of shard %s of this prep", path, name);

@@ -15,7 +15,8 @@ static int reserve(prep_buf *b, size_t more) {
     if (b->failed) return -1;
     if (b->len + more + 1 <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more + 1) cap *= 2;
+    while (cap < b->len + more + 1)
+        cap *= 2;
     char *s = realloc(b->s, cap);
     if (!s) {
         b->failed = 1;
@@ -52,10 +53,15 @@ void prep_buf_add(prep_buf *b, const char *fmt, ...) {
 
 void prep_buf_tsv(prep_buf *b, const char *s) {
     for (const char *p = s; *p; p++) {
-        const char *esc = *p == '\t' ? "\\t" : *p == '\n' ? "\\n" : *p == '\r' ? "\\r"
-                          : *p == '\\' ? "\\\\" : NULL;
-        if (esc) prep_buf_put(b, esc, 2);
-        else prep_buf_put(b, p, 1);
+        const char *esc = *p == '\t'   ? "\\t"
+                          : *p == '\n' ? "\\n"
+                          : *p == '\r' ? "\\r"
+                          : *p == '\\' ? "\\\\"
+                                       : NULL;
+        if (esc)
+            prep_buf_put(b, esc, 2);
+        else
+            prep_buf_put(b, p, 1);
     }
 }
 
@@ -122,7 +128,7 @@ static int utf8_len(const unsigned char *p) {
     if (p[0] >= 0xF5 || n == 0) return 0;
     for (int i = 1; i < n; i++)
         if ((p[i] & 0xC0) != 0x80) return 0;
-    unsigned cp = n == 2 ? (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu)
+    unsigned cp = n == 2   ? (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu)
                   : n == 3 ? (p[0] & 0x0Fu) << 12 | (p[1] & 0x3Fu) << 6 | (p[2] & 0x3Fu)
                            : (p[0] & 0x07u) << 18 | (p[1] & 0x3Fu) << 12 | (p[2] & 0x3Fu) << 6 |
                                  (p[3] & 0x3Fu);
@@ -137,8 +143,10 @@ char *prep_utf8_copy(const char *s) {
     if (!out) return NULL;
     for (unsigned char *p = (unsigned char *)out; *p;) {
         int n = utf8_len(p);
-        if (n == 0) *p++ = '?';
-        else p += n;
+        if (n == 0)
+            *p++ = '?';
+        else
+            p += n;
     }
     return out;
 }

@@ -480,6 +480,11 @@ def t_bad_input(tmp):
              ([os.path.join(root, "val"), out], "IN must hold train/"),
              ([root, out], "but no class folders: give their labels with --val-labels"),
              ([root, out, "--val-labels", os.path.join(tmp, "nolabels.txt")], "nolabels.txt")]
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(os.path.join(empty, "train", "n01440764"))
+    cases.append(([empty, out], "hold no files"))
+    os.makedirs(os.path.join(tmp, "noclass", "train"))
+    cases.append(([os.path.join(tmp, "noclass"), out], "holds no class folders"))
     with open(os.path.join(tmp, "bad_labels.txt"), "w") as f:
         f.write("a.JPEG n01440764\nb.JPEG\n")
     cases.append(([root, out, "--val-labels", os.path.join(tmp, "bad_labels.txt")],
