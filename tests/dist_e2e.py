@@ -347,7 +347,7 @@ def crc_matches(stated, value):
 # ---- run-directory comparisons ----
 
 RESULT_FILES = ("history.jsonl", "state.json", "genotype.txt", "genotype.json")
-TIMING_KEYS = ("img_per_s", "period_time_s")
+TIMING_KEYS = ("img_per_s", "period_time_s", "data_wait_s")
 
 
 def metric_lines(d):

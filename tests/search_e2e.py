@@ -326,7 +326,8 @@ def check_config(d, given):
     return cfg
 
 
-INTERVAL_KEYS = {"type", "step", "epoch", "period", "loss", "acc", "lr", "img_per_s"}
+INTERVAL_KEYS = {"type", "step", "epoch", "period", "loss", "acc", "lr", "img_per_s",
+                 "data_wait_s"}
 PERIOD_KEYS = {"type", "period", "epoch", "step", "train_loss", "train_acc", "val_acc",
                "period_time_s", "entropy_normal", "entropy_reduce", "arch", "world_size",
                "allreduce_bytes_per_step", "supernet_grad_bytes"}
@@ -568,7 +569,7 @@ def t_deterministic(tmp):
     check(sa["p_normal"] == sb["p_normal"] and sa["p_reduce"] == sb["p_reduce"],
           "state.json p differs")
     ma, mb = (load_jsonl(os.path.join(d, "metrics.jsonl")) for d in runs)
-    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("img_per_s", "period_time_s")}
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("img_per_s", "period_time_s", "data_wait_s")}
                         for m in ms]
     check(strip(ma) == strip(mb),
           "metrics.jsonl (losses, accuracies) differ between identical runs")

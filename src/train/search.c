@@ -620,8 +620,8 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
     long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
     md_arena               *ga = md_supernet_grads(r->net);
-    /* Time spent waiting for batches: ImageNet's decode can be the bottleneck.
-     * (Not reported for in-memory sets: their lines stay as they were.) */
+    /* Time spent waiting for batches (data_wait_s in every interval line): when
+     * ImageNet's decode is the bottleneck the progress line says so too. */
     int    report_wait = !strcmp(c->dataset, "imagenet");
     double wait0 = md_loader_wait_s(r->train);
     *stop = 0;
@@ -704,7 +704,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                 md_json_key(&j, "acc"), md_json_double(&j, macc);
                 md_json_key(&j, "lr"), md_json_double(&j, lr);
                 md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
-                if (report_wait) md_json_key(&j, "data_wait_s"), md_json_double(&j, wait);
+                md_json_key(&j, "data_wait_s"), md_json_double(&j, wait);
                 md_json_end_object(&j);
                 md_status s = json_line(r->metrics, &j);
                 md_json_free(&j);
