@@ -273,6 +273,7 @@ static void test_classifier(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dual_free(all[i]);
 }
 
+
 int main(void) {
     if (!md_backend_cuda_built()) {
         printf("test_cuda_ops: skipped, this build has no CUDA backend\n");
@@ -290,6 +291,7 @@ int main(void) {
     test_elementwise();
     test_pool_shape();
     test_classifier();
+    md_test_host_memory(gpu);
     printf("worst error / tolerance over all checks: %.3f\n", worst_ratio);
     md_backend_destroy(gpu);
     md_backend_destroy(cpu);

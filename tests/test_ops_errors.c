@@ -150,6 +150,7 @@ static void test_dwconv_nomem(void) {
 #endif
 }
 
+
 int main(void) {
     if (md_backend_cpu_create(1, &be) != MD_OK) {
         fprintf(stderr, "backend: %s\n", md_error_message());
@@ -158,6 +159,7 @@ int main(void) {
     test_conv_errors();
     test_other_errors();
     test_dwconv_nomem();
+    md_test_host_memory(be);
     md_backend_destroy(be);
     return md_test_finish("test_ops_errors");
 }

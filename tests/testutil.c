@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 int md_test_failures = 0;
@@ -74,4 +75,25 @@ double md_norm_err(const float *a, const float *b, size_t n) {
         if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
     }
     return maxdiff / maxref;
+}
+
+/* md_backend_alloc_host: zeroed, 64-byte aligned host memory, and an upload
+ * from it arrives whole (CUDA: page-locked). */
+void md_test_host_memory(md_backend *b) {
+    float *h = NULL, *d = NULL;
+    CHECK_OK(md_backend_alloc_host(b, 1000 * sizeof(float), (void **)&h));
+    CHECK(h && ((uintptr_t)h & 63) == 0, "host memory %p not 64-byte aligned", (void *)h);
+    if (!h) return;
+    int zero = 1;
+    for (int i = 0; i < 1000; i++) zero &= h[i] == 0.0f, h[i] = (float)i;
+    CHECK(zero, "host memory not zeroed");
+    CHECK_OK(md_backend_alloc(b, 1000 * sizeof(float), (void **)&d));
+    float back[1000] = {0};
+    if (d) {
+        CHECK_OK(md_backend_upload(b, d, h, sizeof back));
+        CHECK_OK(md_backend_download(b, back, d, sizeof back));
+        CHECK(back[999] == 999.0f && back[1] == 1.0f, "upload from host memory: %g", back[999]);
+    }
+    md_backend_free(b, d);
+    md_backend_free_host(b, h);
 }

@@ -46,4 +46,7 @@ void      md_fill_uniform(md_rng *r, float *x, size_t n, float lo, float hi);
 /* max |a-b| / max(1, max |b|): the normalised error used by every op test. */
 double    md_norm_err(const float *a, const float *b, size_t n);
 
+/* md_backend_alloc_host on b: zeroed, 64-byte aligned, uploads from it arrive whole. */
+void      md_test_host_memory(md_backend *b);
+
 #endif

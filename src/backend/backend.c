@@ -93,6 +93,15 @@ void md_backend_free_shared(md_backend *be, void *p) {
     if (p) be->vt->free_shared(be, p);
 }
 
+md_status md_backend_alloc_host(md_backend *be, size_t bytes, void **out) {
+    *out = NULL;
+    return be->vt->alloc_host(be, bytes, out);
+}
+
+void md_backend_free_host(md_backend *be, void *p) {
+    if (p) be->vt->free_host(be, p);
+}
+
 int md_backend_is_host(const md_backend *be) {
     return be->vt->host;
 }

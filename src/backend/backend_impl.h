@@ -13,6 +13,8 @@ typedef struct md_backend_vtable {
     void (*free)(md_backend *be, void *p);
     md_status (*alloc_shared)(md_backend *be, size_t bytes, void **out);
     void (*free_shared)(md_backend *be, void *p);
+    md_status (*alloc_host)(md_backend *be, size_t bytes, void **out);
+    void (*free_host)(md_backend *be, void *p);
     int host; /* ops take host pointers */
     md_status (*upload)(md_backend *be, void *dst, const void *host, size_t bytes);
     md_status (*download)(md_backend *be, void *host, const void *src, size_t bytes);

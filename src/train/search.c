@@ -278,6 +278,13 @@ static int data_threads(const md_search_config *c) {
     return cores >= 4 ? 4 : cores >= 1 ? (int)cores : 1;
 }
 
+/* The loaders' batch rings come from the backend: page-locked under CUDA. */
+static void *ring_alloc(void *be, size_t bytes) {
+    void *p = NULL;
+    return md_backend_alloc_host(be, bytes, &p) == MD_OK ? p : NULL;
+}
+static void ring_free(void *be, void *p) { md_backend_free_host(be, p); }
+
 /* ImageNet: split `train` for the weights, `search_val` for the distribution's
  * validation (the real `val` is for evaluation only). */
 static md_status load_imagenet(run_t *r) {
@@ -295,7 +302,8 @@ static md_status load_imagenet(run_t *r) {
                        c->batch, r->ntrain);
     md_loader_config t = {.source = r->train_src, .batch = c->batch, .shuffle = 1,
                           .drop_last = 1, .seed = c->seed, .rank = r->rank, .world = r->world,
-                          .threads = data_threads(c)};
+                          .threads = data_threads(c),
+                          .mem = {ring_alloc, ring_free, r->be}};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.source = r->val_src, v.shuffle = 0, v.drop_last = 0;
@@ -321,7 +329,8 @@ static md_status load_data(run_t *r) {
                           .shuffle = 1, .drop_last = 1,
                           .aug = {.crop_pad = c->crop_pad, .flip = c->flip},
                           .seed = c->seed, .rank = r->rank, .world = r->world,
-                          .threads = data_threads(c)};
+                          .threads = data_threads(c),
+                          .mem = {ring_alloc, ring_free, r->be}};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;

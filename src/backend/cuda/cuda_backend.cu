@@ -123,6 +123,21 @@ static void cu_free(md_backend *be, void *p) {
     if (p) cudaFree(p);
 }
 
+/* Page-locked: the loader's batch ring, copied to the GPU without staging. */
+static md_status cu_alloc_host(md_backend *be, size_t bytes, void **out) {
+    void *p = NULL;
+    (void)be;
+    CUDA_TRY(cudaMallocHost(&p, bytes ? bytes : 64));
+    memset(p, 0, bytes ? bytes : 64);
+    *out = p;
+    return MD_OK;
+}
+
+static void cu_free_host(md_backend *be, void *p) {
+    (void)be;
+    if (p) cudaFreeHost(p);
+}
+
 static md_status cu_upload(md_backend *be, void *dst, const void *host, size_t bytes) {
     CUDA_TRY(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, cb_of(be)->stream));
     CUDA_TRY(cudaStreamSynchronize(cb_of(be)->stream));
@@ -1122,6 +1137,8 @@ static md_backend_vtable make_vtable(void) {
     v.free = cu_free;
     v.alloc_shared = cu_alloc_shared;
     v.free_shared = cu_free;
+    v.alloc_host = cu_alloc_host;
+    v.free_host = cu_free_host;
     v.host = 0;
     v.upload = cu_upload;
     v.download = cu_download;
