@@ -167,15 +167,16 @@ static int geometry(const prep_options *o, int split, prep_result *r) {
         return 0;
     }
     uint32_t side = (uint32_t)(split == SPLIT_VAL ? o->val_short_side : o->short_side);
-    if (split != SPLIT_VAL && shrt <= side) {
-        r->out_w = w, r->out_h = h;
-        return 1;
-    }
-    uint32_t nl = scaled_long(lng, shrt, side);
+    int      keep = split != SPLIT_VAL && shrt <= side; /* stored at its own size */
+    uint32_t nl = keep ? lng : scaled_long(lng, shrt, side);
     if (nl > 8192) {
         prep_reject(r, "bad_aspect", "%ux%u would be stored with a long side of %u, over 8192", w,
                     h, nl);
         return 0;
+    }
+    if (keep) {
+        r->out_w = w, r->out_h = h;
+        return 1;
     }
     r->out_w = w < h ? side : nl;
     r->out_h = w < h ? nl : side;

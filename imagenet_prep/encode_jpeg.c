@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "prep.h"
 
@@ -16,12 +17,39 @@ typedef struct {
     char                  msg[JMSG_LENGTH_MAX];
 } errors;
 
+/* Our own destination: one buffer that we grow and always know, so that an
+ * error part way frees exactly what exists (jpeg_mem_dest frees and replaces
+ * the buffer it handed back when it grows it, behind the caller's pointer). */
+typedef struct {
+    struct jpeg_destination_mgr pub;
+    unsigned char              *buf;
+    size_t                      cap;
+} dest;
+
 typedef struct {
     struct jpeg_compress_struct ci;
     errors                      err;
-    unsigned char              *out;
-    unsigned long               size;
+    dest                        dst;
 } encoder;
+
+static void dest_init(j_compress_ptr c) {
+    dest *d = (dest *)c->dest;
+    d->pub.next_output_byte = d->buf;
+    d->pub.free_in_buffer = d->cap;
+}
+
+static boolean dest_grow(j_compress_ptr c) {
+    dest          *d = (dest *)c->dest;
+    size_t         cap = d->cap * 2;
+    unsigned char *b = realloc(d->buf, cap);
+    if (!b) ERREXIT1(c, JERR_OUT_OF_MEMORY, 0);
+    d->pub.next_output_byte = b + d->cap; /* libjpeg asks only when the buffer is full */
+    d->pub.free_in_buffer = cap - d->cap;
+    d->buf = b, d->cap = cap;
+    return TRUE;
+}
+
+static void dest_term(j_compress_ptr c) { (void)c; }
 
 static void on_error(j_common_ptr c) {
     errors *e = (errors *)c->err;
@@ -43,16 +71,28 @@ md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quali
     if (!e) return md_fail(MD_ERR_NOMEM, "JPEG encoder");
     e->ci.err = jpeg_std_error(&e->err.pub);
     e->err.pub.error_exit = on_error;
+    e->dst.cap = (size_t)w * h / 4 + 65536; /* about the size at quality 90; grown if not */
+    e->dst.buf = malloc(e->dst.cap);
+    if (!e->dst.buf) {
+        free(e);
+        return md_fail(MD_ERR_NOMEM, "JPEG encoder (%ux%u): output buffer", w, h);
+    }
     if (setjmp(e->err.jump)) {
-        /* Only running out of memory can fail on pixels we made ourselves. */
-        md_status s = md_fail(MD_ERR_NOMEM, "JPEG encoder (%ux%u): libjpeg: %s", w, h, e->err.msg);
+        /* Out of memory, or an image libjpeg cannot hold (the callers keep
+         * sides at most 8192, well inside its 65500). */
+        int       oom = e->err.pub.msg_code == JERR_OUT_OF_MEMORY;
+        md_status s = md_fail(oom ? MD_ERR_NOMEM : MD_ERR_DATA, "JPEG encoder (%ux%u): libjpeg: %s",
+                              w, h, e->err.msg);
         jpeg_destroy_compress(&e->ci);
-        free(e->out);
+        free(e->dst.buf);
         free(e);
         return s;
     }
     jpeg_create_compress(&e->ci);
-    jpeg_mem_dest(&e->ci, &e->out, &e->size);
+    e->dst.pub.init_destination = dest_init;
+    e->dst.pub.empty_output_buffer = dest_grow;
+    e->dst.pub.term_destination = dest_term;
+    e->ci.dest = &e->dst.pub;
     e->ci.image_width = w;
     e->ci.image_height = h;
     e->ci.input_components = 3;
@@ -68,8 +108,8 @@ md_status prep_encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quali
         jpeg_write_scanlines(&e->ci, &row, 1);
     }
     jpeg_finish_compress(&e->ci);
+    *out = e->dst.buf, *size = e->dst.cap - e->dst.pub.free_in_buffer;
     jpeg_destroy_compress(&e->ci);
-    *out = e->out, *size = e->size;
     free(e);
     return MD_OK;
 }

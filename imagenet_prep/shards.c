@@ -128,8 +128,8 @@ md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
     const prep_shard *sh = &p->shards[k];
     prep_result      *res = calloc(sh->count ? sh->count : 1, sizeof *res);
     if (!res) return md_fail(MD_ERR_NOMEM, "shard %u: %u results", k, sh->count);
-    char       fatal[1024] = "";
-    atomic_int failed = 0;
+    char       fatal[1280] = "";
+    atomic_int failed = 0, fatal_status = MD_OK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (uint32_t i = 0; i < sh->count; i++) {
         if (atomic_load(&failed)) continue;
@@ -137,9 +137,13 @@ md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
         char     *path = NULL;
         md_status s = prep_source_disk_path(p, id, &path);
         if (s == MD_OK) s = prep_convert_file(path, p->src[id].split, o, &res[i]);
+        /* Bad files are rejects, not errors: this is the machine failing (memory,
+         * I/O) on one file; the message names it. */
+        if (s != MD_OK && !atomic_exchange(&failed, 1)) {
+            snprintf(fatal, sizeof fatal, "'%s': %s", path ? path : "?", md_error_message());
+            atomic_store(&fatal_status, (int)s);
+        }
         free(path);
-        if (s != MD_OK && !atomic_exchange(&failed, 1))
-            snprintf(fatal, sizeof fatal, "%s", md_error_message());
         prep_progress_add(prog, 1);
         if (omp_get_thread_num() == 0) prep_progress_tick(prog);
     }
@@ -151,7 +155,7 @@ md_status prep_make_shard(const prep_plan *p, const prep_options *o, uint32_t k,
     uint64_t  bytes = 0;
     if (atomic_load(&failed)) {
         md_error_restore(fatal);
-        s = MD_ERR_NOMEM;
+        s = (md_status)atomic_load(&fatal_status);
     } else if (!shard_path || !rec_path) {
         s = md_fail(MD_ERR_NOMEM, "shard %s: paths", name);
     } else {

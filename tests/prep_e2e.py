@@ -515,6 +515,21 @@ def t_bad_input(tmp):
             check(row["reason"].startswith("warning: Corrupt JPEG data"), f"reason {row['reason']}")
             rep = json.load(open(os.path.join(o, "report.json")))
             check(rep["converted"]["warning"] == 1, f"report {rep['converted']}")
+    # Sides beyond what is stored (8192) or what JPEG can hold (65500), allowed through
+    # --max-aspect: rejected as bad_aspect, kept or not; never an error that stops the prep.
+    from PIL import Image
+    cls0 = os.path.join(root, "train", info["classes"][0])
+    Image.new("RGB", (200, 9000), (90, 120, 30)).save(os.path.join(cls0, "long.JPEG"), "JPEG")
+    Image.new("RGB", (8, 70000), (200, 10, 60)).save(os.path.join(cls0, "tall.JPEG"), "PNG")
+    o = os.path.join(tmp, "aspect")
+    prep([root, o, "--quiet", "--max-aspect", "65535", "--min-side", "1"] + kaggle(info))
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_tsv(os.path.join(o, "sources.tsv"))}
+    for name in ("long.JPEG", "tall.JPEG"):
+        r = rows.get(name, {})
+        check(r.get("status") == "rejected" and r.get("reason", "").startswith("bad_aspect") and
+              "8192" in r.get("reason", ""), f"{name}: {r}")
+    os.remove(os.path.join(cls0, "long.JPEG"))
+    os.remove(os.path.join(cls0, "tall.JPEG"))
     # An unreadable class folder is a bad tree, not a silent gap (root reads it anyway).
     if os.geteuid() != 0:
         d = os.path.join(root, "train", info["classes"][1])

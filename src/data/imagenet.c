@@ -123,7 +123,7 @@ static md_crop pick_crop(const imagenet_source *s, int w, int h, md_rng *r, int 
         return c;
     }
     int side = w < h ? w : h;
-    int win = (int)lround(side * 224.0 / 256.0);
+    int win = (int)nearbyint(side * 224.0 / 256.0); /* half to even, as Python round() */
     return md_center_crop(w, h, win < 1 ? 1 : win);
 }
 

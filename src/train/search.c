@@ -278,12 +278,15 @@ static int data_threads(const md_search_config *c) {
     return cores >= 4 ? 4 : cores >= 1 ? (int)cores : 1;
 }
 
-/* The loaders' batch rings come from the backend: page-locked under CUDA. */
+/* The loaders' batch rings come from the backend: page-locked under CUDA. The
+ * context is &r->be, the current backend: keep_saved_threads may replace a CPU
+ * backend after the loaders exist (CPU host memory is plain memory, so the new
+ * one frees what the old one made). */
 static void *ring_alloc(void *be, size_t bytes) {
     void *p = NULL;
-    return md_backend_alloc_host(be, bytes, &p) == MD_OK ? p : NULL;
+    return md_backend_alloc_host(*(md_backend **)be, bytes, &p) == MD_OK ? p : NULL;
 }
-static void ring_free(void *be, void *p) { md_backend_free_host(be, p); }
+static void ring_free(void *be, void *p) { md_backend_free_host(*(md_backend **)be, p); }
 
 /* ImageNet: split `train` for the weights, `search_val` for the distribution's
  * validation (the real `val` is for evaluation only). */
@@ -303,7 +306,7 @@ static md_status load_imagenet(run_t *r) {
     md_loader_config t = {.source = r->train_src, .batch = c->batch, .shuffle = 1,
                           .drop_last = 1, .seed = c->seed, .rank = r->rank, .world = r->world,
                           .threads = data_threads(c),
-                          .mem = {ring_alloc, ring_free, r->be}};
+                          .mem = {ring_alloc, ring_free, &r->be}};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.source = r->val_src, v.shuffle = 0, v.drop_last = 0;
@@ -330,7 +333,7 @@ static md_status load_data(run_t *r) {
                           .aug = {.crop_pad = c->crop_pad, .flip = c->flip},
                           .seed = c->seed, .rank = r->rank, .world = r->world,
                           .threads = data_threads(c),
-                          .mem = {ring_alloc, ring_free, r->be}};
+                          .mem = {ring_alloc, ring_free, &r->be}};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;

@@ -25,7 +25,7 @@
 
 enum { MODE_STOP, MODE_IGNORE, MODE_RELEASED };
 
-static atomic_int       requested, mode, taken;
+static atomic_int       requested, mode, taken, ints; /* ints: SIGINTs while armed */
 static int              started;
 static struct sigaction old_act[3];
 static const int        stop_sigs[3] = {SIGUSR1, SIGTERM, SIGINT};
@@ -52,7 +52,6 @@ static void *stop_thread(void *arg) {
     (void)arg;
     sigset_t set;
     stop_set(&set);
-    int ints = 0;
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
@@ -61,7 +60,7 @@ static void *stop_thread(void *arg) {
             act_as_before(sig);
         } else if (m == MODE_STOP) {
             /* Ctrl-C: a checkpoint and exit 75; a second one ends the program. */
-            if (sig == SIGINT && ints++ > 0) act_as_before(sig);
+            if (sig == SIGINT && atomic_fetch_add(&ints, 1) > 0) act_as_before(sig);
             atomic_store(&requested, 1);
         } /* MODE_IGNORE: stopped already; exit 75 must stay exit 75 */
         atomic_fetch_add(&taken, 1);
@@ -77,8 +76,12 @@ static void on_stop_signal(int sig) {
 }
 
 int md_stop_catch(void) {
-    if (started) { /* again after a search ended: a fresh request */
-        if (atomic_exchange(&mode, MODE_STOP) != MODE_STOP) atomic_store(&requested, 0);
+    if (started) { /* again after a search ended: a fresh request, a fresh Ctrl-C count */
+        if (atomic_load(&mode) != MODE_STOP) {
+            atomic_store(&requested, 0);
+            atomic_store(&ints, 0);
+            atomic_store(&mode, MODE_STOP);
+        }
         return 0;
     }
     for (int i = 0; i < 3; i++) sigaction(stop_sigs[i], NULL, &old_act[i]);
