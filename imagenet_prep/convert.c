@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/jpeg.h"
+#include "mdenas/image.h"
 #include "mdenas/shard.h"
 #include "prep.h"
 

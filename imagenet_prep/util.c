@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io/atomic_file.h"
+#include "mdenas/runlog.h"
 #include "prep.h"
 
 static int reserve(prep_buf *b, size_t more) {

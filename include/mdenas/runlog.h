@@ -40,6 +40,9 @@ void md_json_bool(md_json *j, int v);
 void md_json_null(md_json *j);
 /* Write the text to path atomically (path.tmp, fsync, rename, fsync the directory). */
 md_status md_json_write_file(const md_json *j, const char *path);
+/* Any file written so that readers see the old or the whole new contents, never a
+ * torn one: "<path>.tmp", fsynced, renamed, the directory fsynced. */
+md_status md_atomic_write(const char *path, const void *data, size_t len);
 /* Append the text and a newline to path (created if absent) with one write():
  * a line of metrics.jsonl. */
 md_status md_json_append_file(const md_json *j, const char *path);

@@ -27,11 +27,9 @@
 #include <stdint.h>
 
 #include "mdenas/error.h"
+#include "mdenas/image.h" /* md_crop, md_resize_rgb */
 #include "mdenas/rng.h"
 
-typedef struct {
-    int x, y, w, h; /* in source pixels, inside the image */
-} md_crop;
 
 typedef struct {
     double scale_lo, scale_hi; /* area fraction, default 0.08, 1 */
@@ -74,11 +72,6 @@ md_status md_jpeg_decode_crop(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, 
 md_status md_jpeg_decode_full(md_jpeg_decoder *d, const uint8_t *jpg, size_t n, uint8_t **rgb,
                               int *w, int *h, const char *what);
 
-/* The same PIL-style resize on an RGB buffer already in memory: src (sw x sh,
- * HWC uint8) region c resized to out_w x out_h (mirrored if mirror). The
- * reference md_jpeg_decode_crop approximates. */
-md_status md_resize_rgb(const uint8_t *src, int sw, int sh, md_crop c, int out_w, int out_h,
-                        int mirror, uint8_t *rgb);
 
 /* HWC uint8 RGB to CHW float, (x/255 - mean[c]) / std[c] (ToTensor + Normalize). */
 void md_rgb_to_chw_normalized(const uint8_t *rgb, int w, int h, const float mean[3],

@@ -22,7 +22,8 @@ md_status md_atomic_open(md_atomic_file *a, const char *path);
 md_status md_atomic_commit(md_atomic_file *a);
 /* Give up: close and remove the temp file. Safe on a zeroed or released `a`. */
 void md_atomic_abort(md_atomic_file *a);
-/* The whole of data[0, len) as the new contents of path. */
-md_status md_atomic_write(const char *path, const void *data, size_t len);
+/* md_atomic_write (the whole of data[0, len) as the new contents of path) is
+ * public, in mdenas/runlog.h. */
+#include "mdenas/runlog.h"
 
 #endif
