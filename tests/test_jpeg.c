@@ -492,6 +492,27 @@ static void test_resize_known(void) {
           "output width 0 was accepted");
 }
 
+/* Every vector path (16 and 8 pixels) and the scalar tail against the formula
+ * computed here in single precision: the same operations, so the same bits. */
+static void test_normalize_paths(void) {
+    enum { W = 37, H = 5 };
+    static uint8_t rgb[W * H * 3];
+    static float   chw[3 * W * H];
+    float          mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 97 + (i >> 2) * 13);
+    rgb[0] = 0, rgb[1] = 255, rgb[5] = 255;
+    md_rgb_to_chw_normalized(rgb, W, H, mean, std, chw);
+    int bad = 0;
+    for (int i = 0; i < W * H; i++)
+        for (int c = 0; c < 3; c++) {
+            volatile float v = (float)rgb[3 * i + c] / 255.0f;
+            float          want = (v - mean[c]) / std[c];
+            if (chw[c * W * H + i] != want && bad++ < 5)
+                CHECK(0, "pixel %d channel %d: %.9g, want %.9g", i, c, chw[c * W * H + i], want);
+        }
+    CHECK(bad == 0, "%d of %d values differ from the formula", bad, 3 * W * H);
+}
+
 static void test_normalize(void) {
     uint8_t rgb[2 * 3] = {0, 128, 255, 10, 20, 30};
     float   mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
@@ -679,6 +700,7 @@ int main(int argc, char **argv) {
     test_rrc_fallback();
     test_resize_known();
     test_normalize();
+    test_normalize_paths();
     md_jpeg_decoder *d = NULL;
     CHECK_OK(md_jpeg_decoder_create(&d));
     if (d) {
