@@ -144,22 +144,11 @@ static uint8_t *synthetic(int w, int h, uint32_t seed) {
     return p;
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(size > 0 ? (size_t)size : 1);
-    *n = fread(b, 1, (size_t)(size > 0 ? size : 0), f);
-    fclose(f);
-    return b;
-}
 
 /* A w x h region of a mate-backgrounds photo at (ox, oy), or NULL when absent. */
 static uint8_t *photo_region(md_jpeg_decoder *d, int ox, int oy, int w, int h) {
     size_t   n;
-    uint8_t *jpg = read_file("/usr/share/backgrounds/mate/nature/FreshFlower.jpg", &n);
+    uint8_t *jpg = md_test_read_file("/usr/share/backgrounds/mate/nature/FreshFlower.jpg", &n);
     if (!jpg) return NULL;
     uint8_t  *full = NULL;
     int       fw, fh;
@@ -665,7 +654,7 @@ static int tool(int argc, char **argv) {
     } else if ((!strcmp(argv[1], "decode") && argc == 4) ||
                (!strcmp(argv[1], "crop") && argc == 11)) {
         size_t           n;
-        uint8_t         *jpg = read_file(argv[2], &n);
+        uint8_t         *jpg = md_test_read_file(argv[2], &n);
         md_jpeg_decoder *d;
         if (!jpg || md_jpeg_decoder_create(&d) != MD_OK) return 1;
         int w, h;

@@ -14,21 +14,6 @@
 
 static char dir[64];
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 static void spit(const char *path, const uint8_t *b, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -71,7 +56,7 @@ static void test_round_trip(void) {
 
     /* The bytes, decoded from the documented layout without the reader. */
     size_t   n = 0;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = md_test_read_file(path, &n);
     CHECK(b != NULL, "read back");
     if (!b) return;
     size_t data = 64 + 40 * N, total = data;
@@ -159,7 +144,7 @@ static void test_damage(void) {
     char path[128];
     snprintf(path, sizeof path, "%s/train-00007.mds", dir);
     size_t   n = 0;
-    uint8_t *g = slurp(path, &n);
+    uint8_t *g = md_test_read_file(path, &n);
     if (!g) return;
     size_t data = 64 + 40 * N;
     expect_bad("magic", g, n, 0, 1, 0, 0, "not an mdenas image shard", NULL);

@@ -4,6 +4,7 @@
 #define MDENAS_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "mdenas/backend.h"
@@ -48,5 +49,7 @@ double    md_norm_err(const float *a, const float *b, size_t n);
 
 /* md_backend_alloc_host on b: zeroed, 64-byte aligned, uploads from it arrive whole. */
 void      md_test_host_memory(md_backend *b);
+/* The whole file, malloc'ed (free it), *n its size; NULL if it cannot be read. */
+uint8_t  *md_test_read_file(const char *path, size_t *n);
 
 #endif
