@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mdenas/mdl.h"
+#include "mdenas/supernet.h" /* the DARTS derivation */
 #include "testutil.h"
 
 static int near(double a, double b) {

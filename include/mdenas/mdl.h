@@ -26,10 +26,16 @@ typedef struct {
     /* History: after update t (0-based), p/he/ha at hist_*[t * edges * k]. */
     double *hist_p, *hist_he, *hist_ha;
     int     hist_cap;
+    unsigned char *allowed; /* [edges * k], 0: a masked op (p = 0, never sampled); NULL: none */
 } md_mdl;
 
 md_status md_mdl_init(md_mdl *m, int edges, int k, double alpha, md_mdl_rule rule);
 void      md_mdl_free(md_mdl *m);
+/* Mask ops (allowed[e * k + op] = 0): p is then uniform over each
+ * distribution's allowed ops and 0 elsewhere, and stays 0 under both rules. */
+md_status md_mdl_set_mask(md_mdl *m, const unsigned char *allowed);
+/* dst: a fresh distribution with src's shape, rule and mask. */
+md_status md_mdl_clone_empty(const md_mdl *src, md_mdl *dst);
 /* One op per edge drawn from p. */
 void      md_mdl_sample(const md_mdl *m, md_rng *rng, int *choice);
 /* The sampled architecture reached `accuracy` (a fraction in [0, 1]). */
@@ -47,24 +53,5 @@ double    md_mdl_entropy(const md_mdl *m, int e);
 /* Parse "paper" / "pairwise". */
 md_status md_mdl_rule_parse(const char *s, md_mdl_rule *out);
 const char *md_mdl_rule_name(md_mdl_rule r);
-
-/* ---- derivation of the final cell (DARTS space) ---------------------------- */
-
-/* For a cell with `nodes` intermediate nodes, edges are ordered node by node:
- * node i has inputs 0 .. i+1 (two cell inputs, then earlier nodes), so it owns
- * edges [sum_{m<i}(m+2), +i+2). Returns the edge count of such a cell. */
-int md_cell_edges(int nodes);
-
-typedef struct {
-    int op;    /* index into the op list */
-    int input; /* input node index */
-} md_gene;
-
-/* From the k probabilities of each of the cell's edges (p[edge*k + op]),
- * choose for every node its 2 strongest incoming edges (strength = the highest
- * probability of an op other than op `none_op`), each with that op.
- * Ties break toward the lower op index, then the lower input index.
- * genes receives 2 * nodes entries, per node strongest first. */
-md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes);
 
 #endif

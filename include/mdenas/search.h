@@ -10,7 +10,7 @@
 #include "mdenas/mdl.h"
 
 typedef struct {
-    char        preset[16];
+    char        preset[24];
     char        dataset[16]; /* fashion-mnist | cifar10 | synthetic | imagenet */
     char        data_dir[512];
     int         subset;       /* use the first N training images (0: all) */

@@ -1,11 +1,8 @@
-/* The DARTS search space as a supernet, and plans of sampled networks.
- *
- * The supernet owns every weight of every candidate op of every cell in one
- * parameter arena (plus mirrored gradient and momentum arenas, and an arena of
- * BN running statistics). A plan is one sampled network compiled into a flat
- * list of op invocations over planned buffers: forward walks it, backward
- * walks it in reverse. Only the sampled ops run and only their weights get
- * gradients; the memory of a step is that of one ordinary network. */
+/* The DARTS search space in the terms of its own: a supernet (the darts space
+ * and its model, every weight of every candidate op of every cell) and plans
+ * of md_arch architectures. The search loop uses the generic interface
+ * (space.h, model.h, plan.h); this is for tests, benchmarks and users that
+ * work with DARTS cells by name. */
 #ifndef MDENAS_SUPERNET_H
 #define MDENAS_SUPERNET_H
 
@@ -16,6 +13,8 @@
 #include "mdenas/backend.h"
 #include "mdenas/mdl.h"
 #include "mdenas/optim.h"
+#include "mdenas/plan.h"
+#include "mdenas/space.h"
 
 /* DARTS candidate ops, in DARTS's order. */
 enum {
@@ -30,14 +29,6 @@ enum {
     MD_DARTS_OPS
 };
 extern const char *const md_darts_op_names[MD_DARTS_OPS];
-
-typedef struct {
-    int in_c, in_h, in_w; /* image shape */
-    int classes;
-    int cells;    /* 8 in the search network */
-    int channels; /* C: 16 */
-    int nodes;    /* intermediate nodes per cell: 4 (1 .. MD_MAX_NODES) */
-} md_darts_config;
 
 typedef struct md_supernet md_supernet;
 
@@ -54,6 +45,27 @@ md_arena *md_supernet_params(md_supernet *s);
 md_arena *md_supernet_grads(md_supernet *s);
 md_arena *md_supernet_momentum(md_supernet *s);
 md_arena *md_supernet_stats(md_supernet *s); /* BN running mean/var */
+md_space *md_supernet_space(md_supernet *s);
+md_model *md_supernet_model(md_supernet *s);
+
+/* ---- derivation of the final cell (MDENAS.md step 6) ----------------------- */
+
+/* For a cell with `nodes` intermediate nodes, edges are ordered node by node:
+ * node i has inputs 0 .. i+1 (two cell inputs, then earlier nodes), so it owns
+ * edges [sum_{m<i}(m+2), +i+2). Returns the edge count of such a cell. */
+int md_cell_edges(int nodes);
+
+typedef struct {
+    int op;    /* index into the op list */
+    int input; /* input node index */
+} md_gene;
+
+/* From the k probabilities of each of the cell's edges (p[edge*k + op]),
+ * choose for every node its 2 strongest incoming edges (strength = the highest
+ * probability of an op other than op `none_op`), each with that op.
+ * Ties break toward the lower op index, then the lower input index.
+ * genes receives 2 * nodes entries, per node strongest first. */
+md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes);
 
 /* At most this many intermediate nodes per cell (27 edges); DARTS uses 4. */
 #define MD_MAX_NODES 6
@@ -65,42 +77,9 @@ typedef struct {
     int reduce[MD_MAX_EDGES];
 } md_arch;
 
-typedef struct md_plan md_plan;
-
 /* Compile `arch` for `rows` images per step on backend `be`. */
 md_status md_plan_create(md_supernet *s, md_backend *be, const md_arch *arch, int rows,
                          md_plan **out);
-void      md_plan_destroy(md_plan *p);
-int       md_plan_rows(const md_plan *p);
-/* x: rows images, NCHW floats (backend memory). train: BN uses batch statistics
- * and updates running statistics; eval_batch_stats: BN uses batch statistics
- * without touching running statistics (MdeNAS validation); otherwise running. */
-typedef enum { MD_MODE_TRAIN, MD_MODE_EVAL_BATCH_STATS, MD_MODE_EVAL } md_mode;
-md_status md_plan_forward(md_plan *p, const float *x, md_mode mode);
-/* Cross-replica BN for every BN step of the plan (NULL: per-replica statistics). */
-void      md_plan_set_bn_sync(md_plan *p, const md_bn_sync *sync);
-/* A replica with no rows in this batch takes part in the BN reductions of a
- * forward pass that the other replicas run (a no-op without BN sync). */
-md_status md_plan_forward_absent(md_plan *p, md_mode mode);
-/* After forward: mean loss and top-1 correct count over the rows; with
- * `backward`, also the gradients of the active weights (accumulated into the
- * grads arena: zero them first with md_plan_zero_grads). */
-md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *correct);
-/* Multiply the loss gradient (after md_plan_loss) by factor: a data-parallel
- * replica passes its rows / the global rows, so that its gradients are its part
- * of the global batch's mean-loss gradient and the allreduce is a plain sum. */
-md_status md_plan_scale_loss_grad(md_plan *p, float factor);
-/* md_plan_loss with the mean loss and the correct count left in backend memory
- * (out[0], out[1]): no host round trip, so a step can be captured in a graph. */
-md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out);
-md_status md_plan_backward(md_plan *p);
-md_status md_plan_zero_grads(md_plan *p);
-/* Arena ranges of the weights this plan uses (stem, preprocessing, sampled
- * ops, classifier), merged where adjacent. */
-const md_range *md_plan_ranges(const md_plan *p, int *count);
-/* Bytes of activation and gradient memory the plan holds. */
-size_t    md_plan_bytes(const md_plan *p);
-int       md_plan_steps(const md_plan *p);
 
 /* Derive the final normal and reduction cells (MDENAS.md step 6) from p
  * (edges x MD_DARTS_OPS each) and write the DARTS genotype string, e.g.

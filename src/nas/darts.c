@@ -1,172 +1,44 @@
-/* The DARTS search space (MDENAS.md): the builder that both declares the
- * supernet's weights (every op of every edge) and emits the steps of a plan
- * (the sampled op of every edge), so the two can never disagree. */
+/* The DARTS search space (MDENAS.md): cells of 14 edges, 8 candidate ops,
+ * one distribution per edge of the normal cell and one per edge of the
+ * reduction cell (normal first). Built with the shared declare/emit builder,
+ * so the supernet's weights and a plan's steps can never disagree. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nas/plan_impl.h"
+#include "mdenas/supernet.h"
+#include "nas/space_impl.h"
 
 const char *const md_darts_op_names[MD_DARTS_OPS] = {
     "none",         "max_pool_3x3", "avg_pool_3x3", "skip_connect",
     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"};
 
-struct md_supernet {
-    md_darts_config cfg;
-    md_arena        params, grads, momentum, stats;
-};
-
-/* Builder state. Declaring: weights are added to the arenas and buffers only
- * carry shapes. Emitting: weights are looked up and steps are added. */
 typedef struct {
-    md_supernet *net;
-    md_plan     *plan;
-    int          declaring;
-    md_status    status; /* first failure; later calls do nothing */
-} builder;
+    md_space        base;
+    md_darts_config cfg;
+    md_space_group  groups[2];
+    unsigned char   allowed[2 * MD_MAX_EDGES * MD_DARTS_OPS];
+} darts_space;
 
-enum { NO_BUF = -1 };
-
-static int ok(builder *b) {
-    return b->status == MD_OK;
+static const darts_space *darts_of(const md_space *s) {
+    return (const darts_space *)s;
 }
 
-static const md_tensor *shape_of(builder *b, int buf) {
-    return &b->plan->bufs[buf].act;
-}
-
-static int new_buf(builder *b, int c, int h, int w) {
-    if (!ok(b)) return NO_BUF;
-    int id = md_plan_add_buf(b->plan, b->plan->rows, c, h, w);
-    if (id < 0) b->status = md_fail(MD_ERR_NOMEM, "plan: buffer table");
-    return id;
-}
-
-static void add_step(builder *b, const md_step *st) {
-    if (ok(b) && !b->declaring) b->status = md_plan_add_step(b->plan, st);
-}
-
-/* Declare (or find) a tensor in `arena`; returns its index. */
-static int tensor(builder *b, md_arena *arena, const char *name, int ndim, const int *dim) {
-    if (!ok(b)) return -1;
-    int idx = -1;
-    if (b->declaring) {
-        b->status = md_arena_add(arena, name, ndim, dim, &idx);
-        return idx;
-    }
-    idx = md_arena_find(arena, name);
-    if (idx < 0) b->status = md_fail(MD_ERR_ARG, "supernet: no tensor '%s'", name);
-    return idx;
-}
-
-/* dst = a + b, cut at MD_NAME_MAX - 1 characters (names are far shorter). */
-static void join_name(char *dst, const char *a, const char *b) {
-    size_t la = strnlen(a, MD_NAME_MAX - 1), lb = strnlen(b, MD_NAME_MAX - 1 - la);
-    memmove(dst, a, la);
-    memcpy(dst + la, b, lb);
-    dst[la + lb] = '\0';
-}
-
-static md_step step_of(md_step_kind kind, int in, int out) {
-    md_step st;
-    memset(&st, 0, sizeof st);
-    st.kind = kind;
-    st.in[0] = in;
-    st.nin = 1;
-    st.out = out;
-    st.w = st.b = st.gamma = st.beta = st.rmean = st.rvar = st.save = -1;
-    return st;
-}
-
-static int b_conv(builder *b, const char *name, int in, int c_out, int k, int stride, int pad,
-                  int dil, int groups) {
-    if (!ok(b)) return NO_BUF;
-    const md_tensor *x = shape_of(b, in);
-    md_conv_desc     d = {.n = x->dim[0], .c_in = x->dim[1], .h = x->dim[2], .w = x->dim[3],
-                          .c_out = c_out, .kh = k, .kw = k, .stride = stride, .pad = pad,
-                          .dilation = dil, .groups = groups};
-    int              oh = 0, ow = 0;
-    b->status = md_conv_out_hw(&d, &oh, &ow);
-    char pname[MD_NAME_MAX];
-    join_name(pname, name, ".w");
-    int wd[4] = {c_out, d.c_in / groups, k, k};
-    int w = tensor(b, &b->net->params, pname, 4, wd);
-    int out = new_buf(b, c_out, oh, ow);
-    if (!ok(b) || b->declaring) return out;
-    md_step st = step_of(MD_STEP_CONV, in, out);
-    st.w = w;
-    b->status = md_conv_create(b->plan->be, &d, &st.conv);
-    add_step(b, &st);
-    return out;
-}
+typedef md_builder builder;
+enum { NO_BUF = MD_BUILD_NONE };
+#define ok md_build_ok
+#define shape_of md_build_shape
+#define join_name md_build_name
+#define b_conv md_build_conv
+#define b_relu md_build_relu
+#define b_pool md_build_pool
+#define b_multi md_build_multi
+#define b_slice md_build_slice
+#define DARTS_BN_EPS 1e-5f
 
 static int b_bn(builder *b, const char *name, int in, int affine) {
-    if (!ok(b)) return NO_BUF;
-    const md_tensor *x = shape_of(b, in);
-    int              c = x->dim[1];
-    char             n1[MD_NAME_MAX], n2[MD_NAME_MAX];
-    md_step          st = step_of(MD_STEP_BN, in, NO_BUF);
-    if (affine) {
-        join_name(n1, name, ".gamma");
-        join_name(n2, name, ".beta");
-        st.gamma = tensor(b, &b->net->params, n1, 1, &c);
-        st.beta = tensor(b, &b->net->params, n2, 1, &c);
-    }
-    join_name(n1, name, ".running_mean");
-    join_name(n2, name, ".running_var");
-    st.rmean = tensor(b, &b->net->stats, n1, 1, &c);
-    st.rvar = tensor(b, &b->net->stats, n2, 1, &c);
-    st.out = new_buf(b, c, x->dim[2], x->dim[3]);
-    add_step(b, &st);
-    return st.out;
-}
-
-/* relu(x) is computed once per buffer and shared by every consumer. */
-static int b_relu(builder *b, int in) {
-    if (!ok(b)) return NO_BUF;
-    if (b->plan->bufs[in].relu >= 0) return b->plan->bufs[in].relu;
-    const md_tensor *x = shape_of(b, in);
-    int              out = new_buf(b, x->dim[1], x->dim[2], x->dim[3]);
-    md_step          st = step_of(MD_STEP_RELU, in, out);
-    add_step(b, &st);
-    if (ok(b)) b->plan->bufs[in].relu = out;
-    return out;
-}
-
-static int b_pool(builder *b, int in, md_pool_kind kind, int stride) {
-    if (!ok(b)) return NO_BUF;
-    const md_tensor *x = shape_of(b, in);
-    md_step          st = step_of(MD_STEP_POOL, in, NO_BUF);
-    st.pool = (md_pool_desc){.kind = kind, .k = 3, .stride = stride, .pad = 1};
-    st.out = new_buf(b, x->dim[1], (x->dim[2] - 1) / stride + 1, (x->dim[3] - 1) / stride + 1);
-    add_step(b, &st);
-    return st.out;
-}
-
-static int b_multi(builder *b, md_step_kind kind, const int *in, int n, int c) {
-    if (!ok(b)) return NO_BUF;
-    if (n > MD_STEP_MAX_IN) {
-        b->status = md_fail(MD_ERR_ARG, "plan: %d inputs to one step (at most %d)", n,
-                            MD_STEP_MAX_IN);
-        return NO_BUF;
-    }
-    const md_tensor *x = shape_of(b, in[0]);
-    md_step          st = step_of(kind, in[0], NO_BUF);
-    memcpy(st.in, in, (size_t)n * sizeof *in);
-    st.nin = n;
-    st.out = new_buf(b, c, x->dim[2], x->dim[3]);
-    add_step(b, &st);
-    return st.out;
-}
-
-static int b_slice(builder *b, int in) {
-    if (!ok(b)) return NO_BUF;
-    const md_tensor *x = shape_of(b, in);
-    int              out = new_buf(b, x->dim[1], x->dim[2] - 1, x->dim[3] - 1);
-    md_step          st = step_of(MD_STEP_SLICE, in, out);
-    add_step(b, &st);
-    return out;
+    return md_build_bn(b, name, in, affine, DARTS_BN_EPS);
 }
 
 /* ---- the candidate ops -------------------------------------------------------- */
@@ -246,20 +118,15 @@ static int edge_op(builder *b, const char *prefix, int op, int in, int c, int st
 
 /* Node = sum of its edges; one edge is the node itself (an alias, gradients included). */
 static int node_sum(builder *b, const int *terms, int n, int c, int h, int w) {
-    if (n == 0) {
-        int     out = new_buf(b, c, h, w);
-        md_step st = step_of(MD_STEP_ZERO, NO_BUF, out);
-        st.nin = 0;
-        add_step(b, &st);
-        return out;
-    }
+    if (n == 0) return md_build_zero(b, c, h, w);
     if (n == 1) return terms[0];
     return b_multi(b, MD_STEP_SUM, terms, n, c);
 }
 
-static int cell(builder *b, int index, int s0, int s1, int c, int reduction, int reduction_prev,
-                const int *choice) {
-    int  nodes = b->net->cfg.nodes, states[2 + MD_MAX_NODES], e = 0;
+static int cell(builder *b, const md_darts_config *cfg, int index, int s0, int s1, int c,
+                int reduction, int reduction_prev, const int *choice) {
+    int  declaring = b->mode == MD_BUILD_DECLARE;
+    int  nodes = cfg->nodes, states[2 + MD_MAX_NODES], e = 0;
     char name[MD_NAME_MAX];
     snprintf(name, sizeof name, "cell%d.pre0", index);
     states[0] = reduction_prev ? factorized_reduce(b, name, s0, c) : relu_conv_bn(b, name, s0, c);
@@ -274,105 +141,47 @@ static int cell(builder *b, int index, int s0, int s1, int c, int reduction, int
             int stride = reduction && j < 2 ? 2 : 1;
             snprintf(name, sizeof name, "cell%d.edge%d", index, e);
             for (int op = 1; op < MD_DARTS_OPS; op++) {
-                if (!b->declaring && op != choice[e]) continue;
+                if (!declaring && op != choice[e]) continue;
                 int t = edge_op(b, name, op, states[j], c, stride);
                 if (t != NO_BUF) terms[n++] = t;
             }
         }
         /* Declaring, a node's shape is all that matters: the first term stands for it. */
-        states[2 + node] = b->declaring ? (n ? terms[0] : NO_BUF) : node_sum(b, terms, n, c, h, w);
+        states[2 + node] = declaring ? (n ? terms[0] : NO_BUF) : node_sum(b, terms, n, c, h, w);
         if (!ok(b)) return NO_BUF;
     }
     return b_multi(b, MD_STEP_CONCAT, states + 2, nodes, nodes * c);
 }
 
-static md_status build(builder *b, const md_arch *arch) {
-    const md_darts_config *cfg = &b->net->cfg;
+static int is_reduction(const md_darts_config *c, int cell_index) {
+    return cell_index == c->cells / 3 || cell_index == 2 * c->cells / 3;
+}
+
+static md_status build(const md_space *sp, builder *b, const int *choice) {
+    const md_darts_config *cfg = &darts_of(sp)->cfg;
+    int                    E = md_cell_edges(cfg->nodes);
     md_plan               *p = b->plan;
-    p->input = new_buf(b, cfg->in_c, cfg->in_h, cfg->in_w);
+    p->input = md_build_buf(b, cfg->in_c, cfg->in_h, cfg->in_w);
     int x = b_conv(b, "stem.conv", p->input, 3 * cfg->channels, 3, 1, 1, 1, 1);
     x = b_bn(b, "stem.bn", x, 1);
     int s0 = x, s1 = x, c = cfg->channels, reduction_prev = 0;
     for (int i = 0; i < cfg->cells; i++) {
-        int reduction = md_supernet_is_reduction(b->net, i);
+        int reduction = is_reduction(cfg, i);
         if (reduction) c *= 2;
-        int out = cell(b, i, s0, s1, c, reduction, reduction_prev,
-                       arch ? (reduction ? arch->reduce : arch->normal) : NULL);
+        int out = cell(b, cfg, i, s0, s1, c, reduction, reduction_prev,
+                       choice ? choice + (reduction ? E : 0) : NULL);
         s0 = s1;
         s1 = out;
         reduction_prev = reduction;
     }
     if (!ok(b)) return b->status;
-    int g = new_buf(b, shape_of(b, s1)->dim[1], 1, 1); /* [N, C] viewed as [N, C, 1, 1] */
-    md_step st = step_of(MD_STEP_GAP, s1, g);
-    add_step(b, &st);
-    int ci = shape_of(b, s1)->dim[1], wd[2] = {cfg->classes, ci};
-    st = step_of(MD_STEP_LINEAR, g, new_buf(b, cfg->classes, 1, 1));
-    st.w = tensor(b, &b->net->params, "classifier.w", 2, wd);
-    st.b = tensor(b, &b->net->params, "classifier.b", 1, &cfg->classes);
-    add_step(b, &st);
-    p->logits = st.out;
+    md_build_classifier(b, s1, cfg->classes);
     return b->status;
 }
 
-/* ---- supernet ------------------------------------------------------------------- */
-
-int md_supernet_is_reduction(const md_supernet *s, int cell_index) {
-    return cell_index == s->cfg.cells / 3 || cell_index == 2 * s->cfg.cells / 3;
-}
-
-int md_supernet_edges(const md_supernet *s) {
-    return s->cfg.nodes * (s->cfg.nodes + 3) / 2;
-}
-
-const md_darts_config *md_supernet_config(const md_supernet *s) {
-    return &s->cfg;
-}
-md_arena *md_supernet_params(md_supernet *s) {
-    return &s->params;
-}
-md_arena *md_supernet_grads(md_supernet *s) {
-    return &s->grads;
-}
-md_arena *md_supernet_momentum(md_supernet *s) {
-    return &s->momentum;
-}
-md_arena *md_supernet_stats(md_supernet *s) {
-    return &s->stats;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
-
-/* PyTorch's defaults: conv/linear weights and bias U(-1/sqrt(fan_in), +), BN
- * gamma 1, beta 0, running var 1. Each tensor draws from its own stream. */
-static void init_weights(md_supernet *s, uint64_t seed) {
-    md_rng root;
-    md_rng_seed(&root, seed, 0x5eed);
-    for (int i = 0; i < s->params.count; i++) {
-        md_param *p = &s->params.table[i];
-        float    *d = s->params.data + p->offset;
-        if (ends_with(p->name, ".gamma")) {
-            for (size_t j = 0; j < p->numel; j++) d[j] = 1.0f;
-            continue;
-        }
-        if (ends_with(p->name, ".beta")) continue;
-        size_t fan_in = p->ndim > 1 ? p->numel / (size_t)p->dim[0] : 0;
-        if (p->ndim == 1) { /* classifier bias: fan_in of its weight */
-            int w = md_arena_find(&s->params, "classifier.w");
-            fan_in = w >= 0 ? (size_t)s->params.table[w].dim[1] : 1;
-        }
-        float  bound = 1.0f / sqrtf((float)fan_in);
-        md_rng r = md_rng_split(&root, (uint64_t)i);
-        for (size_t j = 0; j < p->numel; j++) d[j] = bound * (2.0f * md_rng_uniform(&r) - 1.0f);
-    }
-    for (int i = 0; i < s->stats.count; i++) {
-        md_param *p = &s->stats.table[i];
-        if (ends_with(p->name, ".running_var"))
-            for (size_t j = 0; j < p->numel; j++) s->stats.data[p->offset + j] = 1.0f;
-    }
+static void init_weights(const md_space *s, md_model *m, uint64_t seed) {
+    (void)s;
+    md_init_torch_default(m, seed);
 }
 
 static md_status check_config(const md_darts_config *c) {
@@ -386,82 +195,38 @@ static md_status check_config(const md_darts_config *c) {
     return MD_OK;
 }
 
-static md_status shared_alloc(void *ctx, size_t bytes, void **out) {
-    return md_backend_alloc_shared(ctx, bytes, out);
+/* ---- derivation ----------------------------------------------------------------- */
+
+int md_cell_edges(int nodes) {
+    return nodes * (nodes + 3) / 2; /* sum over i < nodes of (i + 2) */
 }
 
-static void shared_free(void *ctx, void *p) {
-    md_backend_free_shared(ctx, p);
-}
-
-md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_supernet **out) {
-    return md_supernet_create_on(cfg, seed, NULL, out);
-}
-
-md_status md_supernet_create_on(const md_darts_config *cfg, uint64_t seed, md_backend *be,
-                                md_supernet **out) {
-    *out = NULL;
-    MD_TRY(check_config(cfg));
-    md_supernet *s = calloc(1, sizeof *s);
-    if (!s) return md_fail(MD_ERR_NOMEM, "supernet");
-    s->cfg = *cfg;
-    md_arena_init(&s->params);
-    md_arena_init(&s->stats);
-    if (be) {
-        md_allocator a = {shared_alloc, shared_free, be};
-        s->params.alloc = a, s->stats.alloc = a;
+md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes) {
+    if (nodes < 1 || k < 2 || none_op < -1 || none_op >= k)
+        return md_fail(MD_ERR_ARG, "derive: nodes=%d k=%d none_op=%d", nodes, k, none_op);
+    int first = 0;
+    for (int node = 0; node < nodes; node++) {
+        int    inputs = node + 2, best_op[2] = {-1, -1}, best_in[2] = {-1, -1};
+        double best_p[2] = {-1.0, -1.0};
+        for (int in = 0; in < inputs; in++) {
+            const double *q = p + (size_t)(first + in) * k;
+            int           op = -1;
+            for (int o = 0; o < k; o++)
+                if (o != none_op && (op < 0 || q[o] > q[op])) op = o; /* strict: lower index wins ties */
+            /* Inputs come in increasing order, so a strict comparison keeps the lower input on ties. */
+            if (q[op] > best_p[0]) {
+                best_p[1] = best_p[0], best_op[1] = best_op[0], best_in[1] = best_in[0];
+                best_p[0] = q[op], best_op[0] = op, best_in[0] = in;
+            } else if (q[op] > best_p[1]) {
+                best_p[1] = q[op], best_op[1] = op, best_in[1] = in;
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            genes[2 * node + t].op = best_op[t];
+            genes[2 * node + t].input = best_in[t];
+        }
+        first += inputs;
     }
-    md_plan *shape = NULL;
-    md_status st = md_plan_shell(s, NULL, 1, &shape);
-    if (st == MD_OK) {
-        builder b = {.net = s, .plan = shape, .declaring = 1, .status = MD_OK};
-        st = build(&b, NULL);
-        md_plan_free_shell(shape);
-    }
-    if (st == MD_OK) st = md_arena_finalize(&s->params);
-    if (st == MD_OK) st = md_arena_finalize(&s->stats);
-    if (st == MD_OK) st = md_arena_mirror(&s->grads, &s->params);
-    if (st == MD_OK) st = md_arena_mirror(&s->momentum, &s->params);
-    if (st != MD_OK) {
-        md_supernet_destroy(s);
-        return st;
-    }
-    init_weights(s, seed);
-    *out = s;
-    return MD_OK;
-}
-
-void md_supernet_destroy(md_supernet *s) {
-    if (!s) return;
-    md_arena_free(&s->params);
-    md_arena_free(&s->grads);
-    md_arena_free(&s->momentum);
-    md_arena_free(&s->stats);
-    free(s);
-}
-
-md_status md_plan_create(md_supernet *s, md_backend *be, const md_arch *arch, int rows,
-                         md_plan **out) {
-    *out = NULL;
-    int edges = md_supernet_edges(s);
-    if (edges > MD_MAX_EDGES)
-        return md_fail(MD_ERR_ARG, "plan: %d edges per cell (at most %d)", edges, MD_MAX_EDGES);
-    for (int e = 0; e < edges; e++)
-        if (arch->normal[e] < 0 || arch->normal[e] >= MD_DARTS_OPS || arch->reduce[e] < 0 ||
-            arch->reduce[e] >= MD_DARTS_OPS)
-            return md_fail(MD_ERR_ARG, "plan: edge %d has op %d/%d (0..%d)", e, arch->normal[e],
-                           arch->reduce[e], MD_DARTS_OPS - 1);
-    if (rows < 1) return md_fail(MD_ERR_ARG, "plan: %d rows", rows);
-    md_plan *p = NULL;
-    MD_TRY(md_plan_shell(s, be, rows, &p));
-    builder   b = {.net = s, .plan = p, .declaring = 0, .status = MD_OK};
-    md_status st = build(&b, arch);
-    if (st == MD_OK) st = md_plan_finish(p);
-    if (st != MD_OK) {
-        md_plan_destroy(p);
-        return st;
-    }
-    *out = p;
     return MD_OK;
 }
 
@@ -493,4 +258,155 @@ md_status md_darts_genotype(const double *p_normal, const double *p_reduce, int 
                                            2 + nodes);
     if (pos >= len) return md_fail(MD_ERR_ARG, "genotype: string longer than %zu bytes", len);
     return MD_OK;
+}
+
+/* ---- the space ------------------------------------------------------------------ */
+
+static md_status summary(const md_space *s, const double *p, char *buf, size_t len) {
+    const darts_space *d = darts_of(s);
+    int                E = md_cell_edges(d->cfg.nodes);
+    return md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, d->cfg.nodes, buf, len, NULL, NULL);
+}
+
+/* genotype.json: the string, and each cell's genes as [op, input] pairs. */
+static md_status export_json(const md_space *s, const double *p, md_json *j) {
+    const darts_space *d = darts_of(s);
+    int                nodes = d->cfg.nodes, E = md_cell_edges(nodes);
+    md_gene            g[2][2 * MD_MAX_NODES];
+    char               genotype[4096];
+    MD_TRY(md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, nodes, genotype, sizeof genotype,
+                             g[0], g[1]));
+    md_json_begin_object(j);
+    md_json_key(j, "genotype"), md_json_string(j, genotype);
+    static const char *const names[2] = {"normal", "reduce"};
+    for (int c = 0; c < 2; c++) {
+        md_json_key(j, names[c]);
+        md_json_begin_array(j);
+        for (int i = 0; i < 2 * nodes; i++) {
+            md_json_begin_array(j);
+            md_json_string(j, md_darts_op_names[g[c][i].op]);
+            md_json_int(j, g[c][i].input);
+            md_json_end_array(j);
+        }
+        md_json_end_array(j);
+        char key[32];
+        snprintf(key, sizeof key, "%s_concat", names[c]);
+        md_json_key(j, key);
+        md_json_begin_array(j);
+        for (int i = 2; i < 2 + nodes; i++) md_json_int(j, i);
+        md_json_end_array(j);
+    }
+    md_json_end_object(j);
+    return MD_OK;
+}
+
+static void config_json(const md_space *s, md_json *j) {
+    const md_darts_config *c = &darts_of(s)->cfg;
+    md_json_key(j, "space"), md_json_string(j, "darts");
+    md_json_key(j, "nodes"), md_json_int(j, c->nodes);
+    md_json_key(j, "edges"), md_json_int(j, md_cell_edges(c->nodes));
+    md_json_key(j, "cells"), md_json_int(j, c->cells);
+    md_json_key(j, "channels"), md_json_int(j, c->channels);
+}
+
+static void destroy(md_space *s) {
+    free(s);
+}
+
+static const md_space_vt darts_vt = {
+    .destroy = destroy,
+    .build = build,
+    .init_weights = init_weights,
+    .summary = summary,
+    .export_json = export_json,
+    .write_files = NULL,
+    .config_json = config_json,
+};
+
+md_status md_space_darts_create(const md_darts_config *cfg, md_space **out) {
+    *out = NULL;
+    MD_TRY(check_config(cfg));
+    darts_space *d = calloc(1, sizeof *d);
+    if (!d) return md_fail(MD_ERR_NOMEM, "darts space");
+    int E = md_cell_edges(cfg->nodes);
+    d->cfg = *cfg;
+    d->groups[0] = (md_space_group){"normal", "normal cell", 0, E};
+    d->groups[1] = (md_space_group){"reduce", "reduction cell", E, E};
+    memset(d->allowed, 1, sizeof d->allowed);
+    d->base.vt = &darts_vt;
+    d->base.info = (md_space_info){.name = "darts", .dists = 2 * E, .k = MD_DARTS_OPS,
+                                   .op_names = md_darts_op_names, .allowed = d->allowed,
+                                   .groups = d->groups, .ngroups = 2};
+    d->base.in_c = cfg->in_c, d->base.in_h = cfg->in_h, d->base.in_w = cfg->in_w;
+    d->base.classes = cfg->classes;
+    *out = &d->base;
+    return MD_OK;
+}
+
+/* ---- the DARTS supernet of earlier releases: a darts space and its model ------------ */
+
+struct md_supernet {
+    md_space *space;
+    md_model *model;
+};
+
+md_status md_supernet_create(const md_darts_config *cfg, uint64_t seed, md_supernet **out) {
+    return md_supernet_create_on(cfg, seed, NULL, out);
+}
+
+md_status md_supernet_create_on(const md_darts_config *cfg, uint64_t seed, md_backend *be,
+                                md_supernet **out) {
+    *out = NULL;
+    md_supernet *s = calloc(1, sizeof *s);
+    if (!s) return md_fail(MD_ERR_NOMEM, "supernet");
+    md_status st = md_space_darts_create(cfg, &s->space);
+    if (st == MD_OK) st = md_space_model_create(s->space, seed, be, &s->model);
+    if (st != MD_OK) {
+        md_supernet_destroy(s);
+        return st;
+    }
+    *out = s;
+    return MD_OK;
+}
+
+void md_supernet_destroy(md_supernet *s) {
+    if (!s) return;
+    md_model_destroy(s->model);
+    md_space_destroy(s->space);
+    free(s);
+}
+
+const md_darts_config *md_supernet_config(const md_supernet *s) {
+    return &darts_of(s->space)->cfg;
+}
+int md_supernet_edges(const md_supernet *s) {
+    return md_cell_edges(md_supernet_config(s)->nodes);
+}
+int md_supernet_is_reduction(const md_supernet *s, int cell_index) {
+    return is_reduction(md_supernet_config(s), cell_index);
+}
+md_space *md_supernet_space(md_supernet *s) {
+    return s->space;
+}
+md_model *md_supernet_model(md_supernet *s) {
+    return s->model;
+}
+md_arena *md_supernet_params(md_supernet *s) {
+    return &s->model->params;
+}
+md_arena *md_supernet_grads(md_supernet *s) {
+    return &s->model->grads;
+}
+md_arena *md_supernet_momentum(md_supernet *s) {
+    return &s->model->momentum;
+}
+md_arena *md_supernet_stats(md_supernet *s) {
+    return &s->model->stats;
+}
+
+md_status md_plan_create(md_supernet *s, md_backend *be, const md_arch *arch, int rows,
+                         md_plan **out) {
+    int E = md_supernet_edges(s), choice[2 * MD_MAX_EDGES];
+    for (int e = 0; e < E; e++) choice[e] = arch->normal[e], choice[E + e] = arch->reduce[e];
+    return md_space_plan(s->space, s->model, be, choice, rows, out);
 }

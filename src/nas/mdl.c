@@ -35,7 +35,39 @@ void md_mdl_free(md_mdl *m) {
     free(m->hist_p);
     free(m->hist_he);
     free(m->hist_ha);
+    free(m->allowed);
     memset(m, 0, sizeof *m);
+}
+
+md_status md_mdl_set_mask(md_mdl *m, const unsigned char *allowed) {
+    size_t n = (size_t)m->edges * m->k;
+    if (!m->allowed && !(m->allowed = malloc(n))) return md_fail(MD_ERR_NOMEM, "mdl: mask");
+    for (int e = 0; e < m->edges; e++) {
+        int live = 0;
+        for (int k = 0; k < m->k; k++) live += allowed[(size_t)e * m->k + k] != 0;
+        if (live < 1)
+            return md_fail(MD_ERR_ARG, "mdl: distribution %d has no candidate op", e);
+        for (int k = 0; k < m->k; k++) {
+            size_t i = (size_t)e * m->k + k;
+            m->allowed[i] = allowed[i] != 0;
+            m->p[i] = m->allowed[i] ? 1.0 / live : 0.0;
+        }
+    }
+    return MD_OK;
+}
+
+md_status md_mdl_clone_empty(const md_mdl *src, md_mdl *dst) {
+    MD_TRY(md_mdl_init(dst, src->edges, src->k, src->alpha, src->rule));
+    if (src->allowed) {
+        md_status s = md_mdl_set_mask(dst, src->allowed);
+        if (s != MD_OK) md_mdl_free(dst);
+        return s;
+    }
+    return MD_OK;
+}
+
+static int masked(const md_mdl *m, int e, int k) {
+    return m->allowed && !m->allowed[(size_t)e * m->k + k];
 }
 
 void md_mdl_sample(const md_mdl *m, md_rng *rng, int *choice) {
@@ -59,8 +91,9 @@ md_status md_mdl_record(md_mdl *m, const int *choice, double accuracy) {
     if (!(accuracy >= 0.0 && accuracy <= 1.0))
         return md_fail(MD_ERR_ARG, "mdl: accuracy %g is not a fraction in [0, 1]", accuracy);
     for (int e = 0; e < m->edges; e++)
-        if (choice[e] < 0 || choice[e] >= m->k)
-            return md_fail(MD_ERR_ARG, "mdl: edge %d chose op %d of %d", e, choice[e], m->k);
+        if (choice[e] < 0 || choice[e] >= m->k || masked(m, e, choice[e]))
+            return md_fail(MD_ERR_ARG, "mdl: edge %d chose op %d of %d%s", e, choice[e], m->k,
+                           choice[e] >= 0 && choice[e] < m->k ? ", a masked one" : "");
     for (int e = 0; e < m->edges; e++) {
         size_t i = (size_t)e * m->k + choice[e];
         m->he[i] += 1.0;
@@ -69,12 +102,15 @@ md_status md_mdl_record(md_mdl *m, const int *choice, double accuracy) {
     return MD_OK;
 }
 
-/* The paper's rule on one edge. Deltas come from the state before the update. */
-static void update_paper(double *p, const double *he, const double *ha, int k, double alpha) {
+/* The paper's rule on one edge. Deltas come from the state before the update.
+ * Masked ops (live[i] = 0) take no part: they are no rival, and stay at 0. */
+static void update_paper(double *p, const double *he, const double *ha, int k, double alpha,
+                         const unsigned char *live) {
     double delta[64];
     for (int i = 0; i < k; i++) {
         int score = 0;
         for (int j = 0; j < k; j++) {
+            if (live && (!live[i] || !live[j])) continue;
             double de = he[i] - he[j], da = ha[i] - ha[j];
             if (de < 0 && da > 0) score++;
             if (de > 0 && da < 0) score--;
@@ -84,16 +120,18 @@ static void update_paper(double *p, const double *he, const double *ha, int k, d
     double sum = 0.0;
     for (int i = 0; i < k; i++) {
         p[i] += delta[i];
-        if (p[i] < 0.0) p[i] = 0.0;
+        if (p[i] < 0.0 || (live && !live[i])) p[i] = 0.0;
         sum += p[i];
     }
     for (int i = 0; i < k; i++) p[i] /= sum;
 }
 
 /* The authors' lab code: pairs in order, non-strict epoch comparison. */
-static void update_pairwise(double *p, const double *he, const double *ha, int k, double alpha) {
+static void update_pairwise(double *p, const double *he, const double *ha, int k, double alpha,
+                            const unsigned char *live) {
     for (int i = 0; i < k; i++)
         for (int j = i + 1; j < k; j++) {
+            if (live && (!live[i] || !live[j])) continue;
             if (he[i] >= he[j] && ha[i] < ha[j]) {
                 double mv = p[i] < alpha ? p[i] : alpha;
                 p[i] -= mv;
@@ -140,9 +178,11 @@ md_status md_mdl_update(md_mdl *m) {
     for (int e = 0; e < m->edges; e++) {
         size_t o = (size_t)e * m->k;
         if (m->rule == MD_UPDATE_PAPER)
-            update_paper(m->p + o, m->he + o, m->ha + o, m->k, m->alpha);
+            update_paper(m->p + o, m->he + o, m->ha + o, m->k, m->alpha,
+                         m->allowed ? m->allowed + o : NULL);
         else
-            update_pairwise(m->p + o, m->he + o, m->ha + o, m->k, m->alpha);
+            update_pairwise(m->p + o, m->he + o, m->ha + o, m->k, m->alpha,
+                            m->allowed ? m->allowed + o : NULL);
     }
     return history_append(m);
 }
@@ -167,44 +207,18 @@ const char *md_mdl_rule_name(md_mdl_rule r) {
     return r == MD_UPDATE_PAIRWISE ? "pairwise" : "paper";
 }
 
-int md_cell_edges(int nodes) {
-    return nodes * (nodes + 3) / 2; /* sum over i < nodes of (i + 2) */
-}
-
-md_status md_derive_cell(const double *p, int nodes, int k, int none_op, md_gene *genes) {
-    if (nodes < 1 || k < 2 || none_op < -1 || none_op >= k)
-        return md_fail(MD_ERR_ARG, "derive: nodes=%d k=%d none_op=%d", nodes, k, none_op);
-    int first = 0;
-    for (int node = 0; node < nodes; node++) {
-        int    inputs = node + 2, best_op[2] = {-1, -1}, best_in[2] = {-1, -1};
-        double best_p[2] = {-1.0, -1.0};
-        for (int in = 0; in < inputs; in++) {
-            const double *q = p + (size_t)(first + in) * k;
-            int           op = -1;
-            for (int o = 0; o < k; o++)
-                if (o != none_op && (op < 0 || q[o] > q[op])) op = o; /* strict: lower index wins ties */
-            /* Inputs come in increasing order, so a strict comparison keeps the lower input on ties. */
-            if (q[op] > best_p[0]) {
-                best_p[1] = best_p[0], best_op[1] = best_op[0], best_in[1] = best_in[0];
-                best_p[0] = q[op], best_op[0] = op, best_in[0] = in;
-            } else if (q[op] > best_p[1]) {
-                best_p[1] = q[op], best_op[1] = op, best_in[1] = in;
-            }
-        }
-        for (int t = 0; t < 2; t++) {
-            genes[2 * node + t].op = best_op[t];
-            genes[2 * node + t].input = best_in[t];
-        }
-        first += inputs;
-    }
-    return MD_OK;
-}
-
 md_status md_mdl_restore(md_mdl *m, int periods, const double *p, const double *he,
                          const double *ha, const double *hist_p, const double *hist_he,
                          const double *hist_ha) {
     size_t n = (size_t)m->edges * m->k;
     if (periods < 0) return md_fail(MD_ERR_ARG, "mdl: %d periods", periods);
+    for (size_t i = 0; i < n; i++) {
+        int bad = !(p[i] >= 0.0 && p[i] <= 1.0) || !(he[i] >= 0.0) || !isfinite(ha[i]);
+        if (bad || (m->allowed && !m->allowed[i] && (p[i] != 0.0 || he[i] != 0.0)))
+            return md_fail(MD_ERR_ARG, "mdl: distribution %zu, op %zu: p %g, H^e %g, H^a %g %s",
+                           i / (size_t)m->k, i % (size_t)m->k, p[i], he[i], ha[i],
+                           bad ? "out of range" : "on an op that this space masks");
+    }
     MD_TRY(history_reserve(m, periods));
     if (p != m->p) memcpy(m->p, p, n * sizeof(double));
     if (he != m->he) memcpy(m->he, he, n * sizeof(double));

@@ -14,10 +14,11 @@
 
 static void prof_dump(void);
 
-md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out) {
+md_status md_plan_shell(md_model *m, md_backend *be, int rows, md_plan **out) {
     md_plan *p = calloc(1, sizeof *p);
+    *out = NULL;
     if (!p) return md_fail(MD_ERR_NOMEM, "plan");
-    p->net = s;
+    p->model = m;
     p->be = be;
     p->rows = rows;
     p->input = p->logits = -1;
@@ -30,6 +31,8 @@ void md_plan_free_shell(md_plan *p) {
     free(p->steps);
     free(p->bufs);
     free(p->ranges);
+    free(p->ranges_bn);
+    free(p->ranges_other);
     free(p);
 }
 
@@ -137,38 +140,44 @@ static int cmp_range(const void *a, const void *b) {
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Ranges of the weights the steps use, sorted and merged across alignment padding. */
-static md_status plan_ranges(md_plan *p) {
-    md_arena *params = md_supernet_params(p->net);
-    p->ranges = malloc((size_t)(4 * p->nsteps + 1) * sizeof *p->ranges);
-    if (!p->ranges) return md_fail(MD_ERR_NOMEM, "plan: ranges");
+/* Ranges of the weights the steps use (which: RANGES_ALL, RANGES_BN for BN
+ * gamma and beta, RANGES_OTHER for the rest), sorted and merged across
+ * alignment padding. */
+enum { RANGES_ALL, RANGES_BN, RANGES_OTHER };
+static md_status collect_ranges(md_plan *p, int which, md_range **out, int *count) {
+    md_arena *params = &p->model->params;
+    md_range *r = malloc((size_t)(4 * p->nsteps + 1) * sizeof *r);
+    *out = r, *count = 0;
+    if (!r) return md_fail(MD_ERR_NOMEM, "plan: ranges");
     int n = 0;
     for (int s = 0; s < p->nsteps; s++) {
         const md_step *st = &p->steps[s];
         int            ids[4] = {st->w, st->b, st->gamma, st->beta};
-        for (int k = 0; k < 4; k++)
+        for (int k = which == RANGES_BN ? 2 : 0; k < (which == RANGES_OTHER ? 2 : 4); k++)
             if (ids[k] >= 0) {
                 const md_param *pr = &params->table[ids[k]];
-                p->ranges[n++] = (md_range){pr->offset, pr->numel};
+                r[n++] = (md_range){pr->offset, pr->numel};
             }
     }
-    qsort(p->ranges, (size_t)n, sizeof *p->ranges, cmp_range);
+    qsort(r, (size_t)n, sizeof *r, cmp_range);
     int m = 0;
     for (int i = 0; i < n; i++) {
-        if (m && p->ranges[i].offset == p->ranges[m - 1].offset) continue; /* shared weight */
-        size_t end = m ? p->ranges[m - 1].offset + (p->ranges[m - 1].count + 15) / 16 * 16 : 0;
-        if (m && p->ranges[i].offset == end)
-            p->ranges[m - 1].count = p->ranges[i].offset + p->ranges[i].count - p->ranges[m - 1].offset;
+        if (m && r[i].offset == r[m - 1].offset) continue; /* shared weight */
+        size_t end = m ? r[m - 1].offset + (r[m - 1].count + 15) / 16 * 16 : 0;
+        if (m && r[i].offset == end)
+            r[m - 1].count = r[i].offset + r[i].count - r[m - 1].offset;
         else
-            p->ranges[m++] = p->ranges[i];
+            r[m++] = r[i];
     }
-    p->nranges = m;
+    *count = m;
     return MD_OK;
 }
 
 md_status md_plan_finish(md_plan *p) {
     MD_TRY(plan_grads(p));
-    MD_TRY(plan_ranges(p));
+    MD_TRY(collect_ranges(p, RANGES_ALL, &p->ranges, &p->nranges));
+    MD_TRY(collect_ranges(p, RANGES_BN, &p->ranges_bn, &p->nranges_bn));
+    MD_TRY(collect_ranges(p, RANGES_OTHER, &p->ranges_other, &p->nranges_other));
     size_t top = 0;
     for (int i = 0; i < p->nbufs; i++) {
         if (i == p->input) continue; /* the caller's batch */
@@ -230,7 +239,7 @@ typedef struct {
 } bn_view;
 
 static void bn_state(md_plan *p, const md_step *s, md_mode mode, bn_view *v) {
-    md_arena *params = md_supernet_params(p->net), *stats = md_supernet_stats(p->net);
+    md_arena *params = &p->model->params, *stats = &p->model->stats;
     int       c = p->bufs[s->out].act.dim[1];
     memset(v, 0, sizeof *v);
     if (s->gamma >= 0) {
@@ -250,13 +259,13 @@ static void bn_state(md_plan *p, const md_step *s, md_mode mode, bn_view *v) {
     v->st.save_mean = &v->mean;
     v->st.save_invstd = &v->invstd;
     v->st.momentum = 0.1f;
-    v->st.eps = 1e-5f;
+    v->st.eps = s->eps;
     v->st.sync = p->bn_sync;
 }
 
 static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
     md_backend      *be = p->be;
-    md_arena        *params = md_supernet_params(p->net);
+    md_arena        *params = &p->model->params;
     const md_tensor *x = s->nin > 0 && s->in[0] >= 0 ? &p->bufs[s->in[0]].act : NULL;
     const md_tensor *y = &p->bufs[s->out].act;
     switch (s->kind) {
@@ -271,6 +280,7 @@ static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
                                     : md_bn_forward_train(be, x, y, &v.st);
     }
     case MD_STEP_RELU: return md_act_forward(be, MD_ACT_RELU, x, y);
+    case MD_STEP_RELU6: return md_act_forward(be, MD_ACT_RELU6, x, y);
     case MD_STEP_POOL: return md_pool_forward(be, &s->pool, x, y);
     case MD_STEP_SUM:
         MD_TRY(md_copy(be, x, y));
@@ -298,10 +308,11 @@ static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
 
 /* MDENAS_PROFILE=1: time every step by kind and print the totals when the plan
  * is destroyed (to stderr). Costs two clock reads per step when on. */
-static const char *const kind_names[] = {"conv", "bn", "relu", "pool", "sum", "concat",
-                                         "slice", "zero", "gap", "linear"};
-static double prof_t[2][16];
-static long   prof_n[2][16];
+static const char *const kind_names[] = {"conv", "bn",  "relu",   "pool",  "sum",
+                                         "concat", "slice", "zero", "gap", "linear", "relu6"};
+enum { PROF_DW = 11, PROF_KINDS = 12 };
+static double prof_t[2][PROF_KINDS];
+static long   prof_n[2][PROF_KINDS];
 static int    prof_on = -1;
 
 static double prof_now(void) {
@@ -311,7 +322,7 @@ static double prof_now(void) {
 }
 
 static int prof_kind(const md_step *s) {
-    if (s->kind == MD_STEP_CONV && md_conv_get_desc(s->conv)->groups > 1) return 10; /* dw */
+    if (s->kind == MD_STEP_CONV && md_conv_get_desc(s->conv)->groups > 1) return PROF_DW;
     return (int)s->kind;
 }
 
@@ -319,12 +330,12 @@ static void prof_dump(void) {
     if (prof_on != 1) return;
     double total = 0;
     for (int d = 0; d < 2; d++)
-        for (int k = 0; k < 11; k++) total += prof_t[d][k];
+        for (int k = 0; k < PROF_KINDS; k++) total += prof_t[d][k];
     for (int d = 0; d < 2; d++)
-        for (int k = 0; k < 11; k++)
+        for (int k = 0; k < PROF_KINDS; k++)
             if (prof_n[d][k])
                 fprintf(stderr, "profile %-8s %-9s %9.1f ms %5.1f%% (%ld calls)\n",
-                        d ? "backward" : "forward", k == 10 ? "dw_conv" : kind_names[k],
+                        d ? "backward" : "forward", k == PROF_DW ? "dw_conv" : kind_names[k],
                         1e3 * prof_t[d][k], 100 * prof_t[d][k] / total, prof_n[d][k]);
     memset(prof_t, 0, sizeof prof_t);
     memset(prof_n, 0, sizeof prof_n);
@@ -389,7 +400,7 @@ static const md_tensor *grad_of(md_plan *p, int buf) {
 
 static md_status step_backward(md_plan *p, const md_step *s) {
     md_backend      *be = p->be;
-    md_arena        *params = md_supernet_params(p->net), *grads = md_supernet_grads(p->net);
+    md_arena        *params = &p->model->params, *grads = &p->model->grads;
     const md_tensor *x = s->nin > 0 && s->in[0] >= 0 ? &p->bufs[s->in[0]].act : NULL;
     const md_tensor *dx = s->nin > 0 ? grad_of(p, s->in[0]) : NULL;
     const md_tensor *dy = &p->bufs[s->out].grad;
@@ -407,6 +418,8 @@ static md_status step_backward(md_plan *p, const md_step *s) {
                                     s->gamma >= 0 ? &db : NULL, &v.st);
     }
     case MD_STEP_RELU: return dx ? md_act_backward(be, MD_ACT_RELU, &p->bufs[s->out].act, dy, dx) : MD_OK;
+    case MD_STEP_RELU6:
+        return dx ? md_act_backward(be, MD_ACT_RELU6, &p->bufs[s->out].act, dy, dx) : MD_OK;
     case MD_STEP_POOL: return dx ? md_pool_backward(be, &s->pool, x, dy, dx) : MD_OK;
     case MD_STEP_SUM:
         for (int i = 0; i < s->nin; i++) {
@@ -455,7 +468,7 @@ md_status md_plan_backward(md_plan *p) {
 }
 
 md_status md_plan_zero_grads(md_plan *p) {
-    md_arena *g = md_supernet_grads(p->net);
+    md_arena *g = &p->model->grads;
     for (int i = 0; i < p->nranges; i++) {
         md_tensor t = md_tensor_1d(g->data + p->ranges[i].offset, (int)p->ranges[i].count);
         MD_TRY(md_zero(p->be, &t));
@@ -468,6 +481,11 @@ const md_range *md_plan_ranges(const md_plan *p, int *count) {
     return p->ranges;
 }
 
+const md_range *md_plan_ranges_split(const md_plan *p, int bn, int *count) {
+    *count = bn ? p->nranges_bn : p->nranges_other;
+    return bn ? p->ranges_bn : p->ranges_other;
+}
+
 size_t md_plan_bytes(const md_plan *p) {
     return (p->act_floats + p->grad_floats) * sizeof(float);
 }
@@ -478,4 +496,11 @@ int md_plan_rows(const md_plan *p) {
 
 int md_plan_steps(const md_plan *p) {
     return p->nsteps;
+}
+
+md_status md_plan_logits(const md_plan *p, float *out, size_t n) {
+    const md_pbuf *lg = &p->bufs[p->logits];
+    size_t         have = md_tensor_numel(&lg->act);
+    if (n != have) return md_fail(MD_ERR_ARG, "plan: %zu logits asked, the plan has %zu", n, have);
+    return md_backend_download(p->be, out, lg->act.data, n * sizeof *out);
 }

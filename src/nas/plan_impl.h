@@ -1,9 +1,9 @@
-/* Private: the plan's steps and buffers, shared by the DARTS builder
- * (darts.c), which emits steps, and the executor (plan.c). */
+/* Private to src/nas: the plan's steps and buffers, shared by the builder
+ * (builder.c), which emits steps, and the executor (plan.c). */
 #ifndef MDENAS_PLAN_IMPL_H
 #define MDENAS_PLAN_IMPL_H
 
-#include "mdenas/supernet.h"
+#include "mdenas/plan.h"
 
 enum { MD_STEP_MAX_IN = 8 };
 
@@ -17,7 +17,8 @@ typedef enum {
     MD_STEP_SLICE, /* out = in[:, :, 1:, 1:] cropped to out's size */
     MD_STEP_ZERO,
     MD_STEP_GAP,
-    MD_STEP_LINEAR
+    MD_STEP_LINEAR,
+    MD_STEP_RELU6
 } md_step_kind;
 
 typedef struct {
@@ -30,6 +31,7 @@ typedef struct {
     int          w, b;          /* params: conv/linear weight, linear bias (-1: none) */
     int          gamma, beta;   /* BN affine params, -1 when affine = false */
     int          rmean, rvar;   /* BN running statistics (stats arena) */
+    float        eps;           /* BN */
     int          save;          /* BN: offset of its saved mean/invstd in save_mem (md_plan_finish) */
     int          zero[MD_STEP_MAX_IN + 1]; /* gradient buffers to zero before this backward */
     int          nzero;
@@ -45,7 +47,7 @@ typedef struct {
 } md_pbuf;
 
 struct md_plan {
-    md_supernet *net;
+    md_model    *model;
     md_backend  *be;
     int          rows;
     md_step     *steps;
@@ -55,15 +57,15 @@ struct md_plan {
     int          input, logits; /* buffer ids */
     float       *act_mem, *grad_mem, *save_mem;
     size_t       act_floats, grad_floats;
-    md_range    *ranges;
-    int          nranges;
+    md_range    *ranges, *ranges_bn, *ranges_other; /* all weights used; BN affine; the rest */
+    int          nranges, nranges_bn, nranges_other;
     int          grads_ready; /* loss gradient written, backward may run */
     const md_bn_sync *bn_sync; /* cross-replica BN, or NULL */
 };
 
 /* Builder services, implemented in plan.c. A shell is an empty plan: with be = NULL
- * it only records buffer shapes (how the supernet declares its weights). */
-md_status md_plan_shell(md_supernet *s, md_backend *be, int rows, md_plan **out);
+ * it only records buffer shapes (how a space declares its weights). */
+md_status md_plan_shell(md_model *m, md_backend *be, int rows, md_plan **out);
 void      md_plan_free_shell(md_plan *p);
 int md_plan_add_buf(md_plan *p, int n, int c, int h, int w); /* returns id or -1 */
 md_status md_plan_add_step(md_plan *p, const md_step *st);

@@ -19,9 +19,8 @@
 
 static const char *const arena_prefix[3] = {"param/", "momentum/", "bn/"};
 
-static md_arena *arena_of(md_supernet *net, int which) {
-    return which == 0 ? md_supernet_params(net)
-                      : which == 1 ? md_supernet_momentum(net) : md_supernet_stats(net);
+static md_arena *arena_of(md_model *m, int which) {
+    return which == 0 ? &m->params : which == 1 ? &m->momentum : &m->stats;
 }
 
 /* "ckpt-<digits>.safetensors" -> step; -1 for any other name. */
@@ -93,13 +92,6 @@ static void ckpt_dir(const md_search_config *c, char *buf, size_t len) {
     snprintf(buf, len, "%s/checkpoints", c->out);
 }
 
-/* The size of a log, made durable first: a checkpoint records it, and a log
- * shorter than its checkpoint says after a crash is a log that lost lines. */
-static long file_size(FILE *f) {
-    struct stat st;
-    if (!f || fflush(f) || fsync(fileno(f)) || fstat(fileno(f), &st)) return -1;
-    return (long)st.st_size;
-}
 
 /* ---- save -------------------------------------------------------------------------------- */
 
@@ -121,21 +113,16 @@ static void meta_put(meta_list *l, const char *key, const char *fmt, ...) {
     l->n++;
 }
 
-md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
-    const md_search_config *c = r->cfg;
-    char                    dir[700];
+md_status md_ckpt_save(const md_search_config *c, const md_ckpt_state *cs, char *path,
+                       size_t path_len, size_t *bytes) {
+    char dir[700];
     ckpt_dir(c, dir, sizeof dir);
     if (mkdir(dir, 0777) && errno != EEXIST)
         return md_fail(MD_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
-    r->pos.metrics_bytes = file_size(r->metrics);
-    r->pos.history_bytes = file_size(r->history);
-    r->pos.periods_done = r->mdl.periods;
-    if (r->pos.metrics_bytes < 0 || r->pos.history_bytes < 0)
-        return md_fail(MD_ERR_IO, "cannot flush and fsync metrics.jsonl/history.jsonl in %s: %s",
-                       c->out, strerror(errno));
+    cs->pos->periods_done = cs->mdl->periods;
 
     int ntensor = 0, cap = 8;
-    for (int a = 0; a < 3; a++) cap += arena_of(r->net, a)->count;
+    for (int a = 0; a < 3; a++) cap += arena_of(cs->model, a)->count;
     md_st_entry *t = calloc((size_t)cap, sizeof *t);
     char        *names = malloc((size_t)cap * (MD_NAME_MAX + 16));
     if (!t || !names) {
@@ -143,7 +130,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
         return md_fail(MD_ERR_NOMEM, "checkpoint of %d tensors", cap);
     }
     for (int a = 0; a < 3; a++) {
-        const md_arena *ar = arena_of(r->net, a);
+        const md_arena *ar = arena_of(cs->model, a);
         for (int i = 0; i < ar->count; i++, ntensor++) {
             const md_param *p = &ar->table[i];
             char           *nm = names + (size_t)ntensor * (MD_NAME_MAX + 16);
@@ -153,7 +140,7 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
             for (int k = 0; k < p->ndim; k++) e->dim[k] = p->dim[k];
         }
     }
-    const md_mdl *m = &r->mdl;
+    const md_mdl *m = cs->mdl;
     const double *state[3] = {m->p, m->he, m->ha}, *hist[3] = {m->hist_p, m->hist_he, m->hist_ha};
     static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};
     static const char *const hn[3] = {"mdl/hist_p", "mdl/hist_he", "mdl/hist_ha"};
@@ -166,8 +153,8 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
 
     md_json cj;
     md_json_init(&cj);
-    md_search_config_json(&cj, c, r->world, 0);
-    const md_run_pos *ps = &r->pos;
+    md_search_config_json(&cj, c, cs->world, 0);
+    const md_run_pos *ps = cs->pos;
     meta_list         ml = {.n = 0};
     char              created[32];
     time_t            now = time(NULL);
@@ -179,8 +166,8 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     meta_put(&ml, "step", "%ld", ps->step);
     meta_put(&ml, "period", "%ld", ps->period);
     meta_put(&ml, "periods_done", "%d", ps->periods_done);
-    meta_put(&ml, "world_size", "%d", r->world);
-    meta_put(&ml, "threads", "%d", r->uniform_threads);
+    meta_put(&ml, "world_size", "%d", cs->world);
+    meta_put(&ml, "threads", "%d", cs->uniform_threads);
     meta_put(&ml, "config_hash", "%08" PRIx32, md_crc32c(cj.buf, cj.len));
     meta_put(&ml, "train_epoch", "%ld", ps->train_epoch);
     meta_put(&ml, "train_batch", "%d", ps->train_batch);
@@ -195,13 +182,19 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes) {
     meta_put(&ml, "interval", "%ld %ld %ld %.17g", ps->iv_steps, ps->iv_correct, ps->iv_seen,
              ps->iv_loss);
     ml.m[ml.n++] = (md_st_meta){"config", cj.buf}; /* long: not copied */
+    md_json sj; /* the space, for inspect */
+    md_json_init(&sj);
+    md_json_begin_object(&sj);
+    md_space_config_json(cs->space, &sj);
+    md_json_end_object(&sj);
+    ml.m[ml.n++] = (md_st_meta){"space", sj.buf};
     snprintf(path, path_len, "%s/ckpt-%09ld.safetensors", dir, ps->step);
-    md_status s = cj.failed ? md_fail(MD_ERR_NOMEM, "checkpoint config")
-                            : md_st_write(path, t, ntensor, ml.m, ml.n, bytes);
+    md_status s = cj.failed || sj.failed ? md_fail(MD_ERR_NOMEM, "checkpoint config")
+                                         : md_st_write(path, t, ntensor, ml.m, ml.n, bytes);
     md_json_free(&cj);
+    md_json_free(&sj);
     free(t), free(names);
     MD_TRY(s);
-    r->last_ckpt_step = ps->step;
 
     /* Keep the newest K. */
     ckpt_name *list;
@@ -365,28 +358,15 @@ static md_status get_tensor(const md_st_file *f, const char *name, md_st_dtype d
     return MD_OK;
 }
 
-md_status md_ckpt_load(md_run *r, const md_st_file *f) {
-    for (int a = 0; a < 3; a++) {
-        md_arena *ar = arena_of(r->net, a);
-        for (int i = 0; i < ar->count; i++) {
-            const md_param *p = &ar->table[i];
-            char            name[MD_NAME_MAX + 16];
-            int64_t         dim[MD_MAX_DIMS];
-            for (int k = 0; k < p->ndim; k++) dim[k] = p->dim[k];
-            snprintf(name, sizeof name, "%s%s", arena_prefix[a], p->name);
-            const void *d;
-            MD_TRY(get_tensor(f, name, MD_ST_F32, p->ndim, dim, &d));
-            memcpy(ar->data + p->offset, d, p->numel * sizeof(float));
-        }
-    }
-    md_mdl *m = &r->mdl;
-    long    v[12];
+static md_status read_position(const md_st_file *f, md_run_pos *ps) {
+    long v[12];
     static const char *const keys[12] = {
         "step",      "period",    "periods_done",   "train_epoch", "train_batch",   "val_epoch",
         "val_batch", "period_correct", "period_seen", "metrics_bytes", "history_bytes",
         "world_size"};
     for (int i = 0; i < 12; i++) MD_TRY(meta_long(f, keys[i], &v[i]));
-    md_run_pos *ps = &r->pos;
+    if (v[2] > INT32_MAX || v[11] > INT32_MAX || v[4] > INT32_MAX || v[6] > INT32_MAX)
+        return md_fail(MD_ERR_DATA, "%s: metadata counts out of range", f->path);
     ps->step = v[0], ps->period = v[1], ps->periods_done = (int)v[2];
     ps->train_epoch = v[3], ps->train_batch = (int)v[4];
     ps->val_epoch = v[5], ps->val_batch = (int)v[6];
@@ -406,17 +386,65 @@ md_status md_ckpt_load(md_run *r, const md_st_file *f) {
     long threads = 0;
     if (md_st_meta_get(f, "threads") && meta_long(f, "threads", &threads) != MD_OK) threads = 0;
     ps->saved_threads = threads > 0 && threads <= MD_MAX_THREADS ? (int)threads : 0;
-    if (v[2] > INT32_MAX || v[11] > INT32_MAX || v[4] > INT32_MAX || v[6] > INT32_MAX)
-        return md_fail(MD_ERR_DATA, "%s: metadata counts out of range", f->path);
-    const void *st[3], *hi[3] = {NULL, NULL, NULL};
-    int64_t     d2[2] = {m->edges, m->k}, d3[3] = {ps->periods_done, m->edges, m->k};
+    return MD_OK;
+}
+
+static md_status read_distribution(const md_mdl *m, const md_st_file *f, int periods,
+                                   const void **st, const void **hi) {
+    int64_t                  d2[2] = {m->edges, m->k}, d3[3] = {periods, m->edges, m->k};
     static const char *const sn[3] = {"mdl/p", "mdl/he", "mdl/ha"};
     static const char *const hn[3] = {"mdl/hist_p", "mdl/hist_he", "mdl/hist_ha"};
     for (int k = 0; k < 3; k++) {
         MD_TRY(get_tensor(f, sn[k], MD_ST_F64, 2, d2, &st[k]));
-        if (ps->periods_done > 0) MD_TRY(get_tensor(f, hn[k], MD_ST_F64, 3, d3, &hi[k]));
+        if (periods > 0) MD_TRY(get_tensor(f, hn[k], MD_ST_F64, 3, d3, &hi[k]));
     }
-    return md_mdl_restore(m, ps->periods_done, st[0], st[1], st[2], hi[0], hi[1], hi[2]);
+    return MD_OK;
+}
+
+/* Every check first, then the copy: a checkpoint that fails any check leaves
+ * the live arenas, the distribution and the position as they were. */
+md_status md_ckpt_load(const md_ckpt_state *cs, const md_st_file *f) {
+    int n = 0;
+    for (int a = 0; a < 3; a++) n += arena_of(cs->model, a)->count;
+    const void **src = calloc((size_t)n + 1, sizeof *src);
+    if (!src) return md_fail(MD_ERR_NOMEM, "checkpoint of %d tensors", n);
+    md_status st = MD_OK;
+    for (int a = 0, t = 0; a < 3 && st == MD_OK; a++) {
+        const md_arena *ar = arena_of(cs->model, a);
+        for (int i = 0; i < ar->count && st == MD_OK; i++, t++) {
+            const md_param *p = &ar->table[i];
+            char            name[MD_NAME_MAX + 16];
+            int64_t         dim[MD_MAX_DIMS];
+            for (int k = 0; k < p->ndim; k++) dim[k] = p->dim[k];
+            snprintf(name, sizeof name, "%s%s", arena_prefix[a], p->name);
+            st = get_tensor(f, name, MD_ST_F32, p->ndim, dim, &src[t]);
+        }
+    }
+    md_run_pos pos = *cs->pos;
+    const void *dist[3], *hi[3] = {NULL, NULL, NULL};
+    if (st == MD_OK) st = read_position(f, &pos);
+    if (st == MD_OK) st = read_distribution(cs->mdl, f, pos.periods_done, dist, hi);
+    /* The distribution is checked (masks, sums) on a copy before it replaces the live one. */
+    md_mdl trial;
+    memset(&trial, 0, sizeof trial);
+    if (st == MD_OK) st = md_mdl_clone_empty(cs->mdl, &trial);
+    if (st == MD_OK)
+        st = md_mdl_restore(&trial, pos.periods_done, dist[0], dist[1], dist[2], hi[0], hi[1],
+                            hi[2]);
+    if (st == MD_OK) {
+        for (int a = 0, t = 0; a < 3; a++) {
+            md_arena *ar = arena_of(cs->model, a);
+            for (int i = 0; i < ar->count; i++, t++)
+                memcpy(ar->data + ar->table[i].offset, src[t], ar->table[i].numel * sizeof(float));
+        }
+        md_mdl_free(cs->mdl);
+        *cs->mdl = trial;
+        memset(&trial, 0, sizeof trial);
+        *cs->pos = pos;
+    }
+    md_mdl_free(&trial);
+    free(src);
+    return st;
 }
 
 /* ---- inspect ---------------------------------------------------------------------------- */
@@ -456,29 +484,30 @@ md_status md_ckpt_inspect(const char *path, FILE *out) {
         fprintf(out, "  %-22s %6zu tensors, %10zu bytes\n", group[g], count[g], bytes[g]);
     /* The genotype that the saved distribution derives to. */
     const md_st_tensor *p = md_st_find(&f, "mdl/p");
-    md_jvalue           cfg;
-    md_status           s = MD_OK;
+    /* The space: its own metadata, or (written before spaces had names) DARTS
+     * of the configuration's "nodes". */
+    const char *sp_text = md_st_meta_get(&f, "space");
+    md_jvalue   sv;
+    md_space   *space = NULL;
     if (p && p->dtype == MD_ST_F64 && p->ndim == 2 &&
-        md_json_parse(md_st_meta_get(&f, "config"), path, &cfg) == MD_OK) {
-        const md_jvalue *nodes = md_json_get(&cfg, "nodes");
-        int nn = nodes && nodes->type == MD_JNUM && nodes->num >= 1 && nodes->num <= MD_MAX_NODES
-                     ? (int)nodes->num
-                     : 0;
-        if (nn >= 1 && nn <= MD_MAX_NODES && p->dim[0] == 2 * md_cell_edges(nn) &&
-            p->dim[1] == MD_DARTS_OPS) {
-            /* A copy: the file need not place its doubles on 8-byte boundaries. */
-            char    g[4096];
-            double *pd = malloc(p->bytes);
-            if (pd) {
-                memcpy(pd, md_st_data(&f, p), p->bytes);
-                if (md_darts_genotype(pd, pd + md_cell_edges(nn) * MD_DARTS_OPS, nn, g, sizeof g,
-                                      NULL, NULL) == MD_OK)
-                    fprintf(out, "  genotype        %s\n", g);
-                free(pd);
-            }
-        }
-        md_json_value_free(&cfg);
+        md_json_parse(sp_text ? sp_text : md_st_meta_get(&f, "config"), path, &sv) == MD_OK) {
+        if (sv.type == MD_JOBJ && md_space_from_json(&sv, path, &space) != MD_OK) space = NULL;
+        md_json_value_free(&sv);
     }
+    const md_space_info *in = space ? md_space_describe(space) : NULL;
+    if (in && p->dim[0] == in->dists && p->dim[1] == in->k) {
+        /* A copy: the file need not place its doubles on 8-byte boundaries. */
+        char    g[4096];
+        double *pd = malloc(p->bytes);
+        if (pd) {
+            memcpy(pd, md_st_data(&f, p), p->bytes);
+            if (md_space_summary(space, pd, g, sizeof g) == MD_OK)
+                fprintf(out, "  space           %s\n  genotype        %s\n", in->name, g);
+            free(pd);
+        }
+    }
+    md_space_destroy(space);
+    md_status s = MD_OK;
     md_st_free(&f);
     return s;
 }

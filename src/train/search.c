@@ -1,4 +1,6 @@
-/* The search loop (MDENAS.md, "The learning loop") and the run directory. */
+/* The search loop (MDENAS.md, "The learning loop"): set-up, sampling periods,
+ * validation, the multinomial update, and what the run directory becomes. The
+ * step is step.c, checkpoints checkpoint.c, the result files runfiles.c. */
 #include "mdenas/search.h"
 
 #include <signal.h>
@@ -18,131 +20,9 @@
 #include "mdenas/backend.h"
 #include "mdenas/data.h"
 #include "mdenas/runlog.h"
-#include "mdenas/supernet.h"
 #include "train/search_impl.h"
 #include "train/stop.h"
 
-
-/* ---- configuration --------------------------------------------------------- */
-
-md_status md_search_config_preset(md_search_config *c, const char *preset) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
-    c->val_fraction = 0.5; /* DARTS's split of the training set */
-    c->epochs = 50;
-    c->batch = 256;
-    c->lr = 0.025, c->lr_min = 0.001, c->momentum = 0.9, c->weight_decay = 3e-4, c->clip = 5.0;
-    c->cells = 8, c->channels = 16, c->nodes = 4;
-    c->alpha = 0.01;
-    c->rule = MD_UPDATE_PAPER;
-    c->crop_pad = 2, c->flip = 1;
-    c->image_size = 224;
-    c->crop_scale[0] = 0.08, c->crop_scale[1] = 1.0;
-    c->seed = 1;
-    c->log_every = 20;
-    c->ckpt_every = 200;
-    c->keep = 3;
-    snprintf(c->device, sizeof c->device, "cpu");
-    c->tf32 = 1;
-    c->cuda_graphs = 1;
-    snprintf(c->out, sizeof c->out, "run");
-    if (!preset || !preset[0]) return MD_OK;
-    snprintf(c->preset, sizeof c->preset, "%s", preset);
-    if (!strcmp(preset, "cifar10")) {
-        snprintf(c->dataset, sizeof c->dataset, "cifar10");
-        c->crop_pad = 4;
-        return MD_OK;
-    }
-    if (!strcmp(preset, "tiny")) {
-        c->subset = 10000;
-        c->epochs = 10;
-        c->batch = 64;
-        c->cells = 5;
-        c->channels = 8;
-        c->lr = 0.05;
-        c->alpha = 0.02;
-        c->log_every = 10;
-        return MD_OK;
-    }
-    return md_fail(MD_ERR_ARG, "unknown preset '%s' (use cifar10 or tiny)", preset);
-}
-
-md_status md_search_config_check(const md_search_config *c) {
-    if (strcmp(c->dataset, "fashion-mnist") && strcmp(c->dataset, "cifar10") &&
-        strcmp(c->dataset, "synthetic") && strcmp(c->dataset, "imagenet"))
-        return md_fail(MD_ERR_ARG,
-                       "--dataset '%s': use fashion-mnist, cifar10, synthetic or imagenet",
-                       c->dataset);
-    if (!strcmp(c->dataset, "cifar10") && !c->data_dir[0])
-        return md_fail(MD_ERR_ARG, "--dataset cifar10 needs --data DIR (the folder holding "
-                                   "data_batch_1.bin ... test_batch.bin)");
-    if (!strcmp(c->dataset, "imagenet") && !c->data_dir[0])
-        return md_fail(MD_ERR_ARG, "--dataset imagenet needs --data DIR (a folder that "
-                                   "imagenet_prep wrote)");
-    if (c->image_size < 8 || c->image_size > 1024)
-        return md_fail(MD_ERR_ARG, "--image-size %d must be in 8..1024", c->image_size);
-    if (!(c->crop_scale[0] > 0 && c->crop_scale[0] <= c->crop_scale[1] && c->crop_scale[1] <= 1))
-        return md_fail(MD_ERR_ARG, "--crop-scale %g,%g: need 0 < LO <= HI <= 1", c->crop_scale[0],
-                       c->crop_scale[1]);
-    if (c->data_threads < 0 || c->data_threads > 256)
-        return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
-    if (!(c->val_fraction > 0.0 && c->val_fraction < 1.0))
-        return md_fail(MD_ERR_ARG, "--val-fraction %g must be in (0, 1)", c->val_fraction);
-    if (c->epochs < 1) return md_fail(MD_ERR_ARG, "--epochs %d must be >= 1", c->epochs);
-    if (c->batch < 2) return md_fail(MD_ERR_ARG, "--batch %d must be >= 2", c->batch);
-    if (!(c->lr > 0) || !(c->lr_min >= 0) || c->lr_min > c->lr)
-        return md_fail(MD_ERR_ARG, "--lr %g and --lr-min %g: need lr > 0 and 0 <= lr-min <= lr",
-                       c->lr, c->lr_min);
-    if (!(c->momentum >= 0 && c->momentum < 1) || !(c->weight_decay >= 0) || !(c->clip > 0))
-        return md_fail(MD_ERR_ARG,
-                       "--momentum %g in [0,1), --weight-decay %g >= 0, --clip %g > 0 required",
-                       c->momentum, c->weight_decay, c->clip);
-    if (c->subset < 0 || c->period_steps < 0 || c->val_batches < 0 || c->log_every < 1 ||
-        c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
-        return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
-                                   ">= 0, --log-every >= 1, --crop-pad in 0..16");
-    if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda") && strcmp(c->device, "auto"))
-        return md_fail(MD_ERR_ARG, "--device '%s': use cpu, cuda or auto", c->device);
-    if (c->ckpt_every < 0 || c->keep < 2)
-        return md_fail(MD_ERR_ARG, "--ckpt-every %d must be >= 0 and --keep %d >= 2",
-                       c->ckpt_every, c->keep);
-    if (!(c->alpha > 0.0 && c->alpha <= 1.0))
-        return md_fail(MD_ERR_ARG, "--alpha %g must be in (0, 1]", c->alpha);
-    if (c->cells < 1 || c->cells > 64)
-        return md_fail(MD_ERR_ARG, "--cells %d must be in 1..64", c->cells);
-    if (c->channels < 2 || c->channels % 2 || c->channels > 4096)
-        return md_fail(MD_ERR_ARG, "--channels %d must be even, 2..4096", c->channels);
-    if (c->nodes < 1 || c->nodes > MD_MAX_NODES)
-        return md_fail(MD_ERR_ARG, "--nodes %d must be in 1..%d", c->nodes, MD_MAX_NODES);
-    const double finite[] = {c->lr, c->lr_min, c->momentum, c->weight_decay, c->clip, c->alpha};
-    for (size_t i = 0; i < sizeof finite / sizeof *finite; i++)
-        if (!isfinite(finite[i]))
-            return md_fail(MD_ERR_ARG, "--lr, --lr-min, --momentum, --weight-decay, --clip and "
-                                       "--alpha must be finite numbers");
-    /* The step computes in single precision: a value finite as a double may be
-     * infinite, or zero, as a float. */
-    static const char *const fname[] = {"--lr", "--lr-min", "--momentum", "--weight-decay",
-                                        "--clip"};
-    for (size_t i = 0; i < sizeof fname / sizeof *fname; i++) {
-        double v = fabs(finite[i]);
-        if (v > FLT_MAX || (v > 0 && (float)v < FLT_MIN))
-            return md_fail(MD_ERR_ARG, "%s %g is outside single precision (%g .. %g), in which "
-                                       "the step computes", fname[i], finite[i], (double)FLT_MIN,
-                           (double)FLT_MAX);
-    }
-    if (c->threads > MD_MAX_THREADS)
-        return md_fail(MD_ERR_ARG, "--threads %d: at most %d threads per rank", c->threads,
-                       MD_MAX_THREADS);
-    if (!c->out[0]) return md_fail(MD_ERR_ARG, "--out: the run directory must be named");
-    return MD_OK;
-}
-
-/* Options that depend on others: the dataset's folder. */
-md_status md_search_config_resolve(md_search_config *c) {
-    if (!c->data_dir[0] && !strcmp(c->dataset, "fashion-mnist"))
-        snprintf(c->data_dir, sizeof c->data_dir, "%s", MD_FASHION_MNIST_DIR);
-    return md_search_config_check(c);
-}
 
 /* ---- run directory ------------------------------------------------------------ */
 
@@ -160,70 +40,6 @@ static md_status make_dirs(const char *path) {
         return md_fail(MD_ERR_IO, "cannot create run directory %s: %s", tmp, strerror(errno));
     return MD_OK;
 }
-
-static int file_exists(const char *dir, const char *name) {
-    char        p[700];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return stat(p, &st) == 0;
-}
-
-static void image_options_json(md_json *j, const md_search_config *c) {
-    char scale[64]; /* as --crop-scale takes it */
-    snprintf(scale, sizeof scale, "%g,%g", c->crop_scale[0], c->crop_scale[1]);
-    md_json_key(j, "image_size"), md_json_int(j, c->image_size);
-    md_json_key(j, "crop_scale"), md_json_string(j, scale);
-}
-
-void md_search_config_json(md_json *j, const md_search_config *c, int world, int full) {
-    md_json_begin_object(j);
-    md_json_key(j, "preset"), md_json_string(j, c->preset);
-    md_json_key(j, "dataset"), md_json_string(j, c->dataset);
-    if (full) md_json_key(j, "data_dir"), md_json_string(j, c->data_dir);
-    md_json_key(j, "subset"), md_json_int(j, c->subset);
-    md_json_key(j, "val_fraction"), md_json_double(j, c->val_fraction);
-    md_json_key(j, "epochs"), md_json_int(j, c->epochs);
-    md_json_key(j, "batch"), md_json_int(j, c->batch);
-    md_json_key(j, "lr"), md_json_double(j, c->lr);
-    md_json_key(j, "lr_min"), md_json_double(j, c->lr_min);
-    md_json_key(j, "momentum"), md_json_double(j, c->momentum);
-    md_json_key(j, "weight_decay"), md_json_double(j, c->weight_decay);
-    md_json_key(j, "clip"), md_json_double(j, c->clip);
-    md_json_key(j, "cells"), md_json_int(j, c->cells);
-    md_json_key(j, "channels"), md_json_int(j, c->channels);
-    md_json_key(j, "nodes"), md_json_int(j, c->nodes);
-    md_json_key(j, "alpha"), md_json_double(j, c->alpha);
-    md_json_key(j, "update"), md_json_string(j, md_mdl_rule_name(c->rule));
-    md_json_key(j, "period_steps"), md_json_int(j, c->period_steps);
-    md_json_key(j, "val_batches"), md_json_int(j, c->val_batches);
-    md_json_key(j, "crop_pad"), md_json_int(j, c->crop_pad);
-    md_json_key(j, "flip"), md_json_bool(j, c->flip);
-    /* The ImageNet options define an ImageNet run's result; for the other datasets
-     * they are only listed (below), so their runs' saved options stay as they were. */
-    int imagenet = !strcmp(c->dataset, "imagenet");
-    if (imagenet) image_options_json(j, c);
-    md_json_key(j, "seed"), md_json_int(j, (long long)c->seed);
-    md_json_key(j, "sync_bn"), md_json_bool(j, c->sync_bn);
-    if (!full) {
-        md_json_end_object(j);
-        return;
-    }
-    if (!imagenet) image_options_json(j, c);
-    /* Options free to change when a run resumes. */
-    md_json_key(j, "device"), md_json_string(j, c->device);
-    md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
-    md_json_key(j, "cuda_graphs"), md_json_bool(j, c->cuda_graphs);
-    md_json_key(j, "threads"), md_json_int(j, c->threads);
-    md_json_key(j, "data_threads"), md_json_int(j, c->data_threads);
-    md_json_key(j, "log_every"), md_json_int(j, c->log_every);
-    md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
-    md_json_key(j, "keep"), md_json_int(j, c->keep);
-    md_json_key(j, "out"), md_json_string(j, c->out);
-    md_json_key(j, "world_size"), md_json_int(j, world);
-    md_json_end_object(j);
-}
-
-static md_status read_file(const char *path, char **out);
 
 /* ---- the run ---------------------------------------------------------------------- */
 
@@ -265,12 +81,6 @@ static FILE *open_in(const char *dir, const char *name, const char *mode) {
     return f;
 }
 
-static void path_in(char *buf, size_t len, const char *dir, const char *name) {
-    snprintf(buf, len, "%s/%s", dir, name);
-}
-
-/* The decode threads of a loader: --data-threads, else min(4, cores) for
- * ImageNet and 1 for an in-memory set (whose samples are copies). */
 static int data_threads(const md_search_config *c) {
     if (c->data_threads) return c->data_threads;
     if (strcmp(c->dataset, "imagenet")) return 1;
@@ -341,151 +151,6 @@ static md_status load_data(run_t *r) {
     return md_loader_create(&v, &r->val);
 }
 
-static void free_plans(run_t *r) {
-    md_graph_destroy(r->graph); /* it refers to a plan's buffers */
-    r->graph = NULL, r->graph_plan = NULL;
-    for (int i = 0; i < 2; i++) {
-        md_plan_destroy(r->plans[i]);
-        r->plans[i] = NULL;
-    }
-}
-
-static md_status plan_for(run_t *r, const md_arch *a, int rows, md_plan **out) {
-    for (int i = 0; i < 2; i++)
-        if (r->plans[i] && md_plan_rows(r->plans[i]) == rows) {
-            *out = r->plans[i];
-            return MD_OK;
-        }
-    int slot = r->plans[0] ? 1 : 0;
-    if (r->plans[slot] && r->graph_plan == r->plans[slot]) {
-        md_graph_destroy(r->graph);
-        r->graph = NULL, r->graph_plan = NULL;
-    }
-    if (r->plans[slot]) md_plan_destroy(r->plans[slot]);
-    r->plans[slot] = NULL;
-    MD_TRY(md_plan_create(r->net, r->be, a, rows, &r->plans[slot]));
-    if (r->cfg->sync_bn && r->world > 1) md_plan_set_bn_sync(r->plans[slot], md_comm_bn_sync(r->comm));
-    *out = r->plans[slot];
-    return MD_OK;
-}
-
-static void arch_json(md_json *j, const md_arch *a, int edges) {
-    md_json_begin_object(j);
-    md_json_key(j, "normal");
-    md_json_begin_array(j);
-    for (int e = 0; e < edges; e++) md_json_string(j, md_darts_op_names[a->normal[e]]);
-    md_json_end_array(j);
-    md_json_key(j, "reduce");
-    md_json_begin_array(j);
-    for (int e = 0; e < edges; e++) md_json_string(j, md_darts_op_names[a->reduce[e]]);
-    md_json_end_array(j);
-    md_json_end_object(j);
-}
-
-static void matrix_json(md_json *j, const double *m, int rows, int cols) {
-    md_json_begin_array(j);
-    for (int i = 0; i < rows; i++) {
-        md_json_begin_array(j);
-        for (int k = 0; k < cols; k++) md_json_double(j, m[(size_t)i * cols + k]);
-        md_json_end_array(j);
-    }
-    md_json_end_array(j);
-}
-
-static md_status json_line(FILE *f, md_json *j) {
-    if (j->failed) return md_fail(MD_ERR_NOMEM, "metrics line");
-    if (fprintf(f, "%s\n", j->buf) < 0 || fflush(f))
-        return md_fail(MD_ERR_IO, "cannot write a metrics line: %s", strerror(errno));
-    return MD_OK;
-}
-
-static double mean_entropy(const md_mdl *m, int first, int n) {
-    double h = 0;
-    for (int e = first; e < first + n; e++) h += md_mdl_entropy(m, e);
-    return h / n;
-}
-
-/* state.json: what `derive` reads, rewritten atomically after every period. */
-static md_status write_state(run_t *r, char *genotype, size_t glen) {
-    int E = r->edges, K = MD_DARTS_OPS;
-    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, r->cfg->nodes, genotype, glen,
-                             NULL, NULL));
-    md_json j;
-    md_json_init(&j);
-    md_json_begin_object(&j);
-    md_json_key(&j, "format"), md_json_string(&j, "mdenas-state-1");
-    md_json_key(&j, "nodes"), md_json_int(&j, r->cfg->nodes);
-    md_json_key(&j, "edges"), md_json_int(&j, E);
-    md_json_key(&j, "ops");
-    md_json_begin_array(&j);
-    for (int k = 0; k < K; k++) md_json_string(&j, md_darts_op_names[k]);
-    md_json_end_array(&j);
-    md_json_key(&j, "periods"), md_json_int(&j, r->mdl.periods);
-    md_json_key(&j, "p_normal"), matrix_json(&j, r->mdl.p, E, K);
-    md_json_key(&j, "p_reduce"), matrix_json(&j, r->mdl.p + (size_t)E * K, E, K);
-    md_json_key(&j, "genotype"), md_json_string(&j, genotype);
-    md_json_end_object(&j);
-    char p[700];
-    path_in(p, sizeof p, r->cfg->out, "state.json");
-    md_status s = md_json_write_file(&j, p);
-    md_json_free(&j);
-    return s;
-}
-
-static md_status write_heatmap(run_t *r) {
-    static const char *const groups[2] = {"normal cell", "reduction cell"};
-    md_heatmap h = {.title = "MdeNAS: p of every op on every edge (colour: last period; line: "
-                             "history)",
-                    .op_names = md_darts_op_names, .k = MD_DARTS_OPS, .groups = 2,
-                    .group_names = groups, .edges_per_group = r->edges,
-                    .periods = r->mdl.periods, .hist = r->mdl.hist_p};
-    char p[700];
-    path_in(p, sizeof p, r->cfg->out, "p_heatmap.svg");
-    return md_heatmap_write_svg(&h, p);
-}
-
-/* genotype.json and genotype.txt; the string is also returned in genotype. */
-static md_status write_genotype(run_t *r, char *genotype, size_t glen) {
-    int     E = r->edges, K = MD_DARTS_OPS, nodes = r->cfg->nodes;
-    md_gene g[2][2 * MD_MAX_NODES];
-    MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * K, nodes, genotype, glen, g[0],
-                             g[1]));
-    md_json j;
-    md_json_init(&j);
-    md_json_begin_object(&j);
-    md_json_key(&j, "genotype"), md_json_string(&j, genotype);
-    static const char *const names[2] = {"normal", "reduce"};
-    for (int c = 0; c < 2; c++) {
-        md_json_key(&j, names[c]);
-        md_json_begin_array(&j);
-        for (int i = 0; i < 2 * nodes; i++) {
-            md_json_begin_array(&j);
-            md_json_string(&j, md_darts_op_names[g[c][i].op]);
-            md_json_int(&j, g[c][i].input);
-            md_json_end_array(&j);
-        }
-        md_json_end_array(&j);
-        char key[32];
-        snprintf(key, sizeof key, "%s_concat", names[c]);
-        md_json_key(&j, key);
-        md_json_begin_array(&j);
-        for (int i = 2; i < 2 + nodes; i++) md_json_int(&j, i);
-        md_json_end_array(&j);
-    }
-    md_json_end_object(&j);
-    char p[700];
-    path_in(p, sizeof p, r->cfg->out, "genotype.json");
-    md_status s = md_json_write_file(&j, p);
-    md_json_free(&j);
-    if (s != MD_OK) return s;
-    path_in(p, sizeof p, r->cfg->out, "genotype.txt");
-    FILE *f = fopen(p, "w");
-    if (!f) return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
-    int bad = fprintf(f, "%s\n", genotype) < 0;
-    if (fclose(f) || bad) return md_fail(MD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
-    return MD_OK;
-}
-
 static void fmt_eta(char *buf, size_t len, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
     long t = (long)(s + 0.5);
@@ -536,31 +201,20 @@ static md_status test_hooks(const run_t *r, long step) {
 
 /* ---- batches on the backend ------------------------------------------------------------- */
 
-/* The loader fills host memory; a device backend gets a copy in buffers made once. */
-static md_status to_backend(run_t *r, const float **x, const int32_t **y, int rows) {
-    if (md_backend_is_host(r->be) || rows == 0) return MD_OK;
-    const md_source_info *in = md_loader_describe(r->train);
-    size_t                xb = (size_t)rows * in->c * in->h * in->w * sizeof(float);
-    size_t yb = (size_t)rows * sizeof(int32_t);
-    if (xb > r->stage_x_bytes) {
-        md_backend_free(r->be, r->stage_x);
-        r->stage_x = NULL, r->stage_x_bytes = 0;
-        MD_TRY(md_backend_alloc(r->be, xb, &r->stage_x));
-        r->stage_x_bytes = xb;
-    }
-    if (yb > r->stage_y_bytes) {
-        md_backend_free(r->be, r->stage_y);
-        r->stage_y = NULL, r->stage_y_bytes = 0;
-        MD_TRY(md_backend_alloc(r->be, yb, &r->stage_y));
-        r->stage_y_bytes = yb;
-    }
-    MD_TRY(md_backend_upload(r->be, r->stage_x, *x, xb));
-    MD_TRY(md_backend_upload(r->be, r->stage_y, *y, yb));
-    *x = r->stage_x, *y = r->stage_y;
-    return MD_OK;
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+/* The size of a log, made durable first: a checkpoint records it, and a log
+ * shorter than its checkpoint says after a crash is a log that lost lines. */
+static long durable_size(FILE *f) {
+    struct stat st;
+    if (!f || fflush(f) || fsync(fileno(f)) || fstat(fileno(f), &st)) return -1;
+    return (long)st.st_size;
 }
 
-/* ---- checkpoints ------------------------------------------------------------------ */
+static md_ckpt_state ckpt_state(run_t *r) {
+    return (md_ckpt_state){.space = r->space, .model = r->model, .mdl = &r->mdl, .pos = &r->pos, .world = r->world,
+                           .uniform_threads = r->uniform_threads};
+}
 
 static md_status save_checkpoint(run_t *r, const char *why) {
     md_loader_tell(r->train, &r->pos.train_epoch, &r->pos.train_batch);
@@ -571,7 +225,13 @@ static md_status save_checkpoint(run_t *r, const char *why) {
     char   path[1024];
     size_t bytes = 0;
     double t = now_s();
-    MD_TRY(md_ckpt_save(r, path, sizeof path, &bytes));
+    r->pos.metrics_bytes = durable_size(r->metrics);
+    r->pos.history_bytes = durable_size(r->history);
+    if (r->pos.metrics_bytes < 0 || r->pos.history_bytes < 0)
+        return md_fail(MD_ERR_IO, "cannot flush and fsync metrics.jsonl/history.jsonl in %s: %s",
+                       r->cfg->out, strerror(errno));
+    md_ckpt_state cs = ckpt_state(r);
+    MD_TRY(md_ckpt_save(r->cfg, &cs, path, sizeof path, &bytes));
     t = now_s() - t;
     say(r, "checkpoint %s (%s): %.2f MB in %.3f s\n", path, why, bytes / 1e6, t);
     return MD_OK;
@@ -579,59 +239,19 @@ static md_status save_checkpoint(run_t *r, const char *why) {
 
 /* ---- one sampling period ---------------------------------------------------------- */
 
-/* One step's work once the batch is on the backend, in two parts around the
- * gradient allreduce; neither needs the host, so a graph can record them. */
-static md_status step_forward_backward(run_t *r, md_plan *p, const float *x, const int32_t *y,
-                                       int rows, int grows) {
-    MD_TRY(md_plan_zero_grads(p));
-    MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
-    MD_TRY(md_plan_loss_dev(p, y, r->scalars));
-    if (r->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
-    return md_plan_backward(p);
-}
-
-static md_status step_update(run_t *r, md_plan *p, float lr) {
-    const md_search_config *c = r->cfg;
-    md_arena *pa = md_supernet_params(r->net), *ga = md_supernet_grads(r->net),
-             *ma = md_supernet_momentum(r->net);
-    int             nr;
-    const md_range *ranges = md_plan_ranges(p, &nr);
-    MD_TRY(md_clip_grad_norm_dev(r->be, ga->data, ranges, nr, (float)c->clip,
-                                 (double *)(r->scalars + 2)));
-    return md_sgd_step(r->be, pa->data, ga->data, ma->data, ranges, nr, lr, (float)c->momentum,
-                       (float)c->weight_decay);
-}
-
-/* One rank on a backend with graphs: the first step of a plan (at a learning
- * rate) runs as usual and is then recorded; the following ones replay it, one
- * launch instead of hundreds. */
-static md_status step_graphed(run_t *r, md_plan *p, const float *x, const int32_t *y, int rows,
-                              float lr) {
-    if (r->graph && r->graph_plan == p && r->graph_lr == lr) return md_graph_launch(r->graph);
-    md_graph_destroy(r->graph);
-    r->graph = NULL;
-    MD_TRY(step_forward_backward(r, p, x, y, rows, rows)); /* also makes every buffer */
-    MD_TRY(step_update(r, p, lr));
-    MD_TRY(md_graph_capture_begin(r->be));
-    md_status s = step_forward_backward(r, p, x, y, rows, rows);
-    if (s == MD_OK) s = step_update(r, p, lr);
-    md_graph *g = NULL;
-    md_status e = md_graph_capture_end(r->be, &g);
-    MD_TRY(s);
-    MD_TRY(e);
-    r->graph = g, r->graph_plan = p, r->graph_lr = lr;
-    return MD_OK;
+static md_status upload(run_t *r, const float **x, const int32_t **y, int rows) {
+    const md_source_info *in = md_loader_describe(r->train);
+    return md_stepper_upload(&r->step, x, y, rows, (size_t)in->c * in->h * in->w);
 }
 
 /* Train the rest of a sampling period, from r->pos.step to its end. *stop = 1
  * when every rank has agreed to stop (the flag rides on the gradient allreduce). */
-static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, int *stop) {
+static md_status train_period(run_t *r, const int *a, const schedule *sc, int *stop) {
     const md_search_config *c = r->cfg;
     md_run_pos             *ps = &r->pos;
     double                  t_iv = now_s();
     long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
-    md_arena               *ga = md_supernet_grads(r->net);
     /* Time spent waiting for batches (data_wait_s in every interval line): when
      * ImageNet's decode is the bottleneck the progress line says so too. */
     int    report_wait = !strcmp(c->dataset, "imagenet");
@@ -646,32 +266,13 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
         const int32_t *y;
         int            rows, grows;
         MD_TRY(md_loader_next(r->train, &x, &y, &rows, &grows));
-        MD_TRY(to_backend(r, &x, &y, rows));
+        MD_TRY(upload(r, &x, &y, rows));
         md_plan *p;
-        MD_TRY(plan_for(r, a, rows, &p));
-        float  out[2], extra[3];
-        double norm = 0;
-        if (r->world == 1 && c->cuda_graphs && md_backend_has_graphs(r->be)) {
-            MD_TRY(step_graphed(r, p, x, y, rows, lr));
-            MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out));
-            MD_TRY(md_backend_download(r->be, &norm, r->scalars + 2, sizeof norm));
-            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)md_stop_requested();
-        } else {
-            MD_TRY(step_forward_backward(r, p, x, y, rows, grows));
-            MD_TRY(md_backend_download(r->be, out, r->scalars, sizeof out)); /* also syncs */
-            /* Sum of the replicas' parts of the global batch's gradient; loss,
-             * accuracy and the stop flag ride in the same call. */
-            extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)md_stop_requested();
-            int             nr;
-            const md_range *ranges = md_plan_ranges(p, &nr);
-            MD_TRY(md_comm_allreduce_grads(r->comm, ga->data, ranges, nr, extra, 3));
-            float l = r->world > 1 ? extra[0] / (float)grows : out[0];
-            if (isfinite(l)) { /* else no update: the check below stops the run */
-                MD_TRY(step_update(r, p, lr));
-                MD_TRY(md_backend_download(r->be, &norm, r->scalars + 2, sizeof norm));
-            }
-        }
-        float gloss = r->world > 1 ? extra[0] / (float)grows : out[0];
+        MD_TRY(md_stepper_plan(&r->step, a, rows, &p));
+        md_step_result res;
+        MD_TRY(md_stepper_train(&r->step, p, x, y, rows, grows, lr, md_stop_requested(), &res));
+        float  gloss = res.loss;
+        double norm = res.norm;
         if (!isfinite(gloss) || !isfinite(norm))
             return md_fail(MD_ERR_DATA,
                            "step %ld: the %s is %g, not a finite number: the search diverged "
@@ -680,7 +281,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                            "check the data",
                            step + 1, isfinite(gloss) ? "gradient norm" : "loss",
                            isfinite(gloss) ? norm : (double)gloss, (double)lr, c->clip, c->out);
-        long  gcorrect = lroundf(extra[1]);
+        long  gcorrect = res.correct;
         ps->step++;
         ps->period_loss += gloss, ps->iv_loss += gloss;
         ps->period_correct += gcorrect, ps->iv_correct += gcorrect;
@@ -718,7 +319,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
                 md_json_key(&j, "img_per_s"), md_json_double(&j, ips);
                 md_json_key(&j, "data_wait_s"), md_json_double(&j, wait);
                 md_json_end_object(&j);
-                md_status s = json_line(r->metrics, &j);
+                md_status s = md_json_line(r->metrics, &j);
                 md_json_free(&j);
                 MD_TRY(s);
                 MD_TRY(md_tb_scalar(r->tb, "train/loss", step + 1, (float)mloss));
@@ -728,7 +329,7 @@ static md_status train_period(run_t *r, const md_arch *a, const schedule *sc, in
             ps->iv_loss = 0, ps->iv_correct = 0, ps->iv_seen = 0, ps->iv_steps = 0;
             seen_here = 0, t_iv = now_s(), wait0 = wait_now;
         }
-        if (extra[2] > 0.0f) {
+        if (res.stop) {
             *stop = 1;
             return MD_OK;
         }
@@ -758,7 +359,7 @@ static void val_hook(const run_t *r, long period, int batch) {
  * batch, not at the end (a long validation would outlive the job's signal lead
  * time): then *stopped = 1, no accuracy, and the validation loader is back
  * where this validation began, so a resumed run validates the period again. */
-static md_status validate(run_t *r, const md_arch *a, long period, double *acc, int *stopped) {
+static md_status validate(run_t *r, const int *a, long period, double *acc, int *stopped) {
     int    batches = val_batches(r);
     double counts[3] = {0, 0, 0}; /* correct, seen, stop */
     long   epoch0;
@@ -786,13 +387,14 @@ static md_status validate(run_t *r, const md_arch *a, long period, double *acc, 
             /* This rank's slice of a short last batch is empty: with synced BN it
              * still takes part in the statistics the others compute. */
             if (agree_each && grows > 0) {
-                MD_TRY(plan_for(r, a, r->plans[0] ? md_plan_rows(r->plans[0]) : 1, &p));
+                MD_TRY(md_stepper_plan(&r->step, a,
+                                       r->step.plans[0] ? md_plan_rows(r->step.plans[0]) : 1, &p));
                 MD_TRY(md_plan_forward_absent(p, MD_MODE_EVAL_BATCH_STATS));
             }
             continue;
         }
-        MD_TRY(to_backend(r, &x, &y, rows));
-        MD_TRY(plan_for(r, a, rows, &p));
+        MD_TRY(upload(r, &x, &y, rows));
+        MD_TRY(md_stepper_plan(&r->step, a, rows, &p));
         float loss;
         int   ok = 0;
         MD_TRY(md_plan_forward(p, x, MD_MODE_EVAL_BATCH_STATS));
@@ -809,9 +411,7 @@ static md_status validate(run_t *r, const md_arch *a, long period, double *acc, 
 }
 
 /* Rank 0 applies the multinomial update and broadcasts p, H^e, H^a. */
-static md_status update_distribution(run_t *r, const md_arch *a, double val_acc) {
-    int E = r->edges, choice[2 * MD_MAX_EDGES];
-    for (int e = 0; e < E; e++) choice[e] = a->normal[e], choice[E + e] = a->reduce[e];
+static md_status update_distribution(run_t *r, const int *choice, double val_acc) {
     md_mdl *m = &r->mdl;
     if (r->rank == 0) {
         MD_TRY(md_mdl_record(m, choice, val_acc));
@@ -832,104 +432,19 @@ static md_status update_distribution(run_t *r, const md_arch *a, double val_acc)
     return s;
 }
 
-/* One line of history.jsonl: period (0-based) done, p, H^e, H^a after it. */
-static md_status history_line(FILE *f, long period, double val_acc, const md_arch *a,
-                              const md_mdl *m, const double *p, const double *he,
-                              const double *ha) {
-    int     E = m->edges / 2;
-    md_json j;
-    md_json_init(&j);
-    md_json_begin_object(&j);
-    md_json_key(&j, "period"), md_json_int(&j, period + 1);
-    md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
-    md_json_key(&j, "arch"), arch_json(&j, a, E);
-    md_json_key(&j, "p"), matrix_json(&j, p, m->edges, m->k);
-    md_json_key(&j, "he"), matrix_json(&j, he, m->edges, m->k);
-    md_json_key(&j, "ha"), matrix_json(&j, ha, m->edges, m->k);
-    md_json_end_object(&j);
-    md_status s = json_line(f, &j);
-    md_json_free(&j);
-    return s;
-}
-
-/* history.jsonl again from the distribution's history in a checkpoint: period
- * t's architecture is where H^e grew, its accuracy the H^a recorded there. */
-static md_status rebuild_history(const run_t *r, const char *path) {
-    const md_mdl *m = &r->mdl;
-    size_t        n = (size_t)m->edges * m->k;
-    int           E = m->edges / 2;
-    FILE         *f = fopen(path, "w");
-    if (!f) return md_fail(MD_ERR_IO, "cannot rewrite %s: %s", path, strerror(errno));
-    md_status s = MD_OK;
-    for (int t = 0; t < m->periods && s == MD_OK; t++) {
-        const double *he = m->hist_he + t * n, *ha = m->hist_ha + t * n;
-        md_arch       a;
-        double        acc = 0;
-        for (int e = 0; e < m->edges; e++) {
-            int op = 0;
-            for (int k = 0; k < m->k; k++)
-                if (he[e * m->k + k] - (t ? he[e * m->k + k - (long)n] : 0) > 0.5) op = k;
-            if (e < E) a.normal[e] = op;
-            else a.reduce[e - E] = op;
-            if (e == 0) acc = ha[op];
-        }
-        s = history_line(f, t, acc, &a, m, m->hist_p + t * n, he, ha);
-    }
-    if (s == MD_OK && (fflush(f) || fsync(fileno(f))))
-        s = md_fail(MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    if (fclose(f) && s == MD_OK) s = md_fail(MD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    return s;
-}
-
-static md_status cut_after_last_line(const char *path);
-
-static int ends_with_newline(const char *path) {
-    FILE *f = fopen(path, "rb");
-    int   ok = f && fseek(f, -1, SEEK_END) == 0 && fgetc(f) == '\n';
-    if (f) fclose(f);
-    return ok;
-}
-
-/* A log that ends before its checkpoint says (a crash before its lines reached
- * the disk): history.jsonl is rebuilt from the checkpoint, metrics.jsonl keeps
- * what it has, cut after its last whole line, with a warning. */
-static md_status repair_short_log(const run_t *r, const char *path, int is_history, long size,
-                                  long recorded) {
-    fprintf(stderr, "mdenas: warning: %s is %ld bytes, shorter than the %ld bytes its checkpoint "
-                    "recorded (lines were lost in a crash)%s\n", path, size, recorded,
-            is_history ? "; rebuilding it from the checkpoint"
-                       : "; the lost lines stay lost, the run goes on");
-    if (is_history) return rebuild_history(r, path);
-    return cut_after_last_line(path);
-}
-
-/* metrics.jsonl cut after its last whole line (absent: nothing to cut). */
-static md_status cut_after_last_line(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f && errno == ENOENT) return MD_OK;
-    if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    long size = 0, keep = 0, at = 0;
-    int  ch;
-    while ((ch = fgetc(f)) != EOF)
-        if (at++, ch == '\n') keep = at;
-    fclose(f);
-    size = at;
-    if (keep < size && truncate(path, (off_t)keep))
-        return md_fail(MD_ERR_IO, "cannot truncate %s: %s", path, strerror(errno));
-    return MD_OK;
-}
-
-static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, double val_acc,
+static md_status record_period(run_t *r, const int *a, const schedule *sc, double val_acc,
                                double secs, double allreduce_bytes) {
     MD_TRY(update_distribution(r, a, val_acc));
     if (r->rank != 0) return MD_OK;
-    int    E = r->edges;
+    const md_space_info *in = md_space_describe(r->space);
     double train_acc = r->pos.period_correct / fmax((double)r->pos.period_seen, 1);
     double train_loss = r->pos.period_loss / fmax(sc->period_len, 1);
     char   genotype[4096];
-    MD_TRY(write_state(r, genotype, sizeof genotype));
-    MD_TRY(write_heatmap(r));
-    double hn = mean_entropy(&r->mdl, 0, E), hr = mean_entropy(&r->mdl, E, E);
+    MD_TRY(md_runfiles_state(r->cfg->out, r->space, &r->mdl, genotype, sizeof genotype));
+    MD_TRY(md_runfiles_heatmap(r->cfg->out, r->space, &r->mdl));
+    double h[8] = {0};
+    int    ng = in->ngroups < 8 ? in->ngroups : 8;
+    for (int g = 0; g < ng; g++) h[g] = md_group_entropy(&r->mdl, &in->groups[g]);
     md_json j;
     md_json_init(&j);
     md_json_begin_object(&j);
@@ -941,28 +456,36 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
     md_json_key(&j, "train_acc"), md_json_double(&j, train_acc);
     md_json_key(&j, "val_acc"), md_json_double(&j, val_acc);
     md_json_key(&j, "period_time_s"), md_json_double(&j, secs);
-    md_json_key(&j, "entropy_normal"), md_json_double(&j, hn);
-    md_json_key(&j, "entropy_reduce"), md_json_double(&j, hr);
+    for (int g = 0; g < ng; g++) {
+        char key[64];
+        snprintf(key, sizeof key, "entropy_%s", in->groups[g].key);
+        md_json_key(&j, key), md_json_double(&j, h[g]);
+    }
     md_json_key(&j, "world_size"), md_json_int(&j, r->world);
     md_json_key(&j, "allreduce_bytes_per_step"), md_json_double(&j, allreduce_bytes);
     md_json_key(&j, "supernet_grad_bytes"),
-        md_json_int(&j, (long long)(md_supernet_params(r->net)->numel * sizeof(float)));
-    md_json_key(&j, "arch"), arch_json(&j, a, E);
+        md_json_int(&j, (long long)(r->model->params.numel * sizeof(float)));
+    md_json_key(&j, "arch"), md_arch_json(&j, r->space, a);
     md_json_end_object(&j);
-    md_status s = json_line(r->metrics, &j);
+    md_status s = md_json_line(r->metrics, &j);
     md_json_free(&j);
     MD_TRY(s);
-    MD_TRY(history_line(r->history, sc->period, val_acc, a, &r->mdl, r->mdl.p, r->mdl.he,
-                        r->mdl.ha));
+    MD_TRY(md_history_line(r->history, r->space, sc->period, val_acc, a, &r->mdl, r->mdl.p,
+                           r->mdl.he, r->mdl.ha));
     long step = sc->step + sc->period_len;
     MD_TRY(md_tb_scalar(r->tb, "val/acc", step, (float)val_acc));
     MD_TRY(md_tb_scalar(r->tb, "period/train_acc", step, (float)train_acc));
-    MD_TRY(md_tb_scalar(r->tb, "entropy/normal", step, (float)hn));
-    MD_TRY(md_tb_scalar(r->tb, "entropy/reduce", step, (float)hr));
+    char ent[160] = "";
+    for (int g = 0; g < ng; g++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "entropy/%s", in->groups[g].key);
+        MD_TRY(md_tb_scalar(r->tb, tag, step, (float)h[g]));
+        size_t used = strlen(ent);
+        snprintf(ent + used, sizeof ent - used, "%s%.3f", g ? "/" : "", h[g]);
+    }
     MD_TRY(md_tb_flush(r->tb));
-    say(r, "period %ld/%ld done | train acc %.1f%% | val acc %.1f%% | %.1f s | entropy %.3f/%.3f "
-           "| %s\n",
-        sc->period + 1, sc->periods, 100 * train_acc, 100 * val_acc, secs, hn, hr, genotype);
+    say(r, "period %ld/%ld done | train acc %.1f%% | val acc %.1f%% | %.1f s | entropy %s | %s\n",
+        sc->period + 1, sc->periods, 100 * train_acc, 100 * val_acc, secs, ent, genotype);
     return MD_OK;
 }
 
@@ -971,7 +494,8 @@ static md_status record_period(run_t *r, const md_arch *a, const schedule *sc, d
 enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART, RUN_FINISHED };
 
 static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
-    md_status s = md_ckpt_load(ctx, f);
+    md_ckpt_state cs = ckpt_state(ctx);
+    md_status     s = md_ckpt_load(&cs, f);
     return s == MD_ERR_ARG ? MD_ERR_DATA : s; /* a bad value in the file */
 }
 
@@ -996,16 +520,16 @@ static md_status refuse_lost_checkpoints(const char *out) {
     char                     held[128] = "", p[700];
     for (size_t i = 0; i < sizeof results / sizeof *results; i++) {
         struct stat st;
-        path_in(p, sizeof p, out, results[i]);
+        md_path_in(p, sizeof p, out, results[i]);
         if (stat(p, &st) == 0 && st.st_size > 0) {
             size_t used = strlen(held);
             snprintf(held + used, sizeof held - used, "%s%s", used ? ", " : "", results[i]);
         }
     }
     if (!held[0]) return MD_OK;
-    path_in(p, sizeof p, out, "history.jsonl");
+    md_path_in(p, sizeof p, out, "history.jsonl");
     long periods = count_lines(p);
-    if (file_exists(out, "checkpoints") && periods <= 1) return MD_OK;
+    if (md_file_exists(out, "checkpoints") && periods <= 1) return MD_OK;
     return md_fail(MD_ERR_ARG,
                    "%s holds the results of a run (%s; %ld period(s) recorded) but no checkpoint "
                    "(was %s/checkpoints removed?): starting it again would overwrite them, so "
@@ -1021,21 +545,21 @@ static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *ver
     /* A directory this run may not use is refused before anything is written
      * into it (the lock included): another's files, or another run's options. */
     char path[700], *text = NULL;
-    path_in(path, sizeof path, c->out, "config.json");
-    if (file_exists(c->out, "config.json")) {
-        MD_TRY(read_file(path, &text));
+    md_path_in(path, sizeof path, c->out, "config.json");
+    if (md_file_exists(c->out, "config.json")) {
+        MD_TRY(md_read_file(path, &text));
         md_status cs = md_ckpt_check_config(c, text, path);
         free(text);
         MD_TRY(cs);
         /* genotype.txt is written last, by a finished run only: nothing to do,
          * and nothing is touched (the directory may be read-only, archived). */
-        if (file_exists(c->out, "genotype.txt")) {
+        if (md_file_exists(c->out, "genotype.txt")) {
             *verdict = RUN_FINISHED;
             return MD_OK;
         }
     }
     MD_TRY(md_rundir_check_out(c->out));
-    if (!file_exists(c->out, "config.json")) MD_TRY(md_rundir_check_empty(c->out));
+    if (!md_file_exists(c->out, "config.json")) MD_TRY(md_rundir_check_empty(c->out));
     md_status s = make_dirs(c->out);
     if (s != MD_OK) {
         char why[512];
@@ -1054,10 +578,10 @@ static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *ver
         *verdict = RUN_RESUME;
         return MD_OK;
     }
-    if (!file_exists(c->out, "config.json")) return md_rundir_check_empty(c->out); /* refusal */
+    if (!md_file_exists(c->out, "config.json")) return md_rundir_check_empty(c->out); /* refusal */
     MD_TRY(refuse_lost_checkpoints(c->out));
     /* A run of ours that stopped before its first checkpoint: start it again. */
-    MD_TRY(read_file(path, &text));
+    MD_TRY(md_read_file(path, &text));
     s = md_ckpt_check_config(c, text, path);
     free(text);
     MD_TRY(s);
@@ -1078,31 +602,23 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
                         verdict == RUN_RESUME ? r->pos.history_bytes : 0};
         static const char *const names[2] = {"metrics.jsonl", "history.jsonl"};
         for (int i = 0; i < 2; i++) {
-            path_in(p, sizeof p, c->out, names[i]);
-            struct stat st;
-            long        size = stat(p, &st) == 0 ? (long)st.st_size : 0;
-            if (size > keep[i] && truncate(p, (off_t)keep[i]))
-                return md_fail(MD_ERR_IO, "cannot truncate %s: %s", p, strerror(errno));
-            if (size < keep[i]) MD_TRY(repair_short_log(r, p, i == 1, size, keep[i]));
-            /* Cut mid-line: the log was repaired (made shorter) after the
-             * checkpoint that recorded its size, then grew again. */
-            else if (keep[i] > 0 && size > keep[i] && !ends_with_newline(p))
-                MD_TRY(i == 1 ? rebuild_history(r, p) : cut_after_last_line(p));
+            md_path_in(p, sizeof p, c->out, names[i]);
+            MD_TRY(md_runfiles_trim_log(p, i == 1, keep[i], r->space, &r->mdl));
         }
     }
     md_json j;
     md_json_init(&j);
     md_search_config_json(&j, c, r->world, 1);
-    path_in(p, sizeof p, c->out, "config.json");
+    md_path_in(p, sizeof p, c->out, "config.json");
     md_status s = md_json_write_file(&j, p);
     md_json_free(&j);
     MD_TRY(s);
-    path_in(p, sizeof p, c->out, "checkpoints"); /* from the start: see refuse_lost_checkpoints */
+    md_path_in(p, sizeof p, c->out, "checkpoints"); /* from the start: see refuse_lost_checkpoints */
     MD_TRY(make_dirs(p));
     if (!(r->log = open_in(c->out, "search.log", "a"))) return MD_ERR_IO;
     if (!(r->metrics = open_in(c->out, "metrics.jsonl", "a"))) return MD_ERR_IO;
     if (!(r->history = open_in(c->out, "history.jsonl", "a"))) return MD_ERR_IO;
-    path_in(p, sizeof p, c->out, "tb");
+    md_path_in(p, sizeof p, c->out, "tb");
     MD_TRY(make_dirs(p));
     MD_TRY(md_tb_open(p, &r->tb));
     if (verdict == RUN_RESUME)
@@ -1119,12 +635,7 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
 }
 
 static void close_run(run_t *r) {
-    free_plans(r);
-    if (r->be) {
-        md_backend_free(r->be, r->stage_x);
-        md_backend_free(r->be, r->stage_y);
-        md_backend_free(r->be, r->scalars);
-    }
+    md_stepper_free(&r->step);
     md_loader_destroy(r->train);
     md_loader_destroy(r->val);
     md_source_destroy(r->train_src);
@@ -1132,7 +643,9 @@ static void close_run(run_t *r) {
     free(r->train_idx);
     free(r->val_idx);
     md_dataset_free(&r->ds);
-    md_supernet_destroy(r->net);
+    free(r->choice);
+    md_model_destroy(r->model);
+    md_space_destroy(r->space);
     md_mdl_free(&r->mdl);
     md_backend_destroy(r->be);
     if (r->log) fclose(r->log);
@@ -1146,8 +659,7 @@ static void close_run(run_t *r) {
 /* Rank 0's checkpoint (already loaded into it) to every rank. */
 static md_status share_checkpoint(run_t *r) {
     if (r->world == 1) return MD_OK;
-    md_arena *ar[3] = {md_supernet_params(r->net), md_supernet_momentum(r->net),
-                       md_supernet_stats(r->net)};
+    md_arena *ar[3] = {&r->model->params, &r->model->momentum, &r->model->stats};
     for (int i = 0; i < 3; i++)
         MD_TRY(md_comm_bcast(r->comm, ar[i]->data, ar[i]->numel * sizeof(float), 0));
     MD_TRY(md_comm_bcast(r->comm, &r->pos, sizeof r->pos, 0));
@@ -1189,12 +701,13 @@ static md_status keep_saved_threads(run_t *r) {
            "--threads N overrides)%s\n", saved, r->threads,
         cpus > 0 && (long)saved * md_comm_local_size(r->comm) > cpus
             ? "; that is more threads than this node has CPUs, which is slow" : "");
-    md_backend_free(r->be, r->scalars);
+    md_stepper_free(&r->step);
     md_backend_destroy(r->be); /* CPU: the network and batches are host memory */
-    r->be = NULL, r->scalars = NULL;
+    r->be = r->step.be = NULL;
     MD_TRY(md_backend_cpu_create(saved, &r->be));
     r->threads = r->uniform_threads = md_backend_cpu_threads(r->be);
-    return md_backend_alloc(r->be, 64, (void **)&r->scalars);
+    r->step.be = r->be;
+    return md_stepper_init(&r->step);
 }
 
 /* --device: cpu, cuda (GPU = local rank mod the GPUs), or auto (cuda when this
@@ -1214,6 +727,20 @@ static md_status make_backend(run_t *r) {
     return md_backend_cpu_create(threads_per_rank(r), &r->be);
 }
 
+/* The space of the options, for the input the data gives. */
+static md_status make_space(const md_search_config *c, const md_source_info *in,
+                            md_space **out) {
+    md_darts_config dc = {.in_c = in->c, .in_h = in->h, .in_w = in->w, .classes = in->classes,
+                          .cells = c->cells, .channels = c->channels, .nodes = c->nodes};
+    return md_space_darts_create(&dc, out);
+}
+
+static const char *space_text(const md_search_config *c) {
+    static char t[700];
+    snprintf(t, sizeof t, "%d cells, C=%d", c->cells, c->channels);
+    return t;
+}
+
 static md_status search(run_t *r, int *stopped) {
     const md_search_config *c = r->cfg;
     MD_TRY(md_search_config_check(c));
@@ -1222,26 +749,37 @@ static md_status search(run_t *r, int *stopped) {
                                    "number of ranks (%d)", c->batch, r->world);
     md_status s = make_backend(r);
     if (s == MD_OK) r->threads = md_backend_cpu_threads(r->be);
-    if (s == MD_OK) s = md_backend_alloc(r->be, 64, (void **)&r->scalars);
+
     if (s == MD_OK && (s = load_data(r)) != MD_OK && s != MD_ERR_NOMEM)
         s = MD_ERR_ARG; /* a missing or malformed dataset is bad input: exit 2 */
     const md_source_info *in = s == MD_OK ? md_loader_describe(r->train) : NULL;
-    md_darts_config       dc = {.in_c = in ? in->c : 0, .in_h = in ? in->h : 0,
-                                .in_w = in ? in->w : 0, .classes = in ? in->classes : 0,
-                                .cells = c->cells, .channels = c->channels, .nodes = c->nodes};
+    if (s == MD_OK) s = make_space(c, in, &r->space);
     if (s == MD_OK) {
-        s = md_supernet_create_on(&dc, c->seed, md_backend_is_host(r->be) ? NULL : r->be, &r->net);
+        s = md_space_model_create(r->space, c->seed, md_backend_is_host(r->be) ? NULL : r->be,
+                                  &r->model);
         if (s == MD_ERR_NOMEM) {
             char why[512];
             snprintf(why, sizeof why, "%s", md_error_message());
-            md_fail(s, "the search network of --cells %d --channels %d --nodes %d does not fit "
-                       "in memory (%s); choose fewer --cells or --channels",
-                    c->cells, c->channels, c->nodes, why);
+            md_fail(s, "the search network of --cells %d --channels %d --nodes %d does not "
+                           "fit in memory (%s); choose fewer --cells or --channels",
+                        c->cells, c->channels, c->nodes, why);
         }
     }
     if (s == MD_OK) {
-        r->edges = md_supernet_edges(r->net);
-        s = md_mdl_init(&r->mdl, 2 * r->edges, MD_DARTS_OPS, c->alpha, c->rule);
+        const md_space_info *si = md_space_describe(r->space);
+        s = md_mdl_init(&r->mdl, si->dists, si->k, c->alpha, c->rule);
+        if (s == MD_OK) s = md_mdl_set_mask(&r->mdl, si->allowed);
+        if (s == MD_OK && !(r->choice = calloc((size_t)si->dists, sizeof *r->choice)))
+            s = md_fail(MD_ERR_NOMEM, "architecture");
+    }
+    if (s == MD_OK) {
+        r->step = (md_stepper){.be = r->be, .comm = r->comm, .world = r->world,
+                               .space = r->space, .model = r->model,
+                               .momentum = (float)c->momentum,
+                               .weight_decay = (float)c->weight_decay, .clip = (float)c->clip,
+                               .sync_bn = c->sync_bn,
+                               .graphs = c->cuda_graphs};
+        s = md_stepper_init(&r->step);
     }
     /* Every rank learns whether any failed to set up, and all leave together
      * (a rank that left alone would leave the others waiting in a collective). */
@@ -1296,8 +834,8 @@ static md_status search(run_t *r, int *stopped) {
     r->past_verdict = 1;
     if (verdict == RUN_FINISHED) {
         char  gp[700], *g = NULL;
-        path_in(gp, sizeof gp, c->out, "genotype.txt");
-        if (r->rank == 0 && read_file(gp, &g) == MD_OK)
+        md_path_in(gp, sizeof gp, c->out, "genotype.txt");
+        if (r->rank == 0 && md_read_file(gp, &g) == MD_OK)
             printf("the run in %s has finished (it holds genotype.txt); nothing to do\n"
                    "genotype: %s", c->out, g);
         free(g);
@@ -1317,28 +855,28 @@ static md_status search(run_t *r, int *stopped) {
     if (verdict == RUN_RESUME && r->pos.period >= sc.periods) {
         /* Nothing left to do: say so and leave the run directory as it is. */
         char g[4096];
-        int  E = r->edges;
-        MD_TRY(md_darts_genotype(r->mdl.p, r->mdl.p + (size_t)E * MD_DARTS_OPS, c->nodes, g,
-                                 sizeof g, NULL, NULL));
+        MD_TRY(md_space_summary(r->space, r->mdl.p, g, sizeof g));
         /* A stop after the last period's checkpoint may have come before the
          * genotype files were written. */
-        if (r->rank == 0 && !file_exists(c->out, "genotype.txt"))
-            MD_TRY(write_genotype(r, g, sizeof g));
+        if (r->rank == 0 && !md_file_exists(c->out, "genotype.txt"))
+            MD_TRY(md_runfiles_genotype(c->out, r->space, &r->mdl, g, sizeof g));
         if (r->rank == 0)
             printf("the run in %s has finished (%ld periods, checkpoint %s); nothing to do\n"
                    "genotype: %s\n", c->out, sc.periods, ck_path, g);
         return MD_OK;
     }
     MD_TRY(open_outputs(r, verdict, ck_path)); /* only now: bad input has written nothing */
-    say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %d cells, C=%d, "
+    say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %s, "
            "batch %d over %d rank(s)%s, %ld periods of %ld steps, %s\n",
-        c->dataset, r->ntrain, r->nval, md_loader_describe(r->train)->name, c->cells, c->channels, c->batch, r->world,
+        c->dataset, r->ntrain, r->nval, md_loader_describe(r->train)->name, space_text(c),
+        c->batch, r->world,
         c->sync_bn ? " with synced BN" : "", sc.periods, plen, md_backend_describe(r->be));
     md_rng root;
     md_rng_seed(&root, c->seed, 0x5a3b1e);
     r->t0 = now_s();
     r->step0 = r->pos.step;
     char genotype[4096] = "";
+    int *choice = r->choice;
     s = MD_OK;
     for (sc.period = r->pos.period; sc.period < sc.periods && s == MD_OK; sc.period++) {
         sc.step = sc.period * plen;
@@ -1349,15 +887,12 @@ static md_status search(run_t *r, int *stopped) {
             break;
         }
         md_rng rng = md_rng_split(&root, (uint64_t)sc.period);
-        int    choice[2 * MD_MAX_EDGES];
         md_mdl_sample(&r->mdl, &rng, choice);
-        md_arch a;
-        for (int e = 0; e < r->edges; e++) a.normal[e] = choice[e], a.reduce[e] = choice[r->edges + e];
         double t = now_s(), vacc;
         size_t b0 = md_comm_grad_bytes(r->comm);
         long   s0 = r->pos.step;
         int    stop = 0;
-        s = train_period(r, &a, &sc, &stop);
+        s = train_period(r, choice, &sc, &stop);
         double ar_bytes = (double)(md_comm_grad_bytes(r->comm) - b0) / fmax(r->pos.step - s0, 1);
         if (s == MD_OK && stop) {
             s = save_checkpoint(r, "stop signal");
@@ -1367,7 +902,7 @@ static md_status search(run_t *r, int *stopped) {
             *stopped = 1;
             break;
         }
-        if (s == MD_OK) s = validate(r, &a, sc.period, &vacc, &stop);
+        if (s == MD_OK) s = validate(r, choice, sc.period, &vacc, &stop);
         if (s == MD_OK && stop) {
             /* Trained, not validated: the checkpoint is at the period's last
              * step, and the resumed run validates this period again. */
@@ -1376,13 +911,13 @@ static md_status search(run_t *r, int *stopped) {
             *stopped = 1;
             break;
         }
-        if (s == MD_OK) s = record_period(r, &a, &sc, vacc, now_s() - t, ar_bytes);
+        if (s == MD_OK) s = record_period(r, choice, &sc, vacc, now_s() - t, ar_bytes);
         if (s == MD_OK) {
             r->pos.period = sc.period + 1;
             r->pos.period_correct = 0, r->pos.period_seen = 0, r->pos.period_loss = 0;
             s = save_checkpoint(r, "period end");
         }
-        free_plans(r);
+        md_stepper_free_plans(&r->step);
         /* A signal that came after the last validation batch: stop here. */
         int late = md_stop_requested();
         if (s == MD_OK) s = md_comm_max_int(r->comm, &late);
@@ -1401,7 +936,7 @@ static md_status search(run_t *r, int *stopped) {
     }
     if (r->rank == 0) {
         /* state.json already holds the final p: it was written after the last period. */
-        MD_TRY(write_genotype(r, genotype, sizeof genotype));
+        MD_TRY(md_runfiles_genotype(c->out, r->space, &r->mdl, genotype, sizeof genotype));
         say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
                "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
                "genotype.txt, p_heatmap.svg, tb/, checkpoints/\n",
@@ -1441,84 +976,3 @@ md_status md_search_run(const md_search_config *c, md_comm *comm, int *stopped) 
     return s;
 }
 
-/* ---- derive ---------------------------------------------------------------------------- */
-
-static md_status read_file(const char *path, char **out) {
-    struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) /* before open: a FIFO would block */
-        return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return md_fail(MD_ERR_DATA, "%s is not a regular file", path);
-    }
-    long  n = (long)st.st_size;
-    char *buf = malloc((size_t)n + 1);
-    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(buf);
-        return md_fail(MD_ERR_IO, "cannot read %s", path);
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *out = buf;
-    return MD_OK;
-}
-
-static md_status read_matrix(const md_jvalue *v, const char *name, const char *path, int rows,
-                             int cols, double *out) {
-    if (!v || v->type != MD_JARR || v->count != rows)
-        return md_fail(MD_ERR_DATA, "%s: '%s' must be an array of %d rows", path, name, rows);
-    for (int i = 0; i < rows; i++) {
-        const md_jvalue *row = &v->items[i];
-        if (row->type != MD_JARR || row->count != cols)
-            return md_fail(MD_ERR_DATA, "%s: '%s' row %d must hold %d numbers", path, name, i, cols);
-        for (int k = 0; k < cols; k++) {
-            if (row->items[k].type != MD_JNUM)
-                return md_fail(MD_ERR_DATA, "%s: '%s'[%d][%d] is not a number", path, name, i, k);
-            out[(size_t)i * cols + k] = row->items[k].num;
-        }
-    }
-    return MD_OK;
-}
-
-md_status md_search_derive(const char *dir) {
-    char path[700];
-    path_in(path, sizeof path, dir, "state.json");
-    char *text = NULL;
-    if (!file_exists(dir, "state.json"))
-        return md_fail(MD_ERR_IO, "%s not found: %s is not a run directory, or its first sampling "
-                                  "period has not finished yet", path, dir);
-    MD_TRY(read_file(path, &text));
-    md_jvalue v;
-    md_status s = md_json_parse(text, path, &v);
-    free(text);
-    MD_TRY(s);
-    const md_jvalue *nodes = md_json_get(&v, "nodes");
-    int              n = nodes && nodes->type == MD_JNUM ? (int)nodes->num : 0;
-    if (n < 1 || n > MD_MAX_NODES) {
-        md_json_value_free(&v);
-        return md_fail(MD_ERR_DATA, "%s: 'nodes' missing or outside 1..%d", path, MD_MAX_NODES);
-    }
-    int     E = md_cell_edges(n);
-    double *p = malloc(sizeof(double) * 2 * (size_t)E * MD_DARTS_OPS);
-    if (!p) s = md_fail(MD_ERR_NOMEM, "derive");
-    if (s == MD_OK)
-        s = read_matrix(md_json_get(&v, "p_normal"), "p_normal", path, E, MD_DARTS_OPS, p);
-    if (s == MD_OK)
-        s = read_matrix(md_json_get(&v, "p_reduce"), "p_reduce", path, E, MD_DARTS_OPS,
-                        p + (size_t)E * MD_DARTS_OPS);
-    char g[4096];
-    if (s == MD_OK)
-        s = md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, n, g, sizeof g, NULL, NULL);
-    if (s == MD_OK) {
-        const md_jvalue *per = md_json_get(&v, "periods");
-        printf("%s\n", g);
-        fprintf(stderr, "(%s after %d sampling period(s))\n", dir,
-                per && per->type == MD_JNUM ? (int)per->num : -1);
-    }
-    free(p);
-    md_json_value_free(&v);
-    return s;
-}

@@ -1,5 +1,6 @@
-/* Private to src/train: the state of a search run, shared by the loop
- * (search.c) and checkpoint-restart (checkpoint.c). */
+/* Private to src/train: the state of a search run (search.c), the explicit
+ * state a checkpoint holds (checkpoint.c), the run directory's files
+ * (rundir.c, runfiles.c). */
 #ifndef MDENAS_TRAIN_SEARCH_IMPL_H
 #define MDENAS_TRAIN_SEARCH_IMPL_H
 
@@ -10,7 +11,8 @@
 #include "mdenas/runlog.h"
 #include "mdenas/safetensors.h"
 #include "mdenas/search.h"
-#include "mdenas/supernet.h"
+#include "mdenas/space.h"
+#include "train/step.h"
 
 /* Where the loop stands: everything besides the arenas and p/H^e/H^a that a
  * checkpoint must hold to continue bit for bit. Broadcast as bytes. */
@@ -38,27 +40,56 @@ typedef struct {
     md_source              *train_src, *val_src; /* imagenet */
     int                    *train_idx, *val_idx, ntrain, nval;
     md_loader              *train, *val;
-    md_supernet            *net;
-    md_mdl                  mdl; /* normal edges first, then reduction edges */
-    int                     edges;
+    md_space               *space;
+    md_model               *model;
+    md_mdl                  mdl; /* the space's distributions, in its order */
+    int                    *choice; /* the architecture of the period */
+    md_stepper              step;
     FILE                   *log, *metrics, *history;
     md_tb                  *tb;
-    md_plan                *plans[2]; /* of the current architecture, by row count */
     double                  t0;
     long                    step0; /* global step when this process started */
     long                    last_ckpt_step;
     md_run_pos              pos;
     int                     past_verdict; /* rank 0's run-directory verdict is shared */
-    void                   *stage_x, *stage_y; /* batch copies on a device backend */
-    float                  *scalars; /* backend memory: loss, correct, the clip norm (double) */
-    md_graph               *graph;   /* the recorded step of graph_plan at graph_lr */
-    md_plan                *graph_plan;
-    float                   graph_lr;
-    size_t                  stage_x_bytes, stage_y_bytes;
     int                     lock_fd; /* rank 0: the run directory's lock, -1 if none */
     int                     threads; /* CPU threads per rank of this process (0: not CPU) */
     int                     uniform_threads; /* threads when every rank has as many, else 0 */
 } md_run;
+
+/* What a checkpoint holds and restores: nothing else of the run. */
+typedef struct {
+    const md_space *space; /* recorded (save only), for inspect */
+    md_model   *model;
+    md_mdl     *mdl;
+    md_run_pos *pos;
+    int         world, uniform_threads; /* recorded (save only) */
+} md_ckpt_state;
+
+/* ---- runfiles.c ---- */
+void      md_path_in(char *buf, size_t len, const char *dir, const char *name);
+int       md_file_exists(const char *dir, const char *name);
+md_status md_read_file(const char *path, char **out);
+md_status md_json_line(FILE *f, md_json *j); /* a line of a JSONL log, flushed */
+void      md_arch_json(md_json *j, const md_space *s, const int *choice);
+double    md_group_entropy(const md_mdl *m, const md_space_group *g); /* mean over the group */
+/* state.json (what derive reads), rewritten atomically; summary receives the
+ * derived architecture's line. */
+md_status md_runfiles_state(const char *out, const md_space *s, const md_mdl *m, char *summary,
+                            size_t len);
+md_status md_runfiles_heatmap(const char *out, const md_space *s, const md_mdl *m);
+/* genotype.json, the space's files, then genotype.txt (a finished run's mark). */
+md_status md_runfiles_genotype(const char *out, const md_space *s, const md_mdl *m,
+                               char *summary, size_t len);
+/* One line of history.jsonl: period (0-based) done, p, H^e, H^a after it. */
+md_status md_history_line(FILE *f, const md_space *s, long period, double val_acc,
+                          const int *choice, const md_mdl *m, const double *p, const double *he,
+                          const double *ha);
+/* A log of a resumed run cut to the `keep` bytes its checkpoint recorded; one
+ * shorter than that (lost in a crash) is repaired: history.jsonl rebuilt from
+ * the distribution m, metrics.jsonl cut after its last whole line. */
+md_status md_runfiles_trim_log(const char *path, int is_history, long keep, const md_space *s,
+                               const md_mdl *m);
 
 /* config JSON: every option (full) or only those that define the result (what a
  * checkpoint must agree on to be resumed). */
@@ -78,9 +109,10 @@ md_status md_rundir_lock(const char *dir, int *fd);
 void      md_rundir_unlock(int fd);
 
 /* ---- checkpoint.c ---- */
-/* Rank 0: write <out>/checkpoints/ckpt-<step>.safetensors from r and r->pos,
- * then keep only the newest cfg->keep. Logs a line and a metrics record. */
-md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes);
+/* Rank 0: write <out>/checkpoints/ckpt-<step>.safetensors from cs (its pos
+ * holds the logs' lengths already), then keep only the newest c->keep. */
+md_status md_ckpt_save(const md_search_config *c, const md_ckpt_state *cs, char *path,
+                       size_t path_len, size_t *bytes);
 /* Rank 0: load the newest usable checkpoint of <out>, if any, by calling
  * accept(ctx, file) on each from the newest: a file that fails to read or to
  * load with MD_ERR_DATA (corrupt, truncated, not matching this network) is
@@ -91,8 +123,9 @@ md_status md_ckpt_save(md_run *r, char *path, size_t path_len, size_t *bytes);
 typedef md_status (*md_ckpt_accept)(void *ctx, const md_st_file *f);
 md_status md_ckpt_find(const md_search_config *c, md_ckpt_accept accept, void *ctx, char *path,
                        size_t path_len, int *found);
-/* Copy a checkpoint into the net, the distribution and r->pos. */
-md_status md_ckpt_load(md_run *r, const md_st_file *f);
+/* Copy a checkpoint into cs's model, distribution and position, after checking
+ * all of it (MD_ERR_DATA naming the file; nothing is changed then). */
+md_status md_ckpt_load(const md_ckpt_state *cs, const md_st_file *f);
 /* MD_ERR_ARG naming each option whose value in the JSON text `saved` (written
  * by md_search_config_json) differs from c's; `what` names where it came from. */
 md_status md_ckpt_check_config(const md_search_config *c, const char *saved, const char *what);

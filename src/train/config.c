@@ -1,0 +1,187 @@
+/* Search options: defaults, presets, checks, and their JSON (config.json and
+ * what a checkpoint must agree on). */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdenas/supernet.h"
+#include "train/search_impl.h"
+
+/* ---- configuration --------------------------------------------------------- */
+
+md_status md_search_config_preset(md_search_config *c, const char *preset) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
+    c->val_fraction = 0.5; /* DARTS's split of the training set */
+    c->epochs = 50;
+    c->batch = 256;
+    c->lr = 0.025, c->lr_min = 0.001, c->momentum = 0.9, c->weight_decay = 3e-4, c->clip = 5.0;
+    c->cells = 8, c->channels = 16, c->nodes = 4;
+    c->alpha = 0.01;
+    c->rule = MD_UPDATE_PAPER;
+    c->crop_pad = 2, c->flip = 1;
+    c->image_size = 224;
+    c->crop_scale[0] = 0.08, c->crop_scale[1] = 1.0;
+    c->seed = 1;
+    c->log_every = 20;
+    c->ckpt_every = 200;
+    c->keep = 3;
+    snprintf(c->device, sizeof c->device, "cpu");
+    c->tf32 = 1;
+    c->cuda_graphs = 1;
+    snprintf(c->out, sizeof c->out, "run");
+    if (!preset || !preset[0]) return MD_OK;
+    snprintf(c->preset, sizeof c->preset, "%s", preset);
+    if (!strcmp(preset, "cifar10")) {
+        snprintf(c->dataset, sizeof c->dataset, "cifar10");
+        c->crop_pad = 4;
+        return MD_OK;
+    }
+    if (!strcmp(preset, "tiny")) {
+        c->subset = 10000;
+        c->epochs = 10;
+        c->batch = 64;
+        c->cells = 5;
+        c->channels = 8;
+        c->lr = 0.05;
+        c->alpha = 0.02;
+        c->log_every = 10;
+        return MD_OK;
+    }
+    return md_fail(MD_ERR_ARG, "unknown preset '%s' (use cifar10 or tiny)", preset);
+}
+
+md_status md_search_config_check(const md_search_config *c) {
+    if (strcmp(c->dataset, "fashion-mnist") && strcmp(c->dataset, "cifar10") &&
+        strcmp(c->dataset, "synthetic") && strcmp(c->dataset, "imagenet"))
+        return md_fail(MD_ERR_ARG,
+                       "--dataset '%s': use fashion-mnist, cifar10, synthetic or imagenet",
+                       c->dataset);
+    if (!strcmp(c->dataset, "cifar10") && !c->data_dir[0])
+        return md_fail(MD_ERR_ARG, "--dataset cifar10 needs --data DIR (the folder holding "
+                                   "data_batch_1.bin ... test_batch.bin)");
+    if (!strcmp(c->dataset, "imagenet") && !c->data_dir[0])
+        return md_fail(MD_ERR_ARG, "--dataset imagenet needs --data DIR (a folder that "
+                                   "imagenet_prep wrote)");
+    if (c->image_size < 8 || c->image_size > 1024)
+        return md_fail(MD_ERR_ARG, "--image-size %d must be in 8..1024", c->image_size);
+    if (!(c->crop_scale[0] > 0 && c->crop_scale[0] <= c->crop_scale[1] && c->crop_scale[1] <= 1))
+        return md_fail(MD_ERR_ARG, "--crop-scale %g,%g: need 0 < LO <= HI <= 1", c->crop_scale[0],
+                       c->crop_scale[1]);
+    if (c->data_threads < 0 || c->data_threads > 256)
+        return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
+    if (!(c->val_fraction > 0.0 && c->val_fraction < 1.0))
+        return md_fail(MD_ERR_ARG, "--val-fraction %g must be in (0, 1)", c->val_fraction);
+    if (c->epochs < 1) return md_fail(MD_ERR_ARG, "--epochs %d must be >= 1", c->epochs);
+    if (c->batch < 2) return md_fail(MD_ERR_ARG, "--batch %d must be >= 2", c->batch);
+    if (!(c->lr > 0) || !(c->lr_min >= 0) || c->lr_min > c->lr)
+        return md_fail(MD_ERR_ARG, "--lr %g and --lr-min %g: need lr > 0 and 0 <= lr-min <= lr",
+                       c->lr, c->lr_min);
+    if (!(c->momentum >= 0 && c->momentum < 1) || !(c->weight_decay >= 0) || !(c->clip > 0))
+        return md_fail(MD_ERR_ARG,
+                       "--momentum %g in [0,1), --weight-decay %g >= 0, --clip %g > 0 required",
+                       c->momentum, c->weight_decay, c->clip);
+    if (c->subset < 0 || c->period_steps < 0 || c->val_batches < 0 || c->log_every < 1 ||
+        c->crop_pad < 0 || c->crop_pad > 16 || c->threads < 0)
+        return md_fail(MD_ERR_ARG, "--subset, --period-steps, --val-batches, --threads must be "
+                                   ">= 0, --log-every >= 1, --crop-pad in 0..16");
+    if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda") && strcmp(c->device, "auto"))
+        return md_fail(MD_ERR_ARG, "--device '%s': use cpu, cuda or auto", c->device);
+    if (c->ckpt_every < 0 || c->keep < 2)
+        return md_fail(MD_ERR_ARG, "--ckpt-every %d must be >= 0 and --keep %d >= 2",
+                       c->ckpt_every, c->keep);
+    if (!(c->alpha > 0.0 && c->alpha <= 1.0))
+        return md_fail(MD_ERR_ARG, "--alpha %g must be in (0, 1]", c->alpha);
+    if (c->cells < 1 || c->cells > 64)
+        return md_fail(MD_ERR_ARG, "--cells %d must be in 1..64", c->cells);
+    if (c->channels < 2 || c->channels % 2 || c->channels > 4096)
+        return md_fail(MD_ERR_ARG, "--channels %d must be even, 2..4096", c->channels);
+    if (c->nodes < 1 || c->nodes > MD_MAX_NODES)
+        return md_fail(MD_ERR_ARG, "--nodes %d must be in 1..%d", c->nodes, MD_MAX_NODES);
+    const double finite[] = {c->lr, c->lr_min, c->momentum, c->weight_decay, c->clip, c->alpha};
+    for (size_t i = 0; i < sizeof finite / sizeof *finite; i++)
+        if (!isfinite(finite[i]))
+            return md_fail(MD_ERR_ARG, "--lr, --lr-min, --momentum, --weight-decay, --clip and "
+                                       "--alpha must be finite numbers");
+    /* The step computes in single precision: a value finite as a double may be
+     * infinite, or zero, as a float. */
+    static const char *const fname[] = {"--lr", "--lr-min", "--momentum", "--weight-decay",
+                                        "--clip"};
+    for (size_t i = 0; i < sizeof fname / sizeof *fname; i++) {
+        double v = fabs(finite[i]);
+        if (v > FLT_MAX || (v > 0 && (float)v < FLT_MIN))
+            return md_fail(MD_ERR_ARG, "%s %g is outside single precision (%g .. %g), in which "
+                                       "the step computes", fname[i], finite[i], (double)FLT_MIN,
+                           (double)FLT_MAX);
+    }
+    if (c->threads > MD_MAX_THREADS)
+        return md_fail(MD_ERR_ARG, "--threads %d: at most %d threads per rank", c->threads,
+                       MD_MAX_THREADS);
+    if (!c->out[0]) return md_fail(MD_ERR_ARG, "--out: the run directory must be named");
+    return MD_OK;
+}
+
+/* Options that depend on others: the dataset's folder. */
+md_status md_search_config_resolve(md_search_config *c) {
+    if (!c->data_dir[0] && !strcmp(c->dataset, "fashion-mnist"))
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", MD_FASHION_MNIST_DIR);
+    return md_search_config_check(c);
+}
+
+static void image_options_json(md_json *j, const md_search_config *c) {
+    char scale[64]; /* as --crop-scale takes it */
+    snprintf(scale, sizeof scale, "%g,%g", c->crop_scale[0], c->crop_scale[1]);
+    md_json_key(j, "image_size"), md_json_int(j, c->image_size);
+    md_json_key(j, "crop_scale"), md_json_string(j, scale);
+}
+
+void md_search_config_json(md_json *j, const md_search_config *c, int world, int full) {
+    md_json_begin_object(j);
+    md_json_key(j, "preset"), md_json_string(j, c->preset);
+    md_json_key(j, "dataset"), md_json_string(j, c->dataset);
+    if (full) md_json_key(j, "data_dir"), md_json_string(j, c->data_dir);
+    md_json_key(j, "subset"), md_json_int(j, c->subset);
+    md_json_key(j, "val_fraction"), md_json_double(j, c->val_fraction);
+    md_json_key(j, "epochs"), md_json_int(j, c->epochs);
+    md_json_key(j, "batch"), md_json_int(j, c->batch);
+    md_json_key(j, "lr"), md_json_double(j, c->lr);
+    md_json_key(j, "lr_min"), md_json_double(j, c->lr_min);
+    md_json_key(j, "momentum"), md_json_double(j, c->momentum);
+    md_json_key(j, "weight_decay"), md_json_double(j, c->weight_decay);
+    md_json_key(j, "clip"), md_json_double(j, c->clip);
+    md_json_key(j, "cells"), md_json_int(j, c->cells);
+    md_json_key(j, "channels"), md_json_int(j, c->channels);
+    md_json_key(j, "nodes"), md_json_int(j, c->nodes);
+    md_json_key(j, "alpha"), md_json_double(j, c->alpha);
+    md_json_key(j, "update"), md_json_string(j, md_mdl_rule_name(c->rule));
+    md_json_key(j, "period_steps"), md_json_int(j, c->period_steps);
+    md_json_key(j, "val_batches"), md_json_int(j, c->val_batches);
+    md_json_key(j, "crop_pad"), md_json_int(j, c->crop_pad);
+    md_json_key(j, "flip"), md_json_bool(j, c->flip);
+    /* The ImageNet options define an ImageNet run's result; for the other datasets
+     * they are only listed (below), so their runs' saved options stay as they were. */
+    int imagenet = !strcmp(c->dataset, "imagenet");
+    if (imagenet) image_options_json(j, c);
+    md_json_key(j, "seed"), md_json_int(j, (long long)c->seed);
+    md_json_key(j, "sync_bn"), md_json_bool(j, c->sync_bn);
+    if (!full) {
+        md_json_end_object(j);
+        return;
+    }
+    if (!imagenet) image_options_json(j, c);
+    /* Options free to change when a run resumes. */
+    md_json_key(j, "device"), md_json_string(j, c->device);
+    md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
+    md_json_key(j, "cuda_graphs"), md_json_bool(j, c->cuda_graphs);
+    md_json_key(j, "threads"), md_json_int(j, c->threads);
+    md_json_key(j, "data_threads"), md_json_int(j, c->data_threads);
+    md_json_key(j, "log_every"), md_json_int(j, c->log_every);
+    md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
+    md_json_key(j, "keep"), md_json_int(j, c->keep);
+    md_json_key(j, "out"), md_json_string(j, c->out);
+    md_json_key(j, "world_size"), md_json_int(j, world);
+    md_json_end_object(j);
+}
