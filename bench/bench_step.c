@@ -1,12 +1,20 @@
-/* A training step of the CIFAR search network (DARTS space, one sampled op
- * per edge): zero grads, forward, loss, backward, clip, SGD, over the same
- * sampled architectures that bench_step_torch.py times in PyTorch.
+/* A training step of a sampled search network, over the same sampled
+ * architectures that a PyTorch script times:
+ *  - DARTS (default): the CIFAR search network, one op per edge; zero grads,
+ *    forward, loss, backward, clip 5, SGD (bench_step_torch.py);
+ *  - --space mobile: the mobile supernet (ProxylessNAS skeleton) at --size
+ *    pixels, one op per block; the ProxylessNAS recipe's step: label smoothing
+ *    0.1, SGD with Nesterov momentum 0.9, weight decay 4e-5 except on BN, no
+ *    clip (bench_mobile_torch.py; the architectures go to --archs-out as
+ *    ProxylessNAS net configs).
  *
- *   bench_step [--batch N] [--threads N] [--archs N] [--steps N] [--warmup N]
- *              [--device cpu|cuda] [--tf32 1|0] [--graphs 1|0]
- *              [--seed N] [--cells N] [--channels N] [--archs-out FILE]
+ *   bench_step [--space darts|mobile] [--batch N] [--threads N] [--archs N] [--steps N]
+ *              [--warmup N] [--device cpu|cuda] [--tf32 1|0] [--graphs 1|0] [--seed N]
+ *              [--cells N] [--channels N] [--size N] [--width-mult X] [--classes N]
+ *              [--archs-out FILE]
  *
- * JSON lines: one per architecture, then a summary with the peak RSS. */
+ * JSON lines: one per architecture, then a summary with the peak RSS.
+ * MDENAS_PROFILE=1 prints where the time goes, per op kind (depthwise apart). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +22,7 @@
 #include <time.h>
 
 #include "mdenas/mdl.h"
+#include "mdenas/space.h"
 #include "mdenas/supernet.h"
 
 static double now_s(void) {
@@ -47,19 +56,58 @@ static const char *arg_str(int argc, char **argv, const char *name) {
     return NULL;
 }
 
+/* The architecture as the PyTorch script reads it: DARTS op lists, or the
+ * mobile net's ProxylessNAS net config. */
+static void write_arch(FILE *f, const md_space *sp, const int *choice, int first) {
+    const md_space_info *in = md_space_describe(sp);
+    md_json              j;
+    md_json_init(&j);
+    if (!strcmp(in->name, "mobile")) {
+        double *p = calloc((size_t)in->dists * in->k, sizeof *p);
+        for (int d = 0; p && d < in->dists; d++) p[(size_t)d * in->k + choice[d]] = 1.0;
+        if (!p || md_space_export(sp, p, &j) != MD_OK) die("export");
+        free(p);
+    } else {
+        md_json_begin_object(&j);
+        for (int g = 0; g < in->ngroups; g++) {
+            md_json_key(&j, in->groups[g].key);
+            md_json_begin_array(&j);
+            for (int d = in->groups[g].first; d < in->groups[g].first + in->groups[g].count; d++)
+                md_json_string(&j, in->op_names[choice[d]]);
+            md_json_end_array(&j);
+        }
+        md_json_end_object(&j);
+    }
+    fprintf(f, "%s%s", first ? "" : ",\n", j.buf);
+    md_json_free(&j);
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_step [--device cpu|cuda] [--graphs 1] [--tf32 1] [--batch 64] [--threads 0] [--archs 3] [--steps 10] "
-                   "[--warmup 2] [--seed 1] [--cells 8] [--channels 16] [--archs-out FILE]\n");
+            printf("usage: bench_step [--space darts|mobile] [--device cpu|cuda] [--graphs 1] [--tf32 1] [--batch 64] [--threads 0] [--archs 3] [--steps 10] "
+                   "[--warmup 2] [--seed 1] [--cells 8] [--channels 16] [--size 128] [--width-mult 1] [--classes 1000] [--archs-out FILE]\n");
             return 0;
         }
     int batch = arg_int(argc, argv, "--batch", 64), threads = arg_int(argc, argv, "--threads", 0);
     int narch = arg_int(argc, argv, "--archs", 3), steps = arg_int(argc, argv, "--steps", 10);
     int warmup = arg_int(argc, argv, "--warmup", 2), seed = arg_int(argc, argv, "--seed", 1);
+    const char *space = arg_str(argc, argv, "--space");
+    int         mobile = space && !strcmp(space, "mobile");
+    int         side = mobile ? arg_int(argc, argv, "--size", 128) : 32;
+    int         classes = mobile ? arg_int(argc, argv, "--classes", 1000) : 10;
+    if (space && !mobile && strcmp(space, "darts")) {
+        fprintf(stderr, "bench_step: --space '%s': use darts or mobile\n", space);
+        return 2;
+    }
     md_darts_config cfg = {.in_c = 3, .in_h = 32, .in_w = 32, .classes = 10,
                            .cells = arg_int(argc, argv, "--cells", 8),
                            .channels = arg_int(argc, argv, "--channels", 16), .nodes = 4};
+    md_mobile_config mcfg;
+    md_mobile_config_default(&mcfg);
+    mcfg.in_c = 3, mcfg.in_h = mcfg.in_w = side, mcfg.classes = classes;
+    const char *wm = arg_str(argc, argv, "--width-mult");
+    if (wm) mcfg.width_mult = atof(wm);
     const char *archs_out = arg_str(argc, argv, "--archs-out");
     if (batch < 2 || narch < 1 || steps < 1) {
         fprintf(stderr, "bench_step: need --batch >= 2, --archs >= 1, --steps >= 1\n");
@@ -69,7 +117,8 @@ int main(int argc, char **argv) {
     int          use_graphs = arg_int(argc, argv, "--graphs", 1);
     int          gpu = device && !strcmp(device, "cuda");
     md_backend  *be;
-    md_supernet *net;
+    md_space    *sp = NULL;
+    md_model    *model = NULL;
     if (device && !gpu && strcmp(device, "cpu")) {
         fprintf(stderr, "bench_step: --device '%s': use cpu or cuda\n", device);
         return 2;
@@ -77,18 +126,22 @@ int main(int argc, char **argv) {
     if (gpu ? md_backend_cuda_create(0, arg_int(argc, argv, "--tf32", 1), &be)
             : md_backend_cpu_create(threads, &be))
         die("backend");
-    if (md_supernet_create_on(&cfg, (uint64_t)seed, gpu ? be : NULL, &net) != MD_OK) die("supernet");
-    int    E = md_supernet_edges(net);
-    md_mdl mdl;
-    if (md_mdl_init(&mdl, 2 * E, MD_DARTS_OPS, 0.01, MD_UPDATE_PAPER) != MD_OK) die("mdl");
+    if ((mobile ? md_space_mobile_create(&mcfg, &sp) : md_space_darts_create(&cfg, &sp)) != MD_OK)
+        die("space");
+    if (md_space_model_create(sp, (uint64_t)seed, gpu ? be : NULL, &model) != MD_OK) die("supernet");
+    const md_space_info *si = md_space_describe(sp);
+    md_mdl               mdl;
+    if (md_mdl_init(&mdl, si->dists, si->k, 0.01, MD_UPDATE_PAPER) != MD_OK ||
+        md_mdl_set_mask(&mdl, si->allowed) != MD_OK)
+        die("mdl");
     md_rng rng;
     md_rng_seed(&rng, (uint64_t)seed, 0xbe7c);
 
-    size_t   n = (size_t)batch * 3 * 32 * 32;
+    size_t   n = (size_t)batch * 3 * side * side;
     float   *x = malloc(n * sizeof *x);
     int32_t *y = malloc((size_t)batch * sizeof *y);
     for (size_t i = 0; i < n; i++) x[i] = 2.0f * md_rng_uniform(&rng) - 1.0f;
-    for (int i = 0; i < batch; i++) y[i] = (int32_t)(md_rng_u32(&rng) % 10);
+    for (int i = 0; i < batch; i++) y[i] = (int32_t)(md_rng_u32(&rng) % (uint32_t)classes);
     if (gpu) { /* the batch lives on the device, as a resident dataset would */
         void *xd, *yd;
         if (md_backend_alloc(be, n * sizeof *x, &xd) || md_backend_alloc(be, (size_t)batch * 4, &yd) ||
@@ -105,26 +158,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (af) fprintf(af, "[");
-    md_arena *pa = md_supernet_params(net), *ga = md_supernet_grads(net),
-             *ma = md_supernet_momentum(net);
+    md_arena *pa = &model->params, *ga = &model->grads, *ma = &model->momentum;
     float    *scal = NULL; /* loss, correct, the clip norm (a double), in backend memory */
     if (md_backend_alloc(be, 64, (void **)&scal)) die("scalars");
     double total_ms = 0;
     for (int a = 0; a < narch; a++) {
-        int choice[64];
+        int choice[MD_MOBILE_MAX_BLOCKS + 2 * MD_MAX_EDGES];
         md_mdl_sample(&mdl, &rng, choice);
-        md_arch arch;
-        for (int e = 0; e < E; e++) arch.normal[e] = choice[e], arch.reduce[e] = choice[E + e];
-        if (af) {
-            fprintf(af, "%s{\"normal\": [", a ? ", " : "");
-            for (int e = 0; e < E; e++) fprintf(af, "%s\"%s\"", e ? ", " : "", md_darts_op_names[arch.normal[e]]);
-            fprintf(af, "], \"reduce\": [");
-            for (int e = 0; e < E; e++) fprintf(af, "%s\"%s\"", e ? ", " : "", md_darts_op_names[arch.reduce[e]]);
-            fprintf(af, "]}");
-        }
+        if (af) write_arch(af, sp, choice, a == 0);
         md_plan *p;
         double   tc = now_s();
-        if (md_plan_create(net, be, &arch, batch, &p) != MD_OK) die("plan");
+        if (md_space_plan(sp, model, be, choice, batch, &p) != MD_OK) die("plan");
         double compile_ms = 1e3 * (now_s() - tc), t0 = 0;
         int             nr;
         const md_range *r = md_plan_ranges(p, &nr);
@@ -139,10 +183,17 @@ int main(int argc, char **argv) {
              * records it once (after one plain step has made every buffer). */
             int record = s > 0 && use_graphs && md_backend_has_graphs(be);
             if (record && md_graph_capture_begin(be)) die("capture");
-            if (md_plan_zero_grads(p) || md_plan_forward(p, x, MD_MODE_TRAIN) ||
-                md_plan_loss_dev(p, y, scal) || md_plan_backward(p) ||
-                md_clip_grad_norm_dev(be, ga->data, r, nr, 5.0f, (double *)(scal + 2)) ||
-                md_sgd_step(be, pa->data, ga->data, ma->data, r, nr, 0.025f, 0.9f, 3e-4f))
+            if (md_plan_zero_grads(p) || md_plan_forward(p, x, MD_MODE_TRAIN)) die("step");
+            if (mobile) { /* ProxylessNAS: smoothing, Nesterov, no decay on BN, no clip */
+                int             nb, no;
+                const md_range *rb = md_plan_ranges_split(p, 1, &nb), *ro = md_plan_ranges_split(p, 0, &no);
+                if (md_plan_loss_dev_smoothed(p, y, 0.1f, scal) || md_plan_backward(p) ||
+                    md_sgd_step_nesterov(be, pa->data, ga->data, ma->data, ro, no, 0.025f, 0.9f, 4e-5f, 1) ||
+                    md_sgd_step_nesterov(be, pa->data, ga->data, ma->data, rb, nb, 0.025f, 0.9f, 0.0f, 1))
+                    die("step");
+            } else if (md_plan_loss_dev(p, y, scal) || md_plan_backward(p) ||
+                       md_clip_grad_norm_dev(be, ga->data, r, nr, 5.0f, (double *)(scal + 2)) ||
+                       md_sgd_step(be, pa->data, ga->data, ma->data, r, nr, 0.025f, 0.9f, 3e-4f))
                 die("step");
             if (record && (md_graph_capture_end(be, &graph) || md_graph_launch(graph)))
                 die("capture end");
@@ -150,9 +201,11 @@ int main(int argc, char **argv) {
         if (md_backend_sync(be)) die("sync");
         double ms = 1e3 * (now_s() - t0) / steps;
         total_ms += ms;
-        printf("{\"bench\":\"step\",\"impl\":\"mdenas\",\"arch\":%d,\"batch\":%d,\"threads\":%d,"
-               "\"ms_per_step\":%.3f,\"img_per_s\":%.1f,\"plan_mb\":%.1f,\"compile_ms\":%.1f}\n",
-               a, batch, threads, ms, 1e3 * batch / ms, md_plan_bytes(p) / 1048576.0, compile_ms);
+        printf("{\"bench\":\"step\",\"impl\":\"mdenas\",\"space\":\"%s\",\"arch\":%d,\"batch\":%d,"
+               "\"size\":%d,\"threads\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,\"plan_mb\":%.1f,"
+               "\"compile_ms\":%.1f}\n",
+               si->name, a, batch, side, threads, ms, 1e3 * batch / ms, md_plan_bytes(p) / 1048576.0,
+               compile_ms);
         fflush(stdout);
         md_graph_destroy(graph);
         md_plan_destroy(p);
@@ -163,15 +216,17 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"graphs\":%d,\"device\":\"%s\",\"batch\":%d,"
+    printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"space\":\"%s\",\"size\":%d,\"graphs\":%d,\"device\":\"%s\",\"batch\":%d,"
            "\"threads\":%d,\"archs\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,"
            "\"peak_rss_mb\":%.1f,\"supernet_params\":%zu,\"backend\":\"%s\"}\n",
-           use_graphs && md_backend_has_graphs(be), gpu ? "cuda" : "cpu", batch, threads, narch,
+           si->name, side, use_graphs && md_backend_has_graphs(be), gpu ? "cuda" : "cpu", batch,
+           threads, narch,
            total_ms / narch,
            1e3 * batch * narch / total_ms, ru.ru_maxrss / 1024.0, pa->numel,
            md_backend_describe(be));
     md_mdl_free(&mdl);
-    md_supernet_destroy(net);
+    md_model_destroy(model);
+    md_space_destroy(sp);
     md_backend_free(be, scal);
     if (gpu) {
         md_backend_free(be, x);

@@ -17,6 +17,8 @@
 #   libspng-dev                        PNG sources of imagenet_prep (ImageNet has a PNG named .JPEG)
 #   python3-numpy                      tests/prep_e2e.py: CMYK/YCCK test images, PSNR against Pillow
 #                                      (its tree also needs jpegtran, from libjpeg-turbo-progs)
+#   python3-torch                      PyTorch (CPU): tests/proxyless_ref.py, the independent
+#                                      ProxylessNAS builder a mobile export is loaded into
 #   (bench/decode_bench.sh also compares with torchvision: ./scripts/deps.sh python3-torchvision)
 set -eu
 [ "${MDENAS_NO_APT:-0}" = 1 ] && exit 0
@@ -28,4 +30,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev \
     dataset-fashion-mnist python3 python3-pip ca-certificates \
     libjpeg62-turbo-dev mate-backgrounds python3-pil libjpeg-turbo-progs \
-    libspng-dev python3-numpy "$@"
+    libspng-dev python3-numpy python3-torch "$@"

@@ -59,6 +59,17 @@ class FixtureWriter:
         self.names.add(name)
         self.records.append((name, t))
 
+    def add_network(self, x, labels, loss, logits, weights, order):
+        """A whole network's case: input, labels, loss, logits, then every weight
+        (w/<name>) and its gradient (g/<name>) in declaration order."""
+        self.add("x", x)
+        self.add("labels", labels.float())
+        self.add("loss", loss.detach())
+        self.add("logits", logits.detach())
+        for name in order:
+            self.add("w/" + name, weights[name].detach())
+            self.add("g/" + name, weights[name].grad)
+
     def save(self, path):
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:

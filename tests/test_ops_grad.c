@@ -453,6 +453,12 @@ int main(void) {
     test_conv("conv dw 5x5 s2", 4, 7, 4, 5, 2, 2, 1, 4);
     test_conv("conv dil dw 3x3 d2 s1", 4, 6, 4, 3, 1, 2, 2, 4);
     test_conv("conv dil dw 5x5 d2 s2", 4, 9, 4, 5, 2, 4, 2, 4);
+    /* The mobile space's MBConv depthwise kernels (7x7: its own row sweep; a plane
+     * wider than one 16-lane block of the weight-gradient accumulators), and 9x9
+     * (the generic path). */
+    test_conv("conv dw 7x7 s1", 4, 21, 4, 7, 1, 3, 1, 4);
+    test_conv("conv dw 7x7 s2", 4, 19, 4, 7, 2, 3, 1, 4);
+    test_conv("conv dw 9x9 s1", 3, 11, 3, 9, 1, 4, 1, 3);
     test_conv("conv 1x1", 4, 5, 6, 1, 1, 0, 1, 1);
     test_conv("conv 1x1 s2 (odd input)", 4, 5, 2, 1, 2, 0, 1, 1);
     test_conv("conv grouped 3x3 g2", 4, 5, 6, 3, 1, 1, 1, 2);

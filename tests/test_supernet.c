@@ -10,12 +10,7 @@
 #include "testutil.h"
 
 static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / fmax(den, 1e-6);
+    return md_max_rel_err(a, b, n, 1e-6);
 }
 
 int main(int argc, char **argv) {

@@ -113,3 +113,12 @@ uint8_t *md_test_read_file(const char *path, size_t *n) {
     if (b) *n = (size_t)size;
     return b;
 }
+
+double md_max_rel_err(const float *a, const float *b, size_t n, double floor) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / fmax(den, floor);
+}

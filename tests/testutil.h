@@ -46,6 +46,8 @@ void      md_tbuf_get(md_backend *be, const md_tensor *t, float *host);
 void      md_fill_uniform(md_rng *r, float *x, size_t n, float lo, float hi);
 /* max |a-b| / max(1, max |b|): the normalised error used by every op test. */
 double    md_norm_err(const float *a, const float *b, size_t n);
+/* max |a - b| over max(max |b|, floor): whole-network gradients against a reference. */
+double    md_max_rel_err(const float *a, const float *b, size_t n, double floor);
 
 /* md_backend_alloc_host on b: zeroed, 64-byte aligned, uploads from it arrive whole. */
 void      md_test_host_memory(md_backend *b);

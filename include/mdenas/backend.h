@@ -194,6 +194,10 @@ md_status md_top1_correct(md_backend *be, const md_tensor *logits, const int32_t
 /* torch.optim.SGD (dampening 0, no nesterov): v = mu*v + (g + wd*w); w -= lr*v. */
 md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
                         float momentum, float weight_decay);
+/* The same with nesterov = 1 as torch.optim.SGD(nesterov=True):
+ * d = g + wd*w; v = mu*v + d; w -= lr*(d + mu*v). */
+md_status md_sgd_update_nesterov(md_backend *be, float *w, const float *g, float *v, size_t n,
+                                 float lr, float momentum, float weight_decay, int nesterov);
 /* *out += sum of squares of x[0..n) (accumulated in double). */
 /* ---- a training step without host round trips (what a CUDA graph captures) -- */
 
@@ -202,6 +206,10 @@ md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size
  * not range-checked here (the datasets check them when they load). */
 md_status md_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels, float *out,
                       const md_tensor *dlogits);
+/* With label smoothing eps as torch.nn.CrossEntropyLoss(label_smoothing=eps):
+ * the target is (1 - eps) * onehot + eps / K; out[0] is that loss. */
+md_status md_loss_dev_smoothed(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                               float smoothing, float *out, const md_tensor *dlogits);
 /* *acc (backend memory, one double) += sum of x[i]^2. */
 md_status md_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc);
 /* x *= min(1, max_norm / (sqrt(*acc) + 1e-6)): clip_grad_norm's coefficient

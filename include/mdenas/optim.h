@@ -27,6 +27,10 @@ md_status md_clip_grad_norm_dev(md_backend *be, float *grads, const md_range *ra
 md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *momentum_buf,
                       const md_range *ranges, int nranges, float lr, float momentum,
                       float weight_decay);
+/* The same, Nesterov momentum when nesterov = 1 (md_sgd_update_nesterov). */
+md_status md_sgd_step_nesterov(md_backend *be, float *params, const float *grads,
+                               float *momentum_buf, const md_range *ranges, int nranges, float lr,
+                               float momentum, float weight_decay, int nesterov);
 
 /* torch.optim.lr_scheduler.CosineAnnealingLR at step t of T:
  * lr_min + (lr0 - lr_min) * (1 + cos(pi * t / T)) / 2; t >= T gives lr_min. */

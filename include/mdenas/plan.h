@@ -38,6 +38,9 @@ md_status md_plan_scale_loss_grad(md_plan *p, float factor);
 /* md_plan_loss with the mean loss and the correct count left in backend memory
  * (out[0], out[1]): no host round trip, so a step can be captured in a graph. */
 md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out);
+/* The same with label smoothing (md_loss_dev_smoothed). */
+md_status md_plan_loss_dev_smoothed(md_plan *p, const int32_t *labels, float smoothing,
+                                    float *out);
 md_status md_plan_backward(md_plan *p);
 /* After forward: the n = rows * classes logits into host memory. */
 md_status md_plan_logits(const md_plan *p, float *out, size_t n);

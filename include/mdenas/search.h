@@ -11,6 +11,10 @@
 
 typedef struct {
     char        preset[24];
+    char        space[16];      /* darts | mobile */
+    char        space_file[512]; /* mobile: JSON space description ("": the default space) */
+    double      width_mult;     /* mobile: width multiplier */
+    char        candidates[256]; /* mobile: comma list of candidate ops ("": the space's) */
     char        dataset[16]; /* fashion-mnist | cifar10 | synthetic | imagenet */
     char        data_dir[512];
     int         subset;       /* use the first N training images (0: all) */
@@ -18,6 +22,9 @@ typedef struct {
     int         epochs;
     int         batch; /* global */
     double      lr, lr_min, momentum, weight_decay, clip;
+    double      label_smoothing; /* of the training loss, in [0, 1) */
+    int         nesterov;        /* Nesterov momentum */
+    int         bn_decay;        /* weight decay on BN gamma/beta too (ProxylessNAS: 0) */
     int         cells, channels, nodes;
     double      alpha;
     md_mdl_rule rule;
@@ -39,7 +46,8 @@ typedef struct {
     char        out[512];  /* run directory */
 } md_search_config;
 
-/* Defaults, then a preset's values ("cifar10", "tiny", "" for none). */
+/* Defaults, then a preset's values ("cifar10", "tiny", "imagenet-mobile",
+ * "mobile-tiny", "" for none). */
 md_status md_search_config_preset(md_search_config *c, const char *preset);
 /* Cross-field checks; the message names the option. */
 md_status md_search_config_check(const md_search_config *c);

@@ -4,7 +4,8 @@
  * sampled) where an op does not apply. It declares the supernet's weights
  * into a model, emits the plan of one sampled architecture (one op index per
  * distribution), derives and exports the final architecture from p, and
- * describes its configuration. darts (cells) implements it. */
+ * describes its configuration. Two spaces implement it: darts (cells) and
+ * mobile (MBConv blocks, ProxylessNAS skeleton). */
 #ifndef MDENAS_SPACE_H
 #define MDENAS_SPACE_H
 
@@ -78,6 +79,46 @@ typedef struct {
 } md_darts_config;
 
 md_status md_space_darts_create(const md_darts_config *cfg, md_space **out);
+
+/* ---- mobile (MBConv blocks) ---------------------------------------------------- */
+
+enum { MD_MOBILE_MAX_STAGES = 32, MD_MOBILE_MAX_CANDIDATES = 16, MD_MOBILE_MAX_BLOCKS = 128 };
+
+typedef struct {
+    int kernel, expand; /* expand 0: `zero` (skip the block) */
+} md_mbconv;
+
+typedef struct {
+    int in_c, in_h, in_w, classes;
+    int stem;                  /* stem conv width (before the width multiplier) */
+    md_mbconv first;           /* the fixed first block (searched with first_searchable) */
+    int first_width;
+    int first_searchable;      /* the first block is a distribution too (no zero there) */
+    int nstages;
+    int width[MD_MOBILE_MAX_STAGES], blocks[MD_MOBILE_MAX_STAGES], stride[MD_MOBILE_MAX_STAGES];
+    int feature_mix;           /* 1x1 conv width before the pool (0: none) */
+    double width_mult;         /* scales every width, rounded to a multiple of 8 */
+    int ncand;
+    md_mbconv cand[MD_MOBILE_MAX_CANDIDATES]; /* zero, if present, is masked where no residual */
+    double bn_eps;
+} md_mobile_config;
+
+/* ProxylessNAS's GPU search supernet (MDENAS.md): stem 32, first block 3x3
+ * e1 to 16, stages 24/40/80/96/192/320 x 4/4/4/4/4/1 with strides
+ * 2/2/2/1/2/1, feature mix 1280; candidates zero + {3,5,7} x {3,6}. */
+void      md_mobile_config_default(md_mobile_config *c);
+/* Settings from a JSON space file's object (keys as md_space_config_json
+ * writes them; absent keys keep c's values); `what` names the file. */
+md_status md_mobile_config_parse(const md_jvalue *obj, const char *what, md_mobile_config *c);
+/* "3x3_MBConv6" / "zero" -> k, e. */
+md_status md_mbconv_parse(const char *name, md_mbconv *out);
+md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out);
+/* A ProxylessNAS model-zoo net config (`first_conv`, `blocks`, `feature_mix_layer`,
+ * `classifier`) as a mobile space of one stage per block, candidates the
+ * net's (k, e) pairs and zero, and the architecture that is the net (choice,
+ * MD_MOBILE_MAX_BLOCKS entries). Input side and classes come from the caller. */
+md_status md_mobile_from_net_config(const md_jvalue *net, const char *what, int in_side,
+                                    md_mobile_config *cfg, int *choice, int *nchoice);
 
 /* Parameters and multiply-adds of the network of one architecture (an op per
  * distribution) at the space's input size, counted as ProxylessNAS does:

@@ -23,6 +23,10 @@ typedef struct {
 #define OPT(n, t, field, h) {n, t, offsetof(md_search_config, field), sizeof(((md_search_config *)0)->field), h}
 
 static const option options[] = {
+    OPT("--space", OPT_STR, space, "search space: darts | mobile (MBConv blocks, ProxylessNAS skeleton)"),
+    OPT("--space-file", OPT_STR, space_file, "mobile: JSON space file (stages, widths, candidates; docs/usage.md)"),
+    OPT("--width-mult", OPT_DOUBLE, width_mult, "mobile: width multiplier (widths rounded to multiples of 8)"),
+    OPT("--candidates", OPT_STR, candidates, "mobile: candidate ops, e.g. 3x3_MBConv3,5x5_MBConv6,zero (empty: the space's)"),
     OPT("--dataset", OPT_STR, dataset, "fashion-mnist | cifar10 | synthetic | imagenet"),
     OPT("--data", OPT_STR, data_dir, "dataset folder (Fashion-MNIST: " MD_FASHION_MNIST_DIR "; required for cifar10 and imagenet, the folder imagenet_prep wrote)"),
     OPT("--subset", OPT_INT, subset, "use the first N training images (0: all)"),
@@ -34,6 +38,9 @@ static const option options[] = {
     OPT("--momentum", OPT_DOUBLE, momentum, "SGD momentum"),
     OPT("--weight-decay", OPT_DOUBLE, weight_decay, "SGD weight decay"),
     OPT("--clip", OPT_DOUBLE, clip, "global gradient-norm clip"),
+    OPT("--label-smoothing", OPT_DOUBLE, label_smoothing, "label smoothing of the training loss, in [0, 1)"),
+    OPT("--nesterov", OPT_BOOL, nesterov, "Nesterov momentum, 1 or 0"),
+    OPT("--bn-decay", OPT_BOOL, bn_decay, "weight decay on BN gamma/beta too, 1 or 0"),
     OPT("--cells", OPT_INT, cells, "cells in the search network"),
     OPT("--channels", OPT_INT, channels, "initial channels C"),
     OPT("--nodes", OPT_INT, nodes, "intermediate nodes per cell"),
@@ -78,11 +85,18 @@ static void show_value(const option *o, const md_search_config *c, char *buf, si
 void md_search_usage(FILE *f) {
     md_search_config d;
     md_search_config_preset(&d, "");
-    fprintf(f, "usage: mdenas_mpi search [--preset cifar10|tiny] [options]\n\n"
-               "Runs the MdeNAS search on the DARTS space and writes a run directory.\n"
+    fprintf(f, "usage: mdenas_mpi search [--preset NAME] [options]\n\n"
+               "Runs the MdeNAS search on the DARTS space (cells) or, with --space mobile, on\n"
+               "the MobileNet/ProxylessNAS space (MBConv blocks), and writes a run directory.\n"
                "  --preset NAME          cifar10: 8 cells, C=16, batch 256, lr 0.025 cosine,\n"
                "                         momentum 0.9, wd 3e-4, clip 5 on CIFAR-10 (--data DIR);\n"
-               "                         tiny: a few-minute CPU run on a Fashion-MNIST subset.\n"
+               "                         tiny: a few-minute CPU run on a Fashion-MNIST subset;\n"
+               "                         imagenet-mobile: --space mobile on ImageNet shards\n"
+               "                         (--data DIR from imagenet_prep), ProxylessNAS's recipe:\n"
+               "                         224 px, batch 256, Nesterov SGD lr 0.025 cosine, wd 4e-5\n"
+               "                         (none on BN), label smoothing 0.1, 120 epochs;\n"
+               "                         mobile-tiny: the mobile space at width 0.25, 64 px, a\n"
+               "                         few minutes on 2 cores on a small prepared folder.\n"
                "                         Options after it override it.\n"
                "Under mpirun/srun, --batch is the global batch, split over the ranks.\n"
                "Running the same command again resumes the run in --out from its newest\n"

@@ -565,22 +565,36 @@ md_status md_top1_correct(md_backend *be, const md_tensor *logits, const int32_t
 
 md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
                         float momentum, float weight_decay) {
+    return md_sgd_update_nesterov(be, w, g, v, n, lr, momentum, weight_decay, 0);
+}
+
+md_status md_sgd_update_nesterov(md_backend *be, float *w, const float *g, float *v, size_t n,
+                                 float lr, float momentum, float weight_decay, int nesterov) {
     if (!w || !g || (!v && momentum != 0.0f))
         return md_fail(MD_ERR_ARG, "sgd_update: weights, gradients or momentum buffer missing");
     if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
         return md_fail(MD_ERR_ARG, "sgd_update: lr=%g momentum=%g weight_decay=%g must be >= 0", lr,
                        momentum, weight_decay);
-    return be->vt->sgd_update(be, w, g, v, n, lr, momentum, weight_decay);
+    if (nesterov && momentum == 0.0f)
+        return md_fail(MD_ERR_ARG, "sgd_update: Nesterov momentum needs momentum > 0");
+    return be->vt->sgd_update(be, w, g, v, n, lr, momentum, weight_decay, nesterov != 0);
 }
 
 md_status md_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels, float *out,
                       const md_tensor *dlogits) {
+    return md_loss_dev_smoothed(be, logits, labels, 0.0f, out, dlogits);
+}
+
+md_status md_loss_dev_smoothed(md_backend *be, const md_tensor *logits, const int32_t *labels,
+                               float smoothing, float *out, const md_tensor *dlogits) {
     const char *op = "loss_dev";
+    if (!(smoothing >= 0.0f && smoothing < 1.0f))
+        return md_fail(MD_ERR_ARG, "%s: label smoothing %g must be in [0, 1)", op, smoothing);
     MD_TRY(want_any(op, "logits", logits));
     if (logits->ndim != 2) return md_fail(MD_ERR_ARG, "%s: logits must be [N, K]", op);
     if (!labels || !out) return md_fail(MD_ERR_ARG, "%s: labels or output missing", op);
     if (dlogits) MD_TRY(want_same(op, "logits gradient", dlogits, logits));
-    return be->vt->loss_dev(be, logits, labels, out, dlogits);
+    return be->vt->loss_dev(be, logits, labels, smoothing, out, dlogits);
 }
 
 md_status md_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc) {

@@ -75,11 +75,11 @@ typedef struct md_backend_vtable {
                               int *correct);
 
     md_status (*sgd_update)(md_backend *be, float *w, const float *g, float *v, size_t n,
-                            float lr, float momentum, float weight_decay);
+                            float lr, float momentum, float weight_decay, int nesterov);
     md_status (*sumsq)(md_backend *be, const float *x, size_t n, double *out);
     md_status (*scale)(md_backend *be, float *x, size_t n, float factor);
     md_status (*loss_dev)(md_backend *be, const md_tensor *logits, const int32_t *labels,
-                          float *out, const md_tensor *dlogits);
+                          float smoothing, float *out, const md_tensor *dlogits);
     md_status (*sumsq_dev)(md_backend *be, const float *x, size_t n, double *acc);
     md_status (*clip_scale_dev)(md_backend *be, float *x, size_t n, const double *acc,
                                 float max_norm);

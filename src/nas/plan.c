@@ -380,10 +380,15 @@ md_status md_plan_loss(md_plan *p, const int32_t *labels, float *loss, int *corr
 }
 
 md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out) {
+    return md_plan_loss_dev_smoothed(p, labels, 0.0f, out);
+}
+
+md_status md_plan_loss_dev_smoothed(md_plan *p, const int32_t *labels, float smoothing,
+                                    float *out) {
     md_pbuf  *lg = &p->bufs[p->logits];
     md_tensor z = as_2d(&lg->act, lg->act.data), dz = as_2d(&lg->act, lg->grad.data);
     MD_TRY(md_zero(p->be, &dz));
-    MD_TRY(md_loss_dev(p->be, &z, labels, out, &dz));
+    MD_TRY(md_loss_dev_smoothed(p->be, &z, labels, smoothing, out, &dz));
     p->grads_ready = 1;
     return MD_OK;
 }

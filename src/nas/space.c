@@ -149,8 +149,15 @@ static int json_int(const md_jvalue *o, const char *key, int fallback) {
 md_status md_space_from_json(const md_jvalue *o, const char *what, md_space **out) {
     *out = NULL;
     const md_jvalue *name = md_json_get(o, "space");
-    if (name && (name->type != MD_JSTR || strcmp(name->str, "darts")))
-        return md_fail(MD_ERR_DATA, "%s: 'space' must be \"darts\"", what);
+    if (name && (name->type != MD_JSTR || (strcmp(name->str, "darts") && strcmp(name->str, "mobile"))))
+        return md_fail(MD_ERR_DATA, "%s: 'space' must be \"darts\" or \"mobile\"", what);
+    if (name && !strcmp(name->str, "mobile")) {
+        md_mobile_config c;
+        md_mobile_config_default(&c);
+        MD_TRY(md_mobile_config_parse(o, what, &c));
+        md_status s = md_space_mobile_create(&c, out);
+        return s == MD_ERR_ARG ? md_fail(MD_ERR_DATA, "%s: %s", what, md_error_message()) : s;
+    }
     /* DARTS; a state.json from before spaces had names holds only "nodes". */
     int nodes = json_int(o, "nodes", 0);
     if (nodes < 1 || nodes > MD_MAX_NODES)

@@ -259,8 +259,36 @@ md_status md_ckpt_check_config(const md_search_config *c, const char *saved_text
                  opt, a_text, b_text);
         ndiff++;
     }
+    /* Options listed only when not at their default: a run saved with one set
+     * differs from this one when this one leaves it at the default. */
+    static const char *const optional[] = {"label_smoothing", "nesterov",   "bn_decay",
+                                           "space",           "space_file", "width_mult",
+                                           "candidates"};
+    md_search_config def;
+    md_jvalue        dv;
+    md_search_config_preset(&def, "");
+    md_json_init(&cj);
+    md_search_config_json(&cj, &def, 1, 1);
+    s = md_json_parse(cj.buf, "default options", &dv);
+    md_json_free(&cj);
+    for (size_t i = 0; s == MD_OK && i < sizeof optional / sizeof *optional; i++) {
+        const md_jvalue *b = md_json_get(&saved, optional[i]), *d = md_json_get(&dv, optional[i]);
+        if (md_json_get(&now, optional[i]) || !b || same_value(b, d)) continue;
+        char opt[64], a_text[128], b_text[128];
+        snprintf(opt, sizeof opt, "--%s", optional[i]);
+        for (char *q = opt + 2; *q; q++)
+            if (*q == '_') *q = '-';
+        value_text(d, a_text, sizeof a_text);
+        value_text(b, b_text, sizeof b_text);
+        size_t used = strlen(diff);
+        snprintf(diff + used, sizeof diff - used, "%s%s %s now, %s in the run", ndiff ? "; " : "",
+                 opt, a_text, b_text);
+        ndiff++;
+    }
+    if (s == MD_OK) md_json_value_free(&dv);
     md_json_value_free(&now);
     md_json_value_free(&saved);
+    MD_TRY(s);
     if (!ndiff) return MD_OK;
     return md_fail(MD_ERR_ARG,
                    "%s was written with different options, so this run cannot resume it: %s. "

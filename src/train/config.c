@@ -15,6 +15,9 @@
 md_status md_search_config_preset(md_search_config *c, const char *preset) {
     memset(c, 0, sizeof *c);
     snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
+    snprintf(c->space, sizeof c->space, "darts");
+    c->width_mult = 1.0;
+    c->bn_decay = 1;
     c->val_fraction = 0.5; /* DARTS's split of the training set */
     c->epochs = 50;
     c->batch = 256;
@@ -51,7 +54,43 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         c->log_every = 10;
         return MD_OK;
     }
-    return md_fail(MD_ERR_ARG, "unknown preset '%s' (use cifar10 or tiny)", preset);
+    if (!strcmp(preset, "imagenet-mobile")) {
+        /* ProxylessNAS's search recipe (MDENAS.md); 50 of ImageNet's ~1281 images
+         * per class held out, as a fraction of the training set. */
+        snprintf(c->space, sizeof c->space, "mobile");
+        snprintf(c->dataset, sizeof c->dataset, "imagenet");
+        c->image_size = 224;
+        c->val_fraction = 50.0 / 1281.0;
+        c->epochs = 120;
+        c->batch = 256;
+        c->lr = 0.025, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
+        c->weight_decay = 4e-5, c->bn_decay = 0, c->label_smoothing = 0.1;
+        c->clip = 1e6; /* ProxylessNAS does not clip */
+        c->log_every = 50;
+        c->ckpt_every = 500;
+        return MD_OK;
+    }
+    if (!strcmp(preset, "mobile-tiny")) {
+        /* Minutes on two cores: the mobile skeleton at a quarter of its widths on
+         * 64-pixel crops of a small ImageNet-style tree (--data). */
+        snprintf(c->space, sizeof c->space, "mobile");
+        snprintf(c->dataset, sizeof c->dataset, "imagenet");
+        c->image_size = 64;
+        c->crop_scale[0] = 0.25;
+        c->width_mult = 0.25;
+        c->val_fraction = 0.2;
+        c->epochs = 10;
+        c->batch = 16;
+        c->lr = 0.05, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
+        c->weight_decay = 4e-5, c->bn_decay = 0, c->label_smoothing = 0.1;
+        c->alpha = 0.05;
+        c->log_every = 5;
+        c->ckpt_every = 20;
+        return MD_OK;
+    }
+    return md_fail(MD_ERR_ARG,
+                   "unknown preset '%s' (use cifar10, tiny, imagenet-mobile or mobile-tiny)",
+                   preset);
 }
 
 md_status md_search_config_check(const md_search_config *c) {
@@ -95,6 +134,17 @@ md_status md_search_config_check(const md_search_config *c) {
                        c->ckpt_every, c->keep);
     if (!(c->alpha > 0.0 && c->alpha <= 1.0))
         return md_fail(MD_ERR_ARG, "--alpha %g must be in (0, 1]", c->alpha);
+    if (strcmp(c->space, "darts") && strcmp(c->space, "mobile"))
+        return md_fail(MD_ERR_ARG, "--space '%s': use darts or mobile", c->space);
+    if (strcmp(c->space, "mobile") && (c->space_file[0] || c->candidates[0] || c->width_mult != 1.0))
+        return md_fail(MD_ERR_ARG, "--space-file, --candidates and --width-mult are options of "
+                                   "--space mobile");
+    if (!(c->width_mult >= 0.05 && c->width_mult <= 8.0))
+        return md_fail(MD_ERR_ARG, "--width-mult %g must be in 0.05..8", c->width_mult);
+    if (!(c->label_smoothing >= 0.0 && c->label_smoothing < 1.0))
+        return md_fail(MD_ERR_ARG, "--label-smoothing %g must be in [0, 1)", c->label_smoothing);
+    if (c->nesterov && !(c->momentum > 0))
+        return md_fail(MD_ERR_ARG, "--nesterov 1 needs --momentum > 0");
     if (c->cells < 1 || c->cells > 64)
         return md_fail(MD_ERR_ARG, "--cells %d must be in 1..64", c->cells);
     if (c->channels < 2 || c->channels % 2 || c->channels > 4096)
@@ -152,6 +202,18 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
     md_json_key(j, "momentum"), md_json_double(j, c->momentum);
     md_json_key(j, "weight_decay"), md_json_double(j, c->weight_decay);
     md_json_key(j, "clip"), md_json_double(j, c->clip);
+    /* Options added with the mobile space: listed only when they differ from
+     * what runs before them did, so those runs' saved options stay as they were. */
+    if (full || c->label_smoothing != 0.0)
+        md_json_key(j, "label_smoothing"), md_json_double(j, c->label_smoothing);
+    if (full || c->nesterov) md_json_key(j, "nesterov"), md_json_bool(j, c->nesterov);
+    if (full || !c->bn_decay) md_json_key(j, "bn_decay"), md_json_bool(j, c->bn_decay);
+    if (full || strcmp(c->space, "darts")) {
+        md_json_key(j, "space"), md_json_string(j, c->space);
+        md_json_key(j, "space_file"), md_json_string(j, c->space_file);
+        md_json_key(j, "width_mult"), md_json_double(j, c->width_mult);
+        md_json_key(j, "candidates"), md_json_string(j, c->candidates);
+    }
     md_json_key(j, "cells"), md_json_int(j, c->cells);
     md_json_key(j, "channels"), md_json_int(j, c->channels);
     md_json_key(j, "nodes"), md_json_int(j, c->nodes);
@@ -184,4 +246,43 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
     md_json_key(j, "out"), md_json_string(j, c->out);
     md_json_key(j, "world_size"), md_json_int(j, world);
     md_json_end_object(j);
+}
+
+
+md_status md_search_mobile_config(const md_search_config *c, md_mobile_config *out) {
+    md_mobile_config_default(out);
+    if (c->space_file[0]) {
+        /* A space file that cannot be read or parsed is bad input (exit 2). */
+        char     *text = NULL;
+        md_jvalue v;
+        md_status s = md_read_file(c->space_file, &text);
+        if (s == MD_OK) {
+            s = md_json_parse(text, c->space_file, &v);
+            free(text);
+        }
+        if (s == MD_OK) {
+            s = md_mobile_config_parse(&v, c->space_file, out);
+            md_json_value_free(&v);
+        }
+        if (s != MD_OK && s != MD_ERR_NOMEM) {
+            char why[600];
+            snprintf(why, sizeof why, "%s", md_error_message());
+            return md_fail(MD_ERR_ARG, "--space-file: %s", why);
+        }
+        MD_TRY(s);
+    }
+    out->width_mult = c->width_mult;
+    if (!c->candidates[0]) return MD_OK;
+    char list[sizeof c->candidates];
+    snprintf(list, sizeof list, "%s", c->candidates);
+    out->ncand = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (out->ncand == MD_MOBILE_MAX_CANDIDATES)
+            return md_fail(MD_ERR_ARG, "--candidates: at most %d ops", MD_MOBILE_MAX_CANDIDATES);
+        if (md_mbconv_parse(t, &out->cand[out->ncand]) != MD_OK)
+            return md_fail(MD_ERR_ARG, "--candidates: '%s' is not an op (use KxK_MBConvE, e.g. "
+                                       "3x3_MBConv6, or zero)", t);
+        out->ncand++;
+    }
+    return MD_OK;
 }

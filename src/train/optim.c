@@ -31,10 +31,18 @@ md_status md_clip_grad_norm_dev(md_backend *be, float *grads, const md_range *ra
 md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *momentum_buf,
                       const md_range *ranges, int nranges, float lr, float momentum,
                       float weight_decay) {
+    return md_sgd_step_nesterov(be, params, grads, momentum_buf, ranges, nranges, lr, momentum,
+                                weight_decay, 0);
+}
+
+md_status md_sgd_step_nesterov(md_backend *be, float *params, const float *grads,
+                               float *momentum_buf, const md_range *ranges, int nranges, float lr,
+                               float momentum, float weight_decay, int nesterov) {
     for (int i = 0; i < nranges; i++) {
         size_t o = ranges[i].offset;
-        MD_TRY(md_sgd_update(be, params + o, grads + o, momentum_buf ? momentum_buf + o : NULL,
-                             ranges[i].count, lr, momentum, weight_decay));
+        MD_TRY(md_sgd_update_nesterov(be, params + o, grads + o,
+                                      momentum_buf ? momentum_buf + o : NULL, ranges[i].count, lr,
+                                      momentum, weight_decay, nesterov));
     }
     return MD_OK;
 }

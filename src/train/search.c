@@ -730,6 +730,12 @@ static md_status make_backend(run_t *r) {
 /* The space of the options, for the input the data gives. */
 static md_status make_space(const md_search_config *c, const md_source_info *in,
                             md_space **out) {
+    if (!strcmp(c->space, "mobile")) {
+        md_mobile_config mc;
+        MD_TRY(md_search_mobile_config(c, &mc));
+        mc.in_c = in->c, mc.in_h = in->h, mc.in_w = in->w, mc.classes = in->classes;
+        return md_space_mobile_create(&mc, out);
+    }
     md_darts_config dc = {.in_c = in->c, .in_h = in->h, .in_w = in->w, .classes = in->classes,
                           .cells = c->cells, .channels = c->channels, .nodes = c->nodes};
     return md_space_darts_create(&dc, out);
@@ -737,7 +743,11 @@ static md_status make_space(const md_search_config *c, const md_source_info *in,
 
 static const char *space_text(const md_search_config *c) {
     static char t[700];
-    snprintf(t, sizeof t, "%d cells, C=%d", c->cells, c->channels);
+    if (!strcmp(c->space, "mobile"))
+        snprintf(t, sizeof t, "mobile space (width x%g%s%s)", c->width_mult,
+                 c->space_file[0] ? ", " : "", c->space_file);
+    else
+        snprintf(t, sizeof t, "%d cells, C=%d", c->cells, c->channels);
     return t;
 }
 
@@ -760,7 +770,13 @@ static md_status search(run_t *r, int *stopped) {
         if (s == MD_ERR_NOMEM) {
             char why[512];
             snprintf(why, sizeof why, "%s", md_error_message());
-            md_fail(s, "the search network of --cells %d --channels %d --nodes %d does not "
+            if (!strcmp(c->space, "mobile"))
+                md_fail(s, "the mobile search network (--width-mult %g%s%s) does not fit in "
+                           "memory (%s); choose a smaller --width-mult or --image-size",
+                        c->width_mult, c->space_file[0] ? ", --space-file " : "", c->space_file,
+                        why);
+            else
+                md_fail(s, "the search network of --cells %d --channels %d --nodes %d does not "
                            "fit in memory (%s); choose fewer --cells or --channels",
                         c->cells, c->channels, c->nodes, why);
         }
@@ -777,7 +793,8 @@ static md_status search(run_t *r, int *stopped) {
                                .space = r->space, .model = r->model,
                                .momentum = (float)c->momentum,
                                .weight_decay = (float)c->weight_decay, .clip = (float)c->clip,
-                               .sync_bn = c->sync_bn,
+                               .smoothing = (float)c->label_smoothing, .nesterov = c->nesterov,
+                               .bn_no_decay = !c->bn_decay, .sync_bn = c->sync_bn,
                                .graphs = c->cuda_graphs};
         s = md_stepper_init(&r->step);
     }

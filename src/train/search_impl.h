@@ -91,6 +91,10 @@ md_status md_history_line(FILE *f, const md_space *s, long period, double val_ac
 md_status md_runfiles_trim_log(const char *path, int is_history, long keep, const md_space *s,
                                const md_mdl *m);
 
+/* ---- config.c ---- */
+/* The mobile space of the options: defaults, --space-file, --width-mult, --candidates. */
+md_status md_search_mobile_config(const md_search_config *c, md_mobile_config *out);
+
 /* config JSON: every option (full) or only those that define the result (what a
  * checkpoint must agree on to be resumed). */
 void md_search_config_json(md_json *j, const md_search_config *c, int world, int full);

@@ -73,7 +73,7 @@ static md_status forward_backward(md_stepper *st, md_plan *p, const float *x, co
                                   int rows, int grows) {
     MD_TRY(md_plan_zero_grads(p));
     MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
-    MD_TRY(md_plan_loss_dev(p, y, st->scalars));
+    MD_TRY(md_plan_loss_dev_smoothed(p, y, st->smoothing, st->scalars));
     if (st->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
     return md_plan_backward(p);
 }
@@ -84,8 +84,16 @@ static md_status update(md_stepper *st, md_plan *p, float lr) {
     const md_range *ranges = md_plan_ranges(p, &nr);
     MD_TRY(md_clip_grad_norm_dev(st->be, m->grads.data, ranges, nr, st->clip,
                                  (double *)(st->scalars + 2)));
-    return md_sgd_step(st->be, m->params.data, m->grads.data, m->momentum.data, ranges, nr, lr,
-                       st->momentum, st->weight_decay);
+    if (!st->bn_no_decay)
+        return md_sgd_step_nesterov(st->be, m->params.data, m->grads.data, m->momentum.data,
+                                    ranges, nr, lr, st->momentum, st->weight_decay, st->nesterov);
+    for (int bn = 0; bn < 2; bn++) {
+        ranges = md_plan_ranges_split(p, bn, &nr);
+        MD_TRY(md_sgd_step_nesterov(st->be, m->params.data, m->grads.data, m->momentum.data,
+                                    ranges, nr, lr, st->momentum, bn ? 0.0f : st->weight_decay,
+                                    st->nesterov));
+    }
+    return MD_OK;
 }
 
 /* One rank on a backend with graphs: the first step of a plan (at a learning

@@ -17,8 +17,8 @@ typedef struct {
     int             world;
     const md_space *space;
     md_model       *model;
-    float           momentum, weight_decay, clip;
-    int             sync_bn, graphs;
+    float           momentum, weight_decay, clip, smoothing;
+    int             nesterov, bn_no_decay, sync_bn, graphs;
     /* owned */
     float    *scalars; /* backend memory: loss, correct, the clip norm (a double) */
     md_plan  *plans[2];

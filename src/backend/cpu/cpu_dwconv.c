@@ -33,7 +33,8 @@ static void pad_plane(const float *src, int h, int w, int p, float *dst) {
 /* out[oh][ow] (+)= sum_{ki,kj} k[ki][kj] * in[oh*s + ki*dl][ow*s + kj*dl]; in is padded,
  * width wp. With K a compile-time constant (3, 5: every DARTS kernel) the tap loops
  * unroll completely and the column loop, now innermost, vectorises with all taps
- * accumulated in registers. Other K: tap by tap over the row (which stays in L1). */
+ * accumulated in registers (7: the mobile space's MBConv 7x7). Other K: tap by tap
+ * over the row (which stays in L1). */
 static inline void sweep_const(const float *in, int wp, const float *k, const int K, int s,
                                int dl, float *out, int OH, int OW, int accumulate) {
     for (int oh = 0; oh < OH; oh++) {
@@ -60,6 +61,35 @@ static inline void sweep_const(const float *in, int wp, const float *k, const in
     }
 }
 
+/* K = 7: 49 taps and their weights do not fit the vector registers at once
+ * (they spill and run slower than the generic loop), so the output row takes one
+ * pass per kernel row, each with its 7 taps unrolled. */
+static void sweep_rows7(const float *in, int wp, const float *k, int s, int dl, float *out,
+                        int OH, int OW, int accumulate) {
+    for (int oh = 0; oh < OH; oh++) {
+        float *o = out + (size_t)oh * OW;
+        if (!accumulate) memset(o, 0, (size_t)OW * sizeof(float));
+        for (int ki = 0; ki < 7; ki++) {
+            const float *r = in + (size_t)(oh * s + ki * dl) * wp;
+            const float *kr = k + ki * 7;
+            if (s == 1) {
+#pragma omp simd
+                for (int ow = 0; ow < OW; ow++) {
+                    float acc = o[ow];
+                    for (int kj = 0; kj < 7; kj++) acc += kr[kj] * r[ow + kj * dl];
+                    o[ow] = acc;
+                }
+            } else {
+                for (int ow = 0; ow < OW; ow++) {
+                    float acc = o[ow];
+                    for (int kj = 0; kj < 7; kj++) acc += kr[kj] * r[ow * s + kj * dl];
+                    o[ow] = acc;
+                }
+            }
+        }
+    }
+}
+
 static void sweep(const float *in, int wp, const float *k, int K, int s, int dl, float *out,
                   int OH, int OW, int accumulate) {
     if (K == 3) {
@@ -68,6 +98,10 @@ static void sweep(const float *in, int wp, const float *k, int K, int s, int dl,
     }
     if (K == 5) {
         sweep_const(in, wp, k, 5, s, dl, out, OH, OW, accumulate);
+        return;
+    }
+    if (K == 7) { /* MBConv 7x7 (the mobile space) */
+        sweep_rows7(in, wp, k, s, dl, out, OH, OW, accumulate);
         return;
     }
     for (int oh = 0; oh < OH; oh++) {
@@ -176,6 +210,47 @@ void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w
     }
 }
 
+/* dw[ki][kj] += sum_{oh,ow} g[oh][ow] * in[oh*s + ki*dl][ow*s + kj*dl] over one padded
+ * plane. For each kernel row ki, K accumulators of VW lanes run over every output
+ * column block of every row and are summed once at the end: no horizontal reduction
+ * per row (what dominated: an output row is only 8 to 64 wide). Lanes past OW are
+ * masked by zero-padding g into gbuf. */
+enum { VW = 16 };
+static inline void wgrad_const(const float *in, int wp, const float *g, int OH, int OW,
+                               const int K, int s, int dl, double *acc) {
+    for (int ki = 0; ki < K; ki++) {
+        float a[11][VW];
+        for (int kj = 0; kj < K; kj++)
+            for (int v = 0; v < VW; v++) a[kj][v] = 0.0f;
+        for (int oh = 0; oh < OH; oh++) {
+            const float *gr = g + (size_t)oh * OW;
+            const float *row = in + (size_t)(oh * s + ki * dl) * wp;
+            int          ow0 = 0;
+            for (; ow0 + VW <= OW; ow0 += VW)
+                for (int kj = 0; kj < K; kj++) {
+                    const float *r = row + (size_t)ow0 * s + kj * dl;
+#pragma omp simd
+                    for (int v = 0; v < VW; v++) a[kj][v] += gr[ow0 + v] * r[v * s];
+                }
+            for (int ow = ow0; ow < OW; ow++)
+                for (int kj = 0; kj < K; kj++) a[kj][ow - ow0] += gr[ow] * row[ow * s + kj * dl];
+        }
+        for (int kj = 0; kj < K; kj++) {
+            float t = 0.0f;
+            for (int v = 0; v < VW; v++) t += a[kj][v];
+            acc[ki * K + kj] += t;
+        }
+    }
+}
+
+static void wgrad(const float *in, int wp, const float *g, int OH, int OW, int K, int s, int dl,
+                  double *acc) {
+    if (K == 3) wgrad_const(in, wp, g, OH, OW, 3, s, dl, acc);
+    else if (K == 5) wgrad_const(in, wp, g, OH, OW, 5, s, dl, acc);
+    else if (K == 7) wgrad_const(in, wp, g, OH, OW, 7, s, dl, acc);
+    else wgrad_const(in, wp, g, OH, OW, K, s, dl, acc);
+}
+
 void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float *dy, float *dw,
                                 float *scratch) {
     const int K = d->k, s = d->stride, dl = d->dilation, p = d->pad, C = d->c;
@@ -187,23 +262,8 @@ void md_dwconv_backward_weights(const md_dwconv *d, const float *x, const float 
         for (int c = 0; c < C; c++) {
             double acc[121] = {0};
             for (int n = 0; n < d->n; n++) {
-                const float *gp = dy + ((size_t)n * C + c) * OH * OW;
                 pad_plane(x + ((size_t)n * C + c) * d->h * d->w, d->h, d->w, p, buf);
-                for (int ki = 0; ki < K; ki++)
-                    for (int kj = 0; kj < K; kj++) {
-                        float sum = 0.0f;
-                        for (int oh = 0; oh < OH; oh++) {
-                            const float *g = gp + (size_t)oh * OW;
-                            const float *in = buf + (size_t)(oh * s + ki * dl) * wp + kj * dl;
-                            if (s == 1) {
-#pragma omp simd reduction(+ : sum)
-                                for (int ow = 0; ow < OW; ow++) sum += g[ow] * in[ow];
-                            } else {
-                                for (int ow = 0; ow < OW; ow++) sum += g[ow] * in[ow * s];
-                            }
-                        }
-                        acc[ki * K + kj] += sum;
-                    }
+                wgrad(buf, wp, dy + ((size_t)n * C + c) * OH * OW, OH, OW, K, s, dl, acc);
             }
             float *wq = dw + (size_t)c * K * K;
             for (int i = 0; i < K * K; i++) wq[i] += (float)acc[i];

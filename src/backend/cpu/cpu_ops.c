@@ -666,11 +666,20 @@ md_status md_cpu_top1_correct(md_backend *be, const md_tensor *logits, const int
 /* ---- optimiser primitives -------------------------------------------------------------- */
 
 md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
-                            float momentum, float weight_decay) {
+                            float momentum, float weight_decay, int nesterov) {
     (void)be;
     if (momentum == 0.0f) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) w[i] -= lr * (g[i] + weight_decay * w[i]);
+        return MD_OK;
+    }
+    if (nesterov) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float d = g[i] + weight_decay * w[i];
+            v[i] = momentum * v[i] + d;
+            w[i] -= lr * (d + momentum * v[i]);
+        }
         return MD_OK;
     }
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
@@ -711,11 +720,32 @@ md_status md_cpu_scale(md_backend *be, float *x, size_t n, float factor) {
 
 /* ---- the device-side step ops: on the CPU, backend memory is host memory ------------------ */
 
+/* Label smoothing on top of the plain loss: the smoothed loss is
+ * CE + eps * mean_n(z[y] - mean_k z), its gradient the plain one plus
+ * eps * (onehot - 1/K) / N. */
+static void smooth(const md_tensor *logits, const int32_t *labels, float eps, float *loss,
+                   const md_tensor *dlogits) {
+    int    N = logits->dim[0], K = logits->dim[1];
+    double extra = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *z = logits->data + (size_t)n * K;
+        double       mean = 0.0;
+        for (int k = 0; k < K; k++) mean += z[k];
+        extra += z[labels[n]] - mean / K;
+        if (!dlogits) continue;
+        float *d = dlogits->data + (size_t)n * K;
+        for (int k = 0; k < K; k++)
+            d[k] += (float)(eps * ((k == labels[n] ? 1.0 : 0.0) - 1.0 / K) / N);
+    }
+    *loss = (float)(*loss + eps * extra / N);
+}
+
 md_status md_cpu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
-                          float *out, const md_tensor *dlogits) {
+                          float smoothing, float *out, const md_tensor *dlogits) {
     int correct = 0;
     MD_TRY(md_cpu_softmax_ce(be, logits, labels, &out[0], dlogits));
     MD_TRY(md_cpu_top1_correct(be, logits, labels, &correct));
+    if (smoothing > 0.0f) smooth(logits, labels, smoothing, &out[0], dlogits);
     out[1] = (float)correct;
     return MD_OK;
 }

@@ -47,11 +47,11 @@ md_status md_cpu_softmax_ce(md_backend *be, const md_tensor *logits, const int32
 md_status md_cpu_top1_correct(md_backend *be, const md_tensor *logits, const int32_t *labels,
                               int *correct);
 md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
-                            float momentum, float weight_decay);
+                            float momentum, float weight_decay, int nesterov);
 md_status md_cpu_sumsq(md_backend *be, const float *x, size_t n, double *out);
 md_status md_cpu_scale(md_backend *be, float *x, size_t n, float factor);
 md_status md_cpu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
-                          float *out, const md_tensor *dlogits);
+                          float smoothing, float *out, const md_tensor *dlogits);
 md_status md_cpu_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc);
 md_status md_cpu_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
                                 float max_norm);

@@ -585,12 +585,13 @@ __global__ void k_mul_add(const float *a, const float *b, float *y, size_t n) {
 __global__ void k_scale(float *x, size_t n, float f) {
     GRID_LOOP(i, n) x[i] *= f;
 }
-__global__ void k_sgd(float *w, const float *g, float *v, size_t n, float lr, float mu, float wd) {
+__global__ void k_sgd(float *w, const float *g, float *v, size_t n, float lr, float mu, float wd,
+                      int nesterov) {
     GRID_LOOP(i, n) {
         float d = g[i] + wd * w[i];
         if (mu != 0.0f) {
             v[i] = mu * v[i] + d;
-            d = v[i];
+            d = nesterov ? d + mu * v[i] : v[i];
         }
         w[i] -= lr * d;
     }
@@ -633,9 +634,9 @@ static md_status cu_scale(md_backend *be, float *x, size_t n, float f) {
     return MD_OK;
 }
 static md_status cu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n,
-                               float lr, float momentum, float weight_decay) {
+                               float lr, float momentum, float weight_decay, int nesterov) {
     k_sgd<<<blocks_for(n, 256), 256, 0, cb_of(be)->stream>>>(w, g, v, n, lr, momentum,
-                                                              weight_decay);
+                                                              weight_decay, nesterov);
     LAUNCH_TRY();
     return MD_OK;
 }
@@ -1016,8 +1017,8 @@ static md_status cu_top1_correct(md_backend *be, const md_tensor *logits, const 
 
 /* One block: each thread takes rows n = t, t + 256, ...; loss and correct
  * counts are reduced in a fixed order (deterministic). */
-__global__ void k_loss_dev(const float *z, const int32_t *labels, int N, int K, float *dz,
-                           float *out) {
+__global__ void k_loss_dev(const float *z, const int32_t *labels, int N, int K, float eps,
+                           float *dz, float *out) {
     double loss = 0.0, hit = 0.0;
     for (int n = threadIdx.x; n < N; n += blockDim.x) {
         const float *r = z + (size_t)n * K;
@@ -1031,13 +1032,15 @@ __global__ void k_loss_dev(const float *z, const int32_t *labels, int N, int K, 
         }
         double se = 0.0;
         for (int k = 0; k < K; k++) se += exp((double)r[k] - zmax);
-        double lse = zmax + log(se);
-        loss += lse - r[y];
+        double lse = zmax + log(se), mean = 0.0;
+        for (int k = 0; k < K; k++) mean += r[k];
+        loss += lse - r[y] + eps * (r[y] - mean / K);
         hit += best == y;
         if (dz) {
             float *d = dz + (size_t)n * K;
             for (int k = 0; k < K; k++)
-                d[k] += (float)((exp((double)r[k] - lse) - (k == y ? 1.0 : 0.0)) / N);
+                d[k] += (float)((exp((double)r[k] - lse) - (1.0 - eps) * (k == y ? 1.0 : 0.0) -
+                                 eps / K) / N);
         }
     }
     __shared__ double sl[256], sh[256];
@@ -1051,9 +1054,10 @@ __global__ void k_loss_dev(const float *z, const int32_t *labels, int N, int K, 
 }
 
 static md_status cu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,
-                             float *out, const md_tensor *dlogits) {
+                             float smoothing, float *out, const md_tensor *dlogits) {
     k_loss_dev<<<1, 256, 0, cb_of(be)->stream>>>(logits->data, labels, logits->dim[0],
-                                                 logits->dim[1], dlogits ? dlogits->data : NULL, out);
+                                                 logits->dim[1], smoothing,
+                                                 dlogits ? dlogits->data : NULL, out);
     LAUNCH_TRY();
     return MD_OK;
 }

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `mdenas_mpi search --space mobile` on the tiny ImageNet-style
+folder of tests/imagenet_e2e.py (4 classes, 48 search-train / 16 validation JPEGs).
+
+  mobile_e2e.py MDENAS_MPI TEST
+
+Searches: --preset mobile-tiny narrowed further (--image-size 32, --width-mult 0.25,
+batch 8: 6 steps an epoch, 2 epochs, periods of 3 steps). TEST is one of:
+
+  search   the run directory of a mobile search: state.json names the space and holds
+           p_blocks; `zero` is masked (p = 0 in every history line, never sampled) on
+           the blocks without a shortcut and allowed on the others; genotype.json's
+           blocks are the most probable ops with the network's size; net.config is
+           a ProxylessNAS net config of those ops; derive and inspect agree with
+           genotype.txt; metrics carry entropy_blocks
+  resume   stopped at step 5 (exit 75) and resumed: history, state, genotype, net.config
+           and the final checkpoint byte-identical to an uninterrupted run
+  kill9    kill -9 after the first checkpoint and run again: the same results
+  np2      mpirun -np 2 --sync-bn against one process: the first steps' losses agree
+  bad_input  --space, --width-mult, --candidates, --space-file (missing, not JSON, an
+           unknown key, a block left with no candidate), --label-smoothing, --nesterov:
+           each refused (exit 2) naming the option or the file, nothing written
+
+Exit: 0 pass, 1 fail, 2 usage, 77 skip (no PIL or no photo).
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import harden_e2e
+import imagenet_e2e
+from e2e_common import check, e2e_main, load_jsonl, read_bytes
+
+BASE = ["--preset", "mobile-tiny", "--image-size", "32", "--width-mult", "0.25",
+        "--batch", "8", "--epochs", "2", "--period-steps", "3", "--ckpt-every", "2",
+        "--seed", "3", "--threads", "1", "--log-every", "1", "--data-threads", "1"]
+RESULTS = ("history.jsonl", "state.json", "genotype.txt", "genotype.json", "net.config")
+
+
+def run(argv, rc=0, env=None, timeout=600):
+    return harden_e2e.run(argv, rc=rc, env=env, timeout=timeout)
+
+
+def search(data, out, *extra):
+    return ["search"] + BASE + ["--data", data] + list(extra) + ["--out", out]
+
+
+def folder(tmp):
+    data = os.path.join(tmp, "prepared")
+    if not os.path.exists(data):
+        imagenet_e2e.make_folder(data)
+    return data
+
+
+def same_results(a, b):
+    for name in RESULTS:
+        check(read_bytes(os.path.join(a, name)) == read_bytes(os.path.join(b, name)),
+              f"{name} differs between {a} and {b}")
+    ca = sorted(glob.glob(os.path.join(a, "checkpoints", "ckpt-*.safetensors")))[-1]
+    cb = sorted(glob.glob(os.path.join(b, "checkpoints", "ckpt-*.safetensors")))[-1]
+    check(os.path.basename(ca) == os.path.basename(cb) and
+          imagenet_e2e.tensors(ca) == imagenet_e2e.tensors(cb), f"final checkpoints differ: {ca} {cb}")
+
+
+def t_search(tmp):
+    data, d = folder(tmp), os.path.join(tmp, "run")
+    out, _ = run(search(data, d))
+    check("mobile space" in out, f"the first line should name the mobile space:\n{out[:600]}")
+    st = json.load(open(os.path.join(d, "state.json")))
+    ops = st.get("ops", [])
+    check(st.get("space") == "mobile" and "p_blocks" in st and "zero" in ops,
+          f"state.json: {sorted(st)}")
+    p = st["p_blocks"]
+    zero = ops.index("zero")
+    check(len(p) == 21, f"21 searchable blocks expected, {len(p)}")
+    # stages 24x4 s2, 40x4 s2, 80x4 s2, 96x4 s1, 192x4 s2, 320x1 s1 at width 0.25:
+    # widths 8, 16, 24, 24, 48, 80; no shortcut where the stride or the width changes
+    widths = [8, 16, 24, 24, 48, 80]
+    counts, strides = [4, 4, 4, 4, 4, 1], [2, 2, 2, 1, 2, 1]
+    shortcut, c = [], 8  # the first block's width: 16 * 0.25 -> 8
+    for w, n, s in zip(widths, counts, strides):
+        for b in range(n):
+            shortcut.append((s if b == 0 else 1) == 1 and c == w)
+            c = w
+    hist = load_jsonl(os.path.join(d, "history.jsonl"))
+    check(len(hist) == 4, f"4 periods expected, {len(hist)}")
+    for h in hist:
+        for blk, row in enumerate(h["p"]):
+            if not shortcut[blk]:
+                check(row[zero] == 0.0, f"period {h['period']}: p(zero) = {row[zero]} on "
+                                        f"block {blk + 1}, which has no shortcut")
+            else:
+                check(row[zero] > 0.0, f"period {h['period']}: zero not allowed on block "
+                                       f"{blk + 1}, which has a shortcut")
+            check(abs(sum(row) - 1) < 1e-9, f"p of block {blk + 1} sums to {sum(row)}")
+        for blk, op in enumerate(h["arch"]["blocks"]):
+            check(shortcut[blk] or op != "zero", f"zero sampled on block {blk + 1}")
+    g = json.load(open(os.path.join(d, "genotype.json")))
+    want = [max((q, -k) for k, q in enumerate(row) if shortcut[b] or k != zero)
+            for b, row in enumerate(p)]
+    check(g["blocks"] == [ops[-k] for _, k in want], f"genotype.json blocks {g['blocks']}")
+    check(g["params"] > 0 and g["madds"] > 0 and g["madds_224"] > g["madds"],
+          f"genotype.json size: {g['params']} params, {g['madds']} / {g['madds_224']} madds")
+    net = json.load(open(os.path.join(d, "net.config")))
+    check(net == g["net_config"] and len(net["blocks"]) == 22, "net.config")
+    for blk, (b, op) in enumerate(zip(net["blocks"][1:], g["blocks"])):
+        mic = b["mobile_inverted_conv"]
+        name = "zero" if mic["name"] == "ZeroLayer" else \
+            f"{mic['kernel_size']}x{mic['kernel_size']}_MBConv{mic['expand_ratio']}"
+        check(name == op and (b["shortcut"] is not None) == shortcut[blk],
+              f"net.config block {blk + 1}: {b}")
+    txt = read_bytes(os.path.join(d, "genotype.txt")).decode()
+    dout, _ = run(["derive", d])
+    check(dout == txt and txt.startswith("MobileNet(blocks=["), f"derive printed {dout!r}, "
+                                                                 f"genotype.txt {txt!r}")
+    ck = sorted(glob.glob(os.path.join(d, "checkpoints", "ckpt-*.safetensors")))[-1]
+    iout, _ = run(["inspect", ck])
+    check("space           mobile" in iout and txt.strip() in iout,
+          f"inspect should name the space and the genotype:\n{iout}")
+    per = [m for m in load_jsonl(os.path.join(d, "metrics.jsonl")) if m["type"] == "period"]
+    check(all("entropy_blocks" in m for m in per), "period lines lack entropy_blocks")
+    check(os.path.getsize(os.path.join(d, "p_heatmap.svg")) > 1000, "p_heatmap.svg")
+    print(f"   mobile search: {len(hist)} periods, genotype {txt.strip()[:70]}..., "
+          f"{g['params']:.0f} parameters at 32 px")
+
+
+def t_resume(tmp):
+    data = folder(tmp)
+    ref, d = os.path.join(tmp, "ref"), os.path.join(tmp, "stopped")
+    run(search(data, ref))
+    run(search(data, d), rc=75, env={"MDENAS_RAISE_AT_STEP": "5"})
+    out, _ = run(search(data, d, "--data-threads", "2"))
+    check("resuming from" in out, f"the second run did not resume:\n{out[:800]}")
+    same_results(ref, d)
+    print("   stopped at step 5, resumed with 2 decode threads: results and checkpoint identical")
+
+
+def t_kill9(tmp):
+    data = folder(tmp)
+    ref, d = os.path.join(tmp, "ref"), os.path.join(tmp, "killed")
+    run(search(data, ref))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    p = subprocess.Popen([harden_e2e.BINARY] + search(data, d), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if glob.glob(os.path.join(d, "checkpoints", "ckpt-*.safetensors")):
+            break
+        time.sleep(0.05)
+    check(p.poll() is None, f"the run ended (exit {p.returncode}) before it could be killed")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    out, _ = run(search(data, d))
+    check("resuming from" in out, f"the rerun did not resume:\n{out[:800]}")
+    same_results(ref, d)
+    print("   killed with SIGKILL after its first checkpoint, rerun: results identical")
+
+
+def t_np2(tmp):
+    import dist_e2e
+    dist_e2e.init(harden_e2e.BINARY, harden_e2e.WORK)
+    data = folder(tmp)
+    one, two = os.path.join(tmp, "np1"), os.path.join(tmp, "np2")
+    extra = ("--sync-bn", "--epochs", "1")
+    run(search(data, one, *extra))
+    out = dist_e2e.mpirun(2, search(data, two, *extra))
+    check("over 2 rank(s)" in out, f"the run should say it uses 2 ranks:\n{out[:800]}")
+    la = [m["loss"] for m in load_jsonl(os.path.join(one, "metrics.jsonl")) if m["type"] == "interval"]
+    lb = [m["loss"] for m in load_jsonl(os.path.join(two, "metrics.jsonl")) if m["type"] == "interval"]
+    check(len(la) == len(lb) == 6, f"6 interval lines expected: {len(la)}, {len(lb)}")
+    worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(la[:3], lb[:3]))
+    check(worst < 1e-4, f"-np 2 losses {lb[:3]} against -np 1 {la[:3]}: relative {worst:.3g}")
+    print(f"   -np 2 vs -np 1 (mobile, synced BN): first 3 losses within {worst:.2g} (relative)")
+
+
+def t_bad_input(tmp):
+    data = folder(tmp)
+
+    def space_file(name, text):
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    cases = [
+        (["--space", "cells"], ["--space", "darts or mobile"]),
+        (["--space", "darts", "--width-mult", "2"], ["--width-mult", "--space mobile"]),
+        (["--width-mult", "0"], ["--width-mult"]),
+        (["--candidates", "3x3_MBConv6,4x4_MBConv3"], ["--candidates", "4x4_MBConv3"]),
+        (["--candidates", "zero"], ["block", "zero"]),
+        (["--candidates", "3x3_MBConv3,3x3_MBConv3"], ["repeats"]),
+        (["--space-file", os.path.join(tmp, "absent.json")], ["absent.json"]),
+        (["--space-file", space_file("notjson.json", "{stages: [")], ["notjson.json"]),
+        (["--space-file", space_file("unknown.json", '{"stagez": []}')],
+         ["unknown.json", "stagez"]),
+        (["--space-file", space_file("badstage.json", '{"stages": [{"width": 8, "stride": 3, '
+                                                      '"blocks": 1}]}')],
+         ["badstage.json", "stride"]),
+        (["--label-smoothing", "1"], ["--label-smoothing"]),
+        (["--nesterov", "1", "--momentum", "0"], ["--nesterov"]),
+    ]
+    for extra, needles in cases:
+        d = os.path.join(tmp, "refused")
+        _, err = run(search(data, d, *extra), rc=2)
+        for n in needles:
+            check(n in err, f"{' '.join(extra)}: the message should name {n!r}:\n{err[-800:]}")
+        check(not os.path.exists(d), f"{' '.join(extra)}: a refused run wrote {d}")
+    print(f"   {len(cases)} bad options and space files refused by name, nothing written")
+
+
+TESTS = {"search": t_search, "resume": t_resume, "kill9": t_kill9, "np2": t_np2,
+         "bad_input": t_bad_input}
+
+
+def init(binary, work):
+    harden_e2e.init(binary, work)
+
+
+if __name__ == "__main__":
+    sys.exit(e2e_main(__doc__, TESTS, init, skips=(imagenet_e2e.Skip,)))
