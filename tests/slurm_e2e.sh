@@ -12,6 +12,12 @@
 #      exists: the search must checkpoint and exit 75, the job must requeue itself
 #      (Restarts=1), the next start must resume ("resuming from") and finish with
 #      the reference's genotype.
+#   3. jobs/imagenet_search.slurm on a small JPEG tree (tests/prep_make_tree.py; needs
+#      PIL and numpy on /usr/bin/python3, else this part is skipped): the job runs
+#      imagenet_prep into the shard folder first, then the mobile search
+#      (--preset mobile-tiny, --device cpu), is signalled at its first checkpoint,
+#      requeues, resumes without preparing again, and ends with the genotype and
+#      net.config of the same search run uninterrupted with mpirun outside Slurm.
 # Every daemon it started is stopped and the temporary folder removed on exit
 # (MDENAS_SLURM_E2E_KEEP=1 keeps the folder: logs, run directories, slurm.conf).
 # Exit status: 0 pass, 1 fail, 2 bad usage, 77 skipped (not root).
@@ -262,5 +268,57 @@ log "same genotype: $(cat "$T/work/run/genotype.txt")"
 if [ -f "$T/work/ref/state.json" ] && ! cmp -s "$T/work/ref/state.json" "$T/work/run/state.json"; then
     log "note: state.json differs between the two runs (p not bit-identical)"
 fi
+# 3. jobs/imagenet_search.slurm: prep in the job, mobile search, a requeue, resume
+PREP=$(dirname "$BIN")/imagenet_prep/imagenet_prep
+if ! /usr/bin/python3 -c "import PIL, numpy" 2>/dev/null || [ ! -x "$PREP" ]; then
+    log "part 3 skipped: no PIL/numpy on /usr/bin/python3 or no $PREP"
+    log "PASS ($(($(date +%s) - T0)) s)"
+    exit 0
+fi
+/usr/bin/python3 "$ROOT/tests/prep_make_tree.py" "$T/tree" 4 20 clean >/dev/null ||
+    fail "prep_make_tree.py failed"
+rm -rf "$T/tree/val" # its flat val/ needs --val-labels; the search reads train/ and search_val
+IN_ARGS="--preset mobile-tiny --device cpu --image-size 32 --batch 8 --epochs 3 --ckpt-every 2
+ --seed 3 --data-threads 1 --log-every 2"
+IN_ARGS=$(echo "$IN_ARGS" | tr -s " \n" "  ")
+PREP_ARGS="--search-val-per-class 4 --images-per-shard 16"
+log "job 3: jobs/imagenet_search.slurm (imagenet_prep in the job, then the mobile search), USR1 at its first checkpoint"
+IN=$(env MDENAS_BIN="$BIN" MDENAS_PREP_BIN="$PREP" MDENAS_IMAGENET="$T/tree" \
+         MDENAS_SHARDS="$T/work/shards" MDENAS_PREP_ARGS="$PREP_ARGS" MDENAS_OUT="$T/work/in" \
+         MDENAS_DEVICE=cpu MDENAS_LAUNCH="$LAUNCH" MDENAS_ARGS="$IN_ARGS" \
+     sbatch --parsable --job-name=in --chdir="$T/work" --output="$T/work/%x-%j.out" \
+            --nodes=1 --ntasks="$NTASKS" --ntasks-per-node="$NTASKS" --gpus-per-task=0 \
+            --cpus-per-task=1 --time=15 "$ROOT/jobs/imagenet_search.slurm") || fail "sbatch failed"
+JOBS="$REF $RUN $IN"
+CK=$T/work/in/checkpoints
+end=$(($(date +%s) + 240))
+until compgen -G "$CK/ckpt-*.safetensors" >/dev/null; do
+    [ "$(date +%s)" -lt "$end" ] || fail "no checkpoint in $CK after 240 s"
+    s=$(field "$IN" JobState)
+    [ "$s" = RUNNING ] || [ "$s" = PENDING ] || [ "$s" = CONFIGURING ] ||
+        fail "job $IN is $s before its first checkpoint"
+    sleep 0.2
+done
+scancel --signal=USR1 --batch "$IN" || fail "scancel --signal=USR1 --batch $IN failed"
+s=$(wait_done "$IN" 400)
+OUTLOG=$T/work/in-$IN.out
+[ "$s" = COMPLETED ] || fail "job $IN ended $s, exit $(field "$IN" ExitCode)"
+[ "$(field "$IN" Restarts)" = 1 ] || fail "job $IN: Restarts=$(field "$IN" Restarts), expected 1"
+[ -s "$T/work/shards/manifest.json" ] || fail "the job did not prepare the shards"
+grep -q "search exited with status 75" "$OUTLOG" || fail "job $IN: the first start did not stop with 75"
+grep -q "resuming from" "$OUTLOG" || fail "job $IN: the second start did not resume"
+if [ ! -s "$T/work/in/genotype.txt" ] || [ ! -s "$T/work/in/net.config" ]; then
+    fail "job $IN wrote no genotype.txt or net.config"
+fi
+log "job 3 ($IN) COMPLETED, Restarts=1; the reference: the same search with mpirun, outside Slurm"
+# shellcheck disable=SC2086 # IN_ARGS is a list of words
+mpirun --oversubscribe -np "$NTASKS" -x OMP_NUM_THREADS=1 "$BIN" search --space mobile \
+    --dataset imagenet --data "$T/work/shards" $IN_ARGS --threads 1 --out "$T/work/in-ref" \
+    > "$T/work/in-ref.log" 2>&1 || fail "the reference mobile search failed (see $T/work/in-ref.log)"
+for f in genotype.txt net.config; do
+    cmp -s "$T/work/in/$f" "$T/work/in-ref/$f" ||
+        fail "job $IN's $f differs from the uninterrupted search's: $(head -c 300 "$T/work/in/$f")"
+done
+log "same mobile genotype: $(head -c 120 "$T/work/in/genotype.txt")..."
 log "PASS ($(($(date +%s) - T0)) s)"
 exit 0
