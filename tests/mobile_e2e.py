@@ -17,6 +17,9 @@ batch 8: 6 steps an epoch, 2 epochs, periods of 3 steps). TEST is one of:
            and the final checkpoint byte-identical to an uninterrupted run
   kill9    kill -9 after the first checkpoint and run again: the same results
   np2      mpirun -np 2 --sync-bn against one process: the first steps' losses agree
+  space_changed  a stopped run whose --space-file then changes (an eps, a stage width) is
+           refused (exit 2) naming the space, its checkpoints left as they were (none
+           renamed .corrupt); with the file as it was, it resumes
   bad_input  --space, --width-mult, --candidates, --space-file (missing, not JSON, an
            unknown key, a block left with no candidate), --label-smoothing, --nesterov:
            each refused (exit 2) naming the option or the file, nothing written
@@ -172,9 +175,38 @@ def t_np2(tmp):
     la = [m["loss"] for m in load_jsonl(os.path.join(one, "metrics.jsonl")) if m["type"] == "interval"]
     lb = [m["loss"] for m in load_jsonl(os.path.join(two, "metrics.jsonl")) if m["type"] == "interval"]
     check(len(la) == len(lb) == 6, f"6 interval lines expected: {len(la)}, {len(lb)}")
+    # Step 1 agrees to float rounding; later steps drift by the rounding of synced BN
+    # statistics summed in another order (1e-4 by step 3); rows lost or doubled would
+    # put them 1e-2 and more apart.
+    first = abs(la[0] - lb[0]) / abs(la[0])
     worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(la[:3], lb[:3]))
-    check(worst < 1e-4, f"-np 2 losses {lb[:3]} against -np 1 {la[:3]}: relative {worst:.3g}")
+    check(first < 1e-5 and worst < 1e-3,
+          f"-np 2 losses {lb[:3]} against -np 1 {la[:3]}: relative {first:.3g} at step 1, "
+          f"{worst:.3g} over 3 steps")
     print(f"   -np 2 vs -np 1 (mobile, synced BN): first 3 losses within {worst:.2g} (relative)")
+
+
+def t_space_changed(tmp):
+    data = folder(tmp)
+    d, sf = os.path.join(tmp, "run"), os.path.join(tmp, "space.json")
+    with open(sf, "w") as f:
+        f.write('{"bn_eps": 0.001}')
+    run(search(data, d, "--space-file", sf), rc=75, env={"MDENAS_RAISE_AT_STEP": "5"})
+    cks = sorted(os.listdir(os.path.join(d, "checkpoints")))
+    for text in ('{"bn_eps": 0.002}', '{"stages": [{"width": 24, "blocks": 2, "stride": 2}, '
+                                      '{"width": 48, "blocks": 2, "stride": 2}]}'):
+        with open(sf, "w") as f:
+            f.write(text)
+        _, err = run(search(data, d, "--space-file", sf), rc=2)
+        check("another search space" in err and "nothing was changed" in err,
+              f"a changed space file should be refused by name:\n{err[-800:]}")
+        check(sorted(os.listdir(os.path.join(d, "checkpoints"))) == cks,
+              f"the checkpoints changed: {os.listdir(os.path.join(d, 'checkpoints'))} (were {cks})")
+    with open(sf, "w") as f:
+        f.write('{"bn_eps": 0.001}')
+    out, _ = run(search(data, d, "--space-file", sf))
+    check("resuming from" in out, f"with the file as it was, the run should resume:\n{out[:600]}")
+    print("   a changed space file refused twice (eps, widths), checkpoints kept; resumed after")
 
 
 def t_bad_input(tmp):
@@ -191,7 +223,7 @@ def t_bad_input(tmp):
         (["--space", "darts", "--width-mult", "2"], ["--width-mult", "--space mobile"]),
         (["--width-mult", "0"], ["--width-mult"]),
         (["--candidates", "3x3_MBConv6,4x4_MBConv3"], ["--candidates", "4x4_MBConv3"]),
-        (["--candidates", "zero"], ["block", "zero"]),
+        (["--candidates", "zero"], ["--candidates", "at least 2"]),
         (["--candidates", "3x3_MBConv3,3x3_MBConv3"], ["repeats"]),
         (["--space-file", os.path.join(tmp, "absent.json")], ["absent.json"]),
         (["--space-file", space_file("notjson.json", "{stages: [")], ["notjson.json"]),
@@ -200,6 +232,16 @@ def t_bad_input(tmp):
         (["--space-file", space_file("badstage.json", '{"stages": [{"width": 8, "stride": 3, '
                                                       '"blocks": 1}]}')],
          ["badstage.json", "stride"]),
+        (["--space-file", space_file("typo.json", '{"stages": [{"width": 8, "stirde": 2, '
+                                                  '"blocks": 1}]}')],
+         ["typo.json", "stirde"]),
+        (["--space-file", space_file("mult.json", '{"width_mult": 1.35}')],
+         ["mult.json", "width_mult", "--width-mult"]),
+        (["--space-file", space_file("state.json", '{"p_blocks": 3}')], ["state.json", "p_blocks"]),
+        (["--candidates", ",3x3_MBConv3,,5x5_MBConv6"], ["--candidates", "empty"]),
+        (["--candidates", "03x3_MBConv3,5x5_MBConv6"], ["3x3_MBConv3"]),
+        (["--candidates", "3x3_MBConv3"], ["--candidates", "at least 2"]),
+        (["--label-smoothing", "0.99999999"], ["--label-smoothing"]),
         (["--label-smoothing", "1"], ["--label-smoothing"]),
         (["--nesterov", "1", "--momentum", "0"], ["--nesterov"]),
     ]
@@ -213,7 +255,7 @@ def t_bad_input(tmp):
 
 
 TESTS = {"search": t_search, "resume": t_resume, "kill9": t_kill9, "np2": t_np2,
-         "bad_input": t_bad_input}
+         "space_changed": t_space_changed, "bad_input": t_bad_input}
 
 
 def init(binary, work):

@@ -67,6 +67,8 @@ struct md_jvalue {
 md_status        md_json_parse(const char *text, const char *source, md_jvalue *out);
 void             md_json_value_free(md_jvalue *v);
 const md_jvalue *md_json_get(const md_jvalue *obj, const char *key); /* NULL if absent */
+/* Same type and value, arrays and objects element by element (NULL equals nothing). */
+int              md_json_equal(const md_jvalue *a, const md_jvalue *b);
 const char      *md_json_type_name(md_jtype t);                      /* "number", ... */
 /* Write a parsed value back out (e.g. to echo a config into the run directory). */
 void md_json_value(md_json *j, const md_jvalue *v);

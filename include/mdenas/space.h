@@ -101,15 +101,20 @@ typedef struct {
     int ncand;
     md_mbconv cand[MD_MOBILE_MAX_CANDIDATES]; /* zero, if present, is masked where no residual */
     double bn_eps;
+    int exact_widths;          /* widths as given (a released net's), not scaled and rounded */
 } md_mobile_config;
 
 /* ProxylessNAS's GPU search supernet (MDENAS.md): stem 32, first block 3x3
  * e1 to 16, stages 24/40/80/96/192/320 x 4/4/4/4/4/1 with strides
  * 2/2/2/1/2/1, feature mix 1280; candidates zero + {3,5,7} x {3,6}. */
 void      md_mobile_config_default(md_mobile_config *c);
-/* Settings from a JSON space file's object (keys as md_space_config_json
- * writes them; absent keys keep c's values); `what` names the file. */
-md_status md_mobile_config_parse(const md_jvalue *obj, const char *what, md_mobile_config *c);
+/* Settings from a JSON object (keys as md_space_config_json writes them; absent
+ * keys keep c's values); `what` names the file. user = 1: a user's --space-file,
+ * which may not hold the run's own keys (input, classes, width_mult: those come
+ * from the data and the options) nor state.json's; user = 0: a state.json or a
+ * checkpoint's record, which holds them. */
+md_status md_mobile_config_parse(const md_jvalue *obj, const char *what, int user,
+                                 md_mobile_config *c);
 /* "3x3_MBConv6" / "zero" -> k, e. */
 md_status md_mbconv_parse(const char *name, md_mbconv *out);
 md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out);

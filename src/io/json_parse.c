@@ -455,3 +455,22 @@ const char *md_json_type_name(md_jtype t) {
     }
     return "unknown";
 }
+
+int md_json_equal(const md_jvalue *a, const md_jvalue *b) {
+    if (!a || !b || a->type != b->type) return 0;
+    switch (a->type) {
+    case MD_JNULL: return 1;
+    case MD_JBOOL:
+    case MD_JNUM: return a->num == b->num;
+    case MD_JSTR: return !strcmp(a->str, b->str);
+    case MD_JARR:
+    case MD_JOBJ:
+        if (a->count != b->count) return 0;
+        for (int i = 0; i < a->count; i++) {
+            if (a->type == MD_JOBJ && strcmp(a->keys[i], b->keys[i])) return 0;
+            if (!md_json_equal(&a->items[i], &b->items[i])) return 0;
+        }
+        return 1;
+    }
+    return 0;
+}

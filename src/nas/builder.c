@@ -47,10 +47,14 @@ static void add_step(md_builder *b, const md_step *st) {
     if (md_build_ok(b) && b->mode == MD_BUILD_EMIT) b->status = md_plan_add_step(b->plan, st);
 }
 
-/* Declare (or find) a tensor in `arena`; returns its index (-1 when counting). */
-static int tensor(md_builder *b, md_arena *arena, const char *name, int ndim, const int *dim) {
+enum { PARAMS, STATS };
+
+/* Declare (or find) a tensor in the model's params or stats; returns its index
+ * (-1 when counting: there is no model then). */
+static int tensor(md_builder *b, int which, const char *name, int ndim, const int *dim) {
     if (!md_build_ok(b) || b->mode == MD_BUILD_COUNT) return -1;
-    int idx = -1;
+    md_arena *arena = which == PARAMS ? &b->model->params : &b->model->stats;
+    int       idx = -1;
     if (b->mode == MD_BUILD_DECLARE) {
         b->status = md_arena_add(arena, name, ndim, dim, &idx);
         return idx;
@@ -90,7 +94,7 @@ int md_build_conv(md_builder *b, const char *name, int in, int c_out, int k, int
     char pname[MD_NAME_MAX];
     md_build_name(pname, name, ".w");
     int wd[4] = {c_out, d.c_in / groups, k, k};
-    int w = tensor(b, &b->model->params, pname, 4, wd);
+    int w = tensor(b, PARAMS, pname, 4, wd);
     int out = md_build_buf(b, c_out, oh, ow);
     if (!md_build_ok(b)) return MD_BUILD_NONE;
     double weights = (double)c_out * (d.c_in / groups) * k * k;
@@ -113,14 +117,14 @@ int md_build_bn(md_builder *b, const char *name, int in, int affine, float eps) 
     if (affine) {
         md_build_name(n1, name, ".gamma");
         md_build_name(n2, name, ".beta");
-        st.gamma = tensor(b, &b->model->params, n1, 1, &c);
-        st.beta = tensor(b, &b->model->params, n2, 1, &c);
+        st.gamma = tensor(b, PARAMS, n1, 1, &c);
+        st.beta = tensor(b, PARAMS, n2, 1, &c);
         b->params += 2.0 * c;
     }
     md_build_name(n1, name, ".running_mean");
     md_build_name(n2, name, ".running_var");
-    st.rmean = tensor(b, &b->model->stats, n1, 1, &c);
-    st.rvar = tensor(b, &b->model->stats, n2, 1, &c);
+    st.rmean = tensor(b, STATS, n1, 1, &c);
+    st.rvar = tensor(b, STATS, n2, 1, &c);
     st.out = md_build_buf(b, c, x->dim[2], x->dim[3]);
     add_step(b, &st);
     return st.out;
@@ -198,8 +202,8 @@ int md_build_classifier(md_builder *b, int in, int classes) {
     add_step(b, &st);
     int wd[2] = {classes, ci};
     st = step_of(MD_STEP_LINEAR, g, md_build_buf(b, classes, 1, 1));
-    st.w = tensor(b, &b->model->params, "classifier.w", 2, wd);
-    st.b = tensor(b, &b->model->params, "classifier.b", 1, &classes);
+    st.w = tensor(b, PARAMS, "classifier.w", 2, wd);
+    st.b = tensor(b, PARAMS, "classifier.b", 1, &classes);
     b->params += (double)classes * ci + classes, b->madds += (double)classes * ci;
     add_step(b, &st);
     b->plan->logits = st.out;

@@ -213,10 +213,14 @@ md_status md_mdl_restore(md_mdl *m, int periods, const double *p, const double *
     size_t n = (size_t)m->edges * m->k;
     if (periods < 0) return md_fail(MD_ERR_ARG, "mdl: %d periods", periods);
     for (size_t i = 0; i < n; i++) {
-        int bad = !(p[i] >= 0.0 && p[i] <= 1.0) || !(he[i] >= 0.0) || !isfinite(ha[i]);
-        if (bad || (m->allowed && !m->allowed[i] && (p[i] != 0.0 || he[i] != 0.0)))
+        double pv, ev, av; /* copies: a file's doubles need not be 8-byte aligned */
+        memcpy(&pv, (const char *)p + i * sizeof pv, sizeof pv);
+        memcpy(&ev, (const char *)he + i * sizeof ev, sizeof ev);
+        memcpy(&av, (const char *)ha + i * sizeof av, sizeof av);
+        int bad = !(pv >= 0.0 && pv <= 1.0) || !(ev >= 0.0) || !isfinite(av);
+        if (bad || (m->allowed && !m->allowed[i] && (pv != 0.0 || ev != 0.0)))
             return md_fail(MD_ERR_ARG, "mdl: distribution %zu, op %zu: p %g, H^e %g, H^a %g %s",
-                           i / (size_t)m->k, i % (size_t)m->k, p[i], he[i], ha[i],
+                           i / (size_t)m->k, i % (size_t)m->k, pv, ev, av,
                            bad ? "out of range" : "on an op that this space masks");
     }
     MD_TRY(history_reserve(m, periods));

@@ -71,6 +71,10 @@ md_status md_mbconv_parse(const char *name, md_mbconv *out) {
         k1 < 1 || k1 > 15 || k1 % 2 == 0 || e < 1 || e > 16)
         return md_fail(MD_ERR_ARG, "op '%s': use KxK_MBConvE with odd K <= 15 and E in 1..16, "
                                    "or zero", name);
+    char canon[32];
+    snprintf(canon, sizeof canon, "%dx%d_MBConv%d", k1, k1, e);
+    if (strcmp(canon, name))
+        return md_fail(MD_ERR_ARG, "op '%s': write it as %s", name, canon);
     *out = (md_mbconv){k1, e};
     return MD_OK;
 }
@@ -354,6 +358,7 @@ static void config_json(const md_space *sp, md_json *j) {
     md_json_end_array(j);
     md_json_key(j, "feature_mix"), md_json_int(j, c->feature_mix);
     md_json_key(j, "width_mult"), md_json_double(j, c->width_mult);
+    if (c->exact_widths) md_json_key(j, "exact_widths"), md_json_bool(j, 1);
     md_json_key(j, "candidates");
     md_json_begin_array(j);
     for (int k = 0; k < c->ncand; k++) {
@@ -389,24 +394,39 @@ static md_status get_op(const md_jvalue *v, const char *what, const char *key, m
     return MD_OK;
 }
 
-static const char *const known_keys[] = {
-    "space", "input", "classes", "stem", "first", "first_width", "first_searchable", "stages",
-    "feature_mix", "width_mult", "candidates", "bn_eps"};
+static const char *const file_keys[] = {"space",       "stem",   "first",     "first_width",
+                                        "first_searchable", "stages", "feature_mix",
+                                        "candidates",  "bn_eps"};
+static const char *const run_keys[] = {"input", "classes", "width_mult", "exact_widths"};
+static const char *const state_keys[] = {"format", "ops", "periods", "genotype", "edges"};
 
-md_status md_mobile_config_parse(const md_jvalue *o, const char *what, md_mobile_config *c) {
+static int listed(const char *key, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(key, list[i])) return 1;
+    return 0;
+}
+
+#define LISTED(key, list) listed(key, list, sizeof list / sizeof *list)
+
+md_status md_mobile_config_parse(const md_jvalue *o, const char *what, int user,
+                                 md_mobile_config *c) {
     if (!o || o->type != MD_JOBJ) return md_fail(MD_ERR_DATA, "%s: not a JSON object", what);
     for (int i = 0; i < o->count; i++) {
-        int known = 0;
-        for (size_t k = 0; k < sizeof known_keys / sizeof *known_keys; k++)
-            known |= !strcmp(o->keys[i], known_keys[k]);
-        /* state.json keys of the run around the space's own are not space options */
-        if (!known && strcmp(o->keys[i], "format") && strcmp(o->keys[i], "ops") &&
-            strcmp(o->keys[i], "periods") && strcmp(o->keys[i], "genotype") &&
-            strncmp(o->keys[i], "p_", 2))
+        const char *k = o->keys[i];
+        int         ok = LISTED(k, file_keys) ||
+                 (!user && (LISTED(k, run_keys) || LISTED(k, state_keys) || !strncmp(k, "p_", 2)));
+        if (!ok && user && LISTED(k, run_keys))
+            return md_fail(MD_ERR_DATA, "%s: '%s' comes from the data or the options (--width-mult), "
+                                        "not from a space file", what, k);
+        if (!ok)
             return md_fail(MD_ERR_DATA, "%s: unknown key '%s' (known: stem, first, first_width, "
-                                        "first_searchable, stages, feature_mix, width_mult, "
-                                        "candidates, bn_eps)", what, o->keys[i]);
+                                        "first_searchable, stages, feature_mix, candidates, "
+                                        "bn_eps)", what, k);
     }
+    const md_jvalue *sp = md_json_get(o, "space");
+    if (sp && (sp->type != MD_JSTR || strcmp(sp->str, "mobile")))
+        return md_fail(MD_ERR_DATA, "%s: 'space' must be \"mobile\"", what);
+    MD_TRY(get_int(o, "exact_widths", what, 0, 1, &c->exact_widths));
     MD_TRY(get_int(o, "stem", what, 1, 4096, &c->stem));
     MD_TRY(get_int(o, "first_width", what, 1, 4096, &c->first_width));
     MD_TRY(get_int(o, "first_searchable", what, 0, 1, &c->first_searchable));
@@ -428,8 +448,9 @@ md_status md_mobile_config_parse(const md_jvalue *o, const char *what, md_mobile
             return md_fail(MD_ERR_DATA, "%s: 'input' must be [channels, height, width]", what);
         int *dst[3] = {&c->in_c, &c->in_h, &c->in_w};
         for (int i = 0; i < 3; i++) {
-            if (v->items[i].type != MD_JNUM || v->items[i].num < 1 || v->items[i].num > 8192)
-                return md_fail(MD_ERR_DATA, "%s: 'input' entries must be 1..8192", what);
+            if (v->items[i].type != MD_JNUM || v->items[i].num < 1 || v->items[i].num > 8192 ||
+                v->items[i].num != floor(v->items[i].num))
+                return md_fail(MD_ERR_DATA, "%s: 'input' entries must be integers 1..8192", what);
             *dst[i] = (int)v->items[i].num;
         }
     }
@@ -443,6 +464,11 @@ md_status md_mobile_config_parse(const md_jvalue *o, const char *what, md_mobile
             char             w[96];
             snprintf(w, sizeof w, "%s: stages[%d]", what, i);
             if (st->type != MD_JOBJ) return md_fail(MD_ERR_DATA, "%s is not an object", w);
+            for (int k = 0; k < st->count; k++)
+                if (strcmp(st->keys[k], "width") && strcmp(st->keys[k], "blocks") &&
+                    strcmp(st->keys[k], "stride"))
+                    return md_fail(MD_ERR_DATA, "%s: unknown key '%s' (width, blocks, stride)", w,
+                                   st->keys[k]);
             c->width[i] = c->blocks[i] = 0, c->stride[i] = 1;
             MD_TRY(get_int(st, "width", w, 1, 8192, &c->width[i]));
             MD_TRY(get_int(st, "blocks", w, 1, MD_MOBILE_MAX_BLOCKS, &c->blocks[i]));
@@ -466,7 +492,9 @@ static md_status check_config(const md_mobile_config *c) {
         return md_fail(MD_ERR_ARG, "mobile space: input %dx%dx%d with %d classes (need >= 8x8 "
                                    "images and >= 2 classes)", c->in_c, c->in_h, c->in_w,
                        c->classes);
-    if (c->ncand < 1) return md_fail(MD_ERR_ARG, "mobile space: no candidate ops");
+    if (c->ncand < 2)
+        return md_fail(MD_ERR_ARG, "mobile space: %d candidate op(s); a distribution needs at "
+                                   "least 2 (--candidates)", c->ncand);
     for (int i = 0; i < c->ncand; i++)
         for (int j = 0; j < i; j++)
             if (c->cand[i].kernel == c->cand[j].kernel && c->cand[i].expand == c->cand[j].expand)
@@ -538,12 +566,14 @@ md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out) {
     if (!s) return md_fail(MD_ERR_NOMEM, "mobile space");
     s->cfg = *cfg;
     double mult = cfg->width_mult;
-    s->stem = divisible8(cfg->stem * mult);
+#define WIDTH(v) (cfg->exact_widths ? (v) : divisible8((v) * mult))
+    s->stem = WIDTH(cfg->stem);
     /* ProxylessNAS keeps the feature mix at its width below multiplier 1. */
-    s->feature_mix = cfg->feature_mix && mult > 1.0 ? divisible8(cfg->feature_mix * mult)
-                                                    : cfg->feature_mix;
+    s->feature_mix = cfg->feature_mix && mult > 1.0 && !cfg->exact_widths
+                         ? divisible8(cfg->feature_mix * mult)
+                         : cfg->feature_mix;
     int in = s->stem, dists = 0, n = 0;
-    s->blocks[n++] = (block_shape){in, divisible8(cfg->first_width * mult), 1,
+    s->blocks[n++] = (block_shape){in, WIDTH(cfg->first_width), 1,
                                    cfg->first_searchable ? dists++ : -1, 0};
     in = s->blocks[0].out;
     for (int st = 0; st < cfg->nstages; st++)
@@ -553,7 +583,7 @@ md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out) {
                 return md_fail(MD_ERR_ARG, "mobile space: more than %d blocks",
                                MD_MOBILE_MAX_BLOCKS);
             }
-            int outc = divisible8(cfg->width[st] * mult);
+            int outc = WIDTH(cfg->width[st]);
             int stride = b == 0 ? cfg->stride[st] : 1;
             s->blocks[n++] = (block_shape){in, outc, stride, dists++, stride == 1 && in == outc};
             in = outc;
@@ -579,10 +609,11 @@ md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out) {
             live += ok;
         }
         if (!live) {
+            md_status st = md_fail(MD_ERR_ARG, "mobile space: block %d (stride %d, %d -> %d "
+                                               "channels) has no candidate but zero, which needs "
+                                               "a shortcut", i, bs->stride, bs->in, bs->out);
             destroy(&s->base);
-            return md_fail(MD_ERR_ARG, "mobile space: block %d (stride %d, %d -> %d channels) has "
-                                       "no candidate but zero, which needs a residual path", i,
-                           bs->stride, bs->in, bs->out);
+            return st;
         }
     }
     if (!dists) {
@@ -612,6 +643,7 @@ md_status md_mobile_from_net_config(const md_jvalue *net, const char *what, int 
                                     md_mobile_config *c, int *choice, int *nchoice) {
     md_mobile_config_default(c);
     c->nstages = 0, c->ncand = 0;
+    c->exact_widths = 1; /* the net's own widths, multiples of 8 or not */
     const md_jvalue *fc = md_json_get(net, "first_conv"), *bl = md_json_get(net, "blocks"),
                     *fm = md_json_get(net, "feature_mix_layer"),
                     *cl = md_json_get(net, "classifier"), *bn = md_json_get(net, "bn");

@@ -154,7 +154,7 @@ md_status md_space_from_json(const md_jvalue *o, const char *what, md_space **ou
     if (name && !strcmp(name->str, "mobile")) {
         md_mobile_config c;
         md_mobile_config_default(&c);
-        MD_TRY(md_mobile_config_parse(o, what, &c));
+        MD_TRY(md_mobile_config_parse(o, what, 0, &c));
         md_status s = md_space_mobile_create(&c, out);
         return s == MD_ERR_ARG ? md_fail(MD_ERR_DATA, "%s: %s", what, md_error_message()) : s;
     }

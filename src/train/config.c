@@ -141,7 +141,9 @@ md_status md_search_config_check(const md_search_config *c) {
                                    "--space mobile");
     if (!(c->width_mult >= 0.05 && c->width_mult <= 8.0))
         return md_fail(MD_ERR_ARG, "--width-mult %g must be in 0.05..8", c->width_mult);
-    if (!(c->label_smoothing >= 0.0 && c->label_smoothing < 1.0))
+    if (!(c->label_smoothing >= 0.0 && c->label_smoothing < 1.0 &&
+          (float)c->label_smoothing < 1.0f &&
+          (c->label_smoothing == 0.0 || (float)c->label_smoothing >= FLT_MIN)))
         return md_fail(MD_ERR_ARG, "--label-smoothing %g must be in [0, 1)", c->label_smoothing);
     if (c->nesterov && !(c->momentum > 0))
         return md_fail(MD_ERR_ARG, "--nesterov 1 needs --momentum > 0");
@@ -261,7 +263,7 @@ md_status md_search_mobile_config(const md_search_config *c, md_mobile_config *o
             free(text);
         }
         if (s == MD_OK) {
-            s = md_mobile_config_parse(&v, c->space_file, out);
+            s = md_mobile_config_parse(&v, c->space_file, 1, out);
             md_json_value_free(&v);
         }
         if (s != MD_OK && s != MD_ERR_NOMEM) {
@@ -276,6 +278,9 @@ md_status md_search_mobile_config(const md_search_config *c, md_mobile_config *o
     char list[sizeof c->candidates];
     snprintf(list, sizeof list, "%s", c->candidates);
     out->ncand = 0;
+    size_t len = strlen(list);
+    if (list[0] == ',' || list[len - 1] == ',' || strstr(list, ",,"))
+        return md_fail(MD_ERR_ARG, "--candidates '%s': an empty op name", c->candidates);
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (out->ncand == MD_MOBILE_MAX_CANDIDATES)
             return md_fail(MD_ERR_ARG, "--candidates: at most %d ops", MD_MOBILE_MAX_CANDIDATES);

@@ -186,8 +186,7 @@ static md_status rebuild_history(const md_space *s, const md_mdl *m, const char 
             int op = -1;
             for (int k = 0; k < m->k; k++)
                 if (he[e * m->k + k] - (t ? he[e * m->k + k - (long)n] : 0) > 0.5) op = k;
-            if (op < 0) md_space_argmax(s, m->hist_p + t * n, choice + e); /* cannot happen */
-            else choice[e] = op;
+            choice[e] = op < 0 ? 0 : op; /* < 0: H^e did not grow, not in a checkpoint of ours */
             if (e == 0) acc = ha[choice[0]];
         }
         st = md_history_line(f, s, t, acc, choice, m, m->hist_p + t * n, he, ha);

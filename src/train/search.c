@@ -493,7 +493,46 @@ static md_status record_period(run_t *r, const int *a, const schedule *sc, doubl
 
 enum { RUN_FRESH = 1, RUN_RESUME, RUN_RESTART, RUN_FINISHED };
 
+/* A checkpoint of another space (a --space-file whose contents changed, other
+ * candidates) is this run's options error, not a corrupt file: it is refused
+ * before anything is read, and nothing is renamed. Checkpoints written before
+ * the space was recorded hold DARTS, whose settings are all options. */
+static md_status check_space(run_t *r, const md_st_file *f) {
+    const char *saved = md_st_meta_get(f, "space");
+    if (!saved) return MD_OK;
+    md_json j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_space_config_json(r->space, &j);
+    md_json_end_object(&j);
+    md_status s = j.failed ? md_fail(MD_ERR_NOMEM, "space settings") : MD_OK;
+    if (s != MD_OK || !strcmp(saved, j.buf)) {
+        md_json_free(&j);
+        return s;
+    }
+    char      keys[256] = "";
+    md_jvalue a, b;
+    if (md_json_parse(saved, f->path, &a) == MD_OK) {
+        if (md_json_parse(j.buf, "this run's space", &b) == MD_OK) {
+            for (int i = 0; i < b.count && b.type == MD_JOBJ; i++)
+                if (!md_json_equal(md_json_get(&a, b.keys[i]), &b.items[i])) {
+                    size_t used = strlen(keys);
+                    snprintf(keys + used, sizeof keys - used, "%s%s", used ? ", " : "", b.keys[i]);
+                }
+            md_json_value_free(&b);
+        }
+        md_json_value_free(&a);
+    }
+    md_json_free(&j);
+    return md_fail(MD_ERR_ARG,
+                   "%s was written for another search space than this run's (it differs in: %s): "
+                   "the space file's contents, --candidates or --width-mult changed. Rerun with "
+                   "the run's space, or choose another --out; nothing was changed",
+                   f->path, keys[0] ? keys : "its settings");
+}
+
 static md_status accept_checkpoint(void *ctx, const md_st_file *f) {
+    MD_TRY(check_space(ctx, f));
     md_ckpt_state cs = ckpt_state(ctx);
     md_status     s = md_ckpt_load(&cs, f);
     return s == MD_ERR_ARG ? MD_ERR_DATA : s; /* a bad value in the file */

@@ -213,8 +213,8 @@ void md_dwconv_backward_data(const md_dwconv *d, const float *dy, const float *w
 /* dw[ki][kj] += sum_{oh,ow} g[oh][ow] * in[oh*s + ki*dl][ow*s + kj*dl] over one padded
  * plane. For each kernel row ki, K accumulators of VW lanes run over every output
  * column block of every row and are summed once at the end: no horizontal reduction
- * per row (what dominated: an output row is only 8 to 64 wide). Lanes past OW are
- * masked by zero-padding g into gbuf. */
+ * per row (what dominated: an output row is only 8 to 64 wide). The columns
+ * past the last whole block of VW go through a scalar loop into the same lanes. */
 enum { VW = 16 };
 static inline void wgrad_const(const float *in, int wp, const float *g, int OH, int OW,
                                const int K, int s, int dl, double *acc) {
