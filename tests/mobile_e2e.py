@@ -20,6 +20,10 @@ batch 8: 6 steps an epoch, 2 epochs, periods of 3 steps). TEST is one of:
   space_changed  a stopped run whose --space-file then changes (an eps, a stage width) is
            refused (exit 2) naming the space, its checkpoints left as they were (none
            renamed .corrupt); with the file as it was, it resumes
+  margins  derive (stderr) and the end of a search report, per block / edge, the chosen op,
+           the runner-up, the margin and the periods behind it, and warn with the number
+           of tied distributions: a mobile search against p in state.json, and a
+           one-period DARTS search (p cannot move in one period: every edge tied)
   bad_input  --space, --width-mult, --candidates, --space-file (missing, not JSON, an
            unknown key, a block left with no candidate), --label-smoothing, --nesterov:
            each refused (exit 2) naming the option or the file, nothing written
@@ -209,6 +213,48 @@ def t_space_changed(tmp):
     print("   a changed space file refused twice (eps, widths), checkpoints kept; resumed after")
 
 
+def margin_lines(text):
+    return [l for l in text.splitlines() if " margin " in l]
+
+
+def tied_count(text):
+    import re
+    m = re.search(r"warning: (\d+) of (\d+) (blocks|edges) are tied", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, None)
+
+
+def t_margins(tmp):
+    data, d = folder(tmp), os.path.join(tmp, "run")
+    out, _ = run(search(data, d))
+    st = json.load(open(os.path.join(d, "state.json")))
+    ops, p, he = st["ops"], st["p_blocks"], st["he_blocks"]
+    zero = ops.index("zero")
+    want_tied = 0
+    for b, row in enumerate(p):
+        live = sorted(((q, -k) for k, q in enumerate(row) if q > 0 or k != zero), reverse=True)
+        want_tied += live[0][0] == live[1][0]
+    _, err = run(["derive", d])
+    lines = margin_lines(err)
+    check(len(lines) == 21, f"derive should report 21 blocks:\n{err[-1500:]}")
+    for b, line in enumerate(lines):
+        row = p[b]
+        best = max(range(len(row)), key=lambda k: (row[k], -k))
+        check(f" {ops[best]} " in line and f"{int(he[b][best])} period(s)" in line,
+              f"block {b + 1}: {line!r}; p {row}, H^e {he[b]}")
+    check(tied_count(err)[0] == want_tied and ("TIED" in err) == (want_tied > 0),
+          f"{want_tied} tied blocks expected:\n{err[-800:]}")
+    check(margin_lines(out) == lines, "the end of the search should print derive's report")
+    # DARTS, one period: no op can gain before a rival has been trained less often
+    dd = os.path.join(tmp, "darts")
+    out, _ = run(["search", "--dataset", "synthetic", "--subset", "64", "--epochs", "1",
+                  "--batch", "16", "--cells", "2", "--channels", "4", "--nodes", "2",
+                  "--threads", "1", "--out", dd])
+    check(tied_count(out) == (10, 10) and len(margin_lines(out)) == 10,
+          f"a one-period DARTS search: 10 of 10 edges tied expected:\n{out[-1500:]}")
+    print(f"   mobile: {want_tied} of 21 blocks tied, as state.json's p says; DARTS after one "
+          f"period: 10 of 10 edges tied, warned")
+
+
 def t_bad_input(tmp):
     data = folder(tmp)
 
@@ -255,7 +301,7 @@ def t_bad_input(tmp):
 
 
 TESTS = {"search": t_search, "resume": t_resume, "kill9": t_kill9, "np2": t_np2,
-         "space_changed": t_space_changed, "bad_input": t_bad_input}
+         "space_changed": t_space_changed, "margins": t_margins, "bad_input": t_bad_input}
 
 
 def init(binary, work):

@@ -298,7 +298,8 @@ def class_folder_val(root, info):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 4, 5) or (len(sys.argv) == 5 and sys.argv[4] != "clean"):
+    if (len(sys.argv) not in (2, 4, 5) or (len(sys.argv) == 5 and sys.argv[4] != "clean") or
+            sys.argv[1].startswith("-")):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     args = [int(a) for a in sys.argv[2:4]]

@@ -166,6 +166,9 @@ static void test_elementwise(void) {
         CHECK_OK(md_sgd_update(cpu, w.c.data, g.c.data, v.c.data, w.n, 0.1f, 0.9f, 3e-4f));
         CHECK_OK(md_sgd_update(gpu, w.g.data, g.g.data, v.g.data, w.n, 0.1f, 0.9f, 3e-4f));
         same("sgd w", &w, 1e-6), same("sgd momentum", &v, 1e-6);
+        CHECK_OK(md_sgd_update_nesterov(cpu, w.c.data, g.c.data, v.c.data, w.n, 0.1f, 0.9f, 4e-5f, 1));
+        CHECK_OK(md_sgd_update_nesterov(gpu, w.g.data, g.g.data, v.g.data, w.n, 0.1f, 0.9f, 4e-5f, 1));
+        same("sgd nesterov w", &w, 1e-6), same("sgd nesterov momentum", &v, 1e-6);
         dual *all[] = {&x, &y, &dy, &dx, &w, &g, &v};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) dual_free(all[i]);
     }
@@ -240,6 +243,8 @@ static void test_classifier(void) {
     lab[3] = K; /* a bad label is refused */
     CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
     CHECK(md_softmax_ce(gpu, &y.g, lab_g, &lg, NULL) == MD_ERR_ARG, "a label of %d was accepted", K);
+    lab[3] = K - 1; /* valid again: the CPU refuses a bad label, so they could not be compared */
+    CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
     /* the device-side loss: the same numbers, left in backend memory */
     {
         float *og = NULL, oc[2], oh[2];
@@ -251,6 +256,12 @@ static void test_classifier(void) {
         CHECK(fabsf(oc[0] - oh[0]) <= 1e-5f * fabsf(oc[0]) && oc[1] == oh[1],
               "loss_dev cpu %g/%g cuda %g/%g", oc[0], oc[1], oh[0], oh[1]);
         same("loss_dev dlogits (+=)", &d1, 1e-5);
+        CHECK_OK(md_loss_dev_smoothed(cpu, &y.c, lab, 0.1f, oc, &d1.c));
+        CHECK_OK(md_loss_dev_smoothed(gpu, &y.g, lab_g, 0.1f, og, &d1.g));
+        CHECK_OK(md_backend_download(gpu, oh, og, sizeof oh));
+        CHECK(fabsf(oc[0] - oh[0]) <= 1e-5f * fabsf(oc[0]) && oc[1] == oh[1],
+              "loss_dev smoothed cpu %g/%g cuda %g/%g", oc[0], oc[1], oh[0], oh[1]);
+        same("loss_dev smoothed dlogits (+=)", &d1, 1e-5);
         /* clip over two ranges of dw's buffer, norm from the backend */
         double *acc_g = (double *)(og + 2), acc_c[1];
         md_range rg[2] = {{0, 100}, {200, 300}};

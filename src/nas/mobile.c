@@ -414,7 +414,8 @@ md_status md_mobile_config_parse(const md_jvalue *o, const char *what, int user,
     for (int i = 0; i < o->count; i++) {
         const char *k = o->keys[i];
         int         ok = LISTED(k, file_keys) ||
-                 (!user && (LISTED(k, run_keys) || LISTED(k, state_keys) || !strncmp(k, "p_", 2)));
+                 (!user && (LISTED(k, run_keys) || LISTED(k, state_keys) || !strncmp(k, "p_", 2) ||
+                            !strncmp(k, "he_", 3)));
         if (!ok && user && LISTED(k, run_keys))
             return md_fail(MD_ERR_DATA, "%s: '%s' comes from the data or the options (--width-mult), "
                                         "not from a space file", what, k);

@@ -102,6 +102,12 @@ md_status md_runfiles_state(const char *out, const md_space *s, const md_mdl *m,
         md_json_key(&j, key);
         matrix_json(&j, m->p + (size_t)in->groups[g].first * in->k, in->groups[g].count, in->k);
     }
+    for (int g = 0; g < in->ngroups; g++) { /* H^e: the periods behind each op, for derive */
+        char key[64];
+        snprintf(key, sizeof key, "he_%s", in->groups[g].key);
+        md_json_key(&j, key);
+        matrix_json(&j, m->he + (size_t)in->groups[g].first * in->k, in->groups[g].count, in->k);
+    }
     md_json_key(&j, "genotype"), md_json_string(&j, summary);
     md_json_end_object(&j);
     char p[700];
@@ -243,6 +249,45 @@ md_status md_runfiles_trim_log(const char *path, int is_history, long keep, cons
     return MD_OK;
 }
 
+/* ---- how sure the derived architecture is ---------------------------------------- */
+
+/* Per distribution: the op derive takes (the most probable allowed op other
+ * than `none`, ties to the lower index) and its runner-up; tied when their p
+ * are equal, i.e. the tie-break chose, not the distribution. he may be NULL. */
+int md_margins_report(FILE *f, const md_space *s, const double *p, const double *he) {
+    const md_space_info *in = md_space_describe(s);
+    int                  tied = 0, K = in->k;
+    if (f) fprintf(f, "how sure the derived architecture is (per %s: chosen op and p, runner-up "
+                      "and p, the margin, the periods the chosen op was trained):\n",
+                   strcmp(in->name, "darts") ? "block" : "edge");
+    for (int g = 0; g < in->ngroups; g++)
+        for (int d = in->groups[g].first; d < in->groups[g].first + in->groups[g].count; d++) {
+            const double *q = p + (size_t)d * K;
+            int           best = -1, second = -1;
+            for (int k = 0; k < K; k++) {
+                if (!in->allowed[(size_t)d * K + k] || !strcmp(in->op_names[k], "none")) continue;
+                if (best < 0 || q[k] > q[best]) second = best, best = k;
+                else if (second < 0 || q[k] > q[second]) second = k;
+            }
+            if (best < 0) continue;
+            double margin = second >= 0 ? q[best] - q[second] : 1.0;
+            tied += second >= 0 && margin <= 0.0;
+            if (!f) continue;
+            char periods[32] = "?";
+            if (he) snprintf(periods, sizeof periods, "%.0f", he[(size_t)d * K + best]);
+            fprintf(f, "  %-15s %2d: %-12s %.4f  over %-12s %.4f  margin %+.4f  %s period(s)%s\n",
+                    in->groups[g].label, d - in->groups[g].first, in->op_names[best], q[best],
+                    second >= 0 ? in->op_names[second] : "-", second >= 0 ? q[second] : 0.0,
+                    margin, periods, second >= 0 && margin <= 0.0 ? "  TIED" : "");
+        }
+    if (f && tied)
+        fprintf(f, "warning: %d of %d %s are tied: p never separated their chosen op from the "
+                   "runner-up, so the op is the lower-index tie-break, not the distribution's "
+                   "choice. Search for more periods, or raise --alpha\n",
+                tied, in->dists, strcmp(in->name, "darts") ? "blocks" : "edges");
+    return tied;
+}
+
 /* ---- derive ---------------------------------------------------------------------------- */
 
 static md_status read_matrix(const md_jvalue *v, const char *name, const char *path, int rows,
@@ -290,14 +335,29 @@ md_status md_search_derive(const char *dir) {
         if (!in->allowed[i] && p[i] != 0)
             s = md_fail(MD_ERR_DATA, "%s: p of the masked op %s of distribution %zu is %g, not 0",
                         path, in->op_names[i % (size_t)in->k], i / (size_t)in->k, p[i]);
+    /* H^e: written since derive reports margins; an older state.json has none */
+    double *he = s == MD_OK ? calloc((size_t)in->dists * in->k, sizeof *he) : NULL;
+    for (int g = 0; he && g < in->ngroups; g++) {
+        char key[64];
+        snprintf(key, sizeof key, "he_%s", in->groups[g].key);
+        const md_jvalue *hv = md_json_get(&v, key);
+        if (!hv || read_matrix(hv, key, path, in->groups[g].count, in->k,
+                               he + (size_t)in->groups[g].first * in->k) != MD_OK) {
+            free(he);
+            he = NULL;
+        }
+    }
     char g[4096];
     if (s == MD_OK) s = md_space_summary(sp, p, g, sizeof g);
     if (s == MD_OK) {
         const md_jvalue *per = md_json_get(&v, "periods");
         printf("%s\n", g);
+        fflush(stdout);
         fprintf(stderr, "(%s after %d sampling period(s))\n", dir,
                 per && per->type == MD_JNUM ? (int)per->num : -1);
+        md_margins_report(stderr, sp, p, he);
     }
+    free(he);
     free(p);
     md_space_destroy(sp);
     md_json_value_free(&v);

@@ -766,6 +766,21 @@ static md_status make_backend(run_t *r) {
     return md_backend_cpu_create(threads_per_rank(r), &r->be);
 }
 
+/* The margins of the final architecture, on the terminal and in search.log. */
+static void report_margins(run_t *r) {
+    char  *text = NULL;
+    size_t len = 0;
+    FILE  *f = open_memstream(&text, &len);
+    if (!f) return; /* only a report */
+    md_margins_report(f, r->space, r->mdl.p, r->mdl.he);
+    if (fclose(f) == 0 && text) { /* longer than say's line */
+        printf("\n%s", text);
+        fflush(stdout);
+        if (r->log) fprintf(r->log, "\n%s", text), fflush(r->log);
+    }
+    free(text);
+}
+
 /* The space of the options, for the input the data gives. */
 static md_status make_space(const md_search_config *c, const md_source_info *in,
                             md_space **out) {
@@ -993,6 +1008,7 @@ static md_status search(run_t *r, int *stopped) {
     if (r->rank == 0) {
         /* state.json already holds the final p: it was written after the last period. */
         MD_TRY(md_runfiles_genotype(c->out, r->space, &r->mdl, genotype, sizeof genotype));
+        report_margins(r);
         say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
                "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
                "genotype.txt, p_heatmap.svg, tb/, checkpoints/\n",

@@ -85,6 +85,10 @@ md_status md_runfiles_genotype(const char *out, const md_space *s, const md_mdl 
 md_status md_history_line(FILE *f, const md_space *s, long period, double val_acc,
                           const int *choice, const md_mdl *m, const double *p, const double *he,
                           const double *ha);
+/* Per distribution of s: the op derive takes from p, its runner-up, the margin
+ * and the periods behind it (he: H^e, may be NULL), to f (NULL: count only);
+ * a warning when some are tied. Returns the number tied. */
+int       md_margins_report(FILE *f, const md_space *s, const double *p, const double *he);
 /* A log of a resumed run cut to the `keep` bytes its checkpoint recorded; one
  * shorter than that (lost in a crash) is repaired: history.jsonl rebuilt from
  * the distribution m, metrics.jsonl cut after its last whole line. */
