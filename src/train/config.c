@@ -216,9 +216,12 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
         md_json_key(j, "width_mult"), md_json_double(j, c->width_mult);
         md_json_key(j, "candidates"), md_json_string(j, c->candidates);
     }
-    md_json_key(j, "cells"), md_json_int(j, c->cells);
-    md_json_key(j, "channels"), md_json_int(j, c->channels);
-    md_json_key(j, "nodes"), md_json_int(j, c->nodes);
+    /* The DARTS space's options define a DARTS run only (listed in full). */
+    if (full || !strcmp(c->space, "darts")) {
+        md_json_key(j, "cells"), md_json_int(j, c->cells);
+        md_json_key(j, "channels"), md_json_int(j, c->channels);
+        md_json_key(j, "nodes"), md_json_int(j, c->nodes);
+    }
     md_json_key(j, "alpha"), md_json_double(j, c->alpha);
     md_json_key(j, "update"), md_json_string(j, md_mdl_rule_name(c->rule));
     md_json_key(j, "period_steps"), md_json_int(j, c->period_steps);

@@ -149,23 +149,31 @@ static md_status make_pd(md_cpu_backend *cb, const void *op_desc, const_dnnl_pri
     return MD_OK;
 }
 
+/* The forward primitive desc and its step (with its reorders). */
+static md_status forward_pd(md_cpu_backend *cb, const conv_mds *m, dnnl_primitive_desc_t *fpd) {
+    dnnl_convolution_desc_t fd;
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
+        &fd, dnnl_forward_training, dnnl_convolution_direct, &m->xa, &m->wa, NULL, &m->ya,
+        m->strides, m->dilates, m->pad_l, m->pad_r));
+    return make_pd(cb, &fd, NULL, fpd);
+}
+
+static md_status forward_step(md_cpu_backend *cb, cpu_conv *c, dnnl_primitive_desc_t fpd,
+                              const conv_mds *m) {
+    int                       kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+    const dnnl_memory_desc_t *mds[3] = {&m->x, &m->w, &m->y};
+    int                       out[3] = {0, 0, 1};
+    return step_init(cb, &c->fwd, fpd, 3, kinds, mds, out);
+}
+
 /* The forward primitive alone: small depthwise planes (below), whose backward
  * passes stay on ours. */
 static md_status conv_build_forward(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv *c) {
     conv_mds m;
     MD_TRY(conv_mds_init(d, &m));
-    dnnl_convolution_desc_t fd;
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
-        &fd, dnnl_forward_training, dnnl_convolution_direct, &m.xa, &m.wa, NULL, &m.ya, m.strides,
-        m.dilates, m.pad_l, m.pad_r));
     dnnl_primitive_desc_t fpd = NULL;
-    md_status             s = make_pd(cb, &fd, NULL, &fpd);
-    if (s == MD_OK) {
-        int                       kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-        const dnnl_memory_desc_t *mds[3] = {&m.x, &m.w, &m.y};
-        int                       out[3] = {0, 0, 1};
-        s = step_init(cb, &c->fwd, fpd, 3, kinds, mds, out);
-    }
+    md_status             s = forward_pd(cb, &m, &fpd);
+    if (s == MD_OK) s = forward_step(cb, c, fpd, &m);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     return s;
 }
@@ -173,10 +181,7 @@ static md_status conv_build_forward(md_cpu_backend *cb, const md_conv_desc *d, c
 static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv *c) {
     conv_mds m;
     MD_TRY(conv_mds_init(d, &m));
-    dnnl_convolution_desc_t fd, bdd, bwd;
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(
-        &fd, dnnl_forward_training, dnnl_convolution_direct, &m.xa, &m.wa, NULL, &m.ya, m.strides,
-        m.dilates, m.pad_l, m.pad_r));
+    dnnl_convolution_desc_t bdd, bwd;
     DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(
         &bdd, dnnl_convolution_direct, &m.xa, &m.wa, &m.ya, m.strides, m.dilates, m.pad_l, m.pad_r));
     DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(
@@ -184,15 +189,10 @@ static md_status conv_build(md_cpu_backend *cb, const md_conv_desc *d, cpu_conv 
         m.pad_r));
 
     dnnl_primitive_desc_t fpd = NULL, bdpd = NULL, bwpd = NULL;
-    md_status s = make_pd(cb, &fd, NULL, &fpd);
+    md_status s = forward_pd(cb, &m, &fpd);
     if (s == MD_OK) s = make_pd(cb, &bdd, fpd, &bdpd);
     if (s == MD_OK) s = make_pd(cb, &bwd, fpd, &bwpd);
-    if (s == MD_OK) {
-        int                       kinds[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-        const dnnl_memory_desc_t *mds[3] = {&m.x, &m.w, &m.y};
-        int                       out[3] = {0, 0, 1};
-        s = step_init(cb, &c->fwd, fpd, 3, kinds, mds, out);
-    }
+    if (s == MD_OK) s = forward_step(cb, c, fpd, &m);
     if (s == MD_OK) {
         int kinds[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
         const dnnl_memory_desc_t *mds[3] = {&m.y, &m.w, &m.x};
