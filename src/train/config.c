@@ -55,12 +55,12 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         return MD_OK;
     }
     if (!strcmp(preset, "imagenet-mobile")) {
-        /* ProxylessNAS's search recipe (MDENAS.md); 50 of ImageNet's ~1281 images
-         * per class held out, as a fraction of the training set. */
+        /* ProxylessNAS's search recipe (MDENAS.md). Its 50 training images per
+         * class held out are imagenet_prep's search_val split (its default
+         * --search-val-per-class 50), which the search validates on. */
         snprintf(c->space, sizeof c->space, "mobile");
         snprintf(c->dataset, sizeof c->dataset, "imagenet");
         c->image_size = 224;
-        c->val_fraction = 50.0 / 1281.0;
         c->epochs = 120;
         c->batch = 256;
         c->lr = 0.025, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
@@ -78,7 +78,6 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         c->image_size = 64;
         c->crop_scale[0] = 0.25;
         c->width_mult = 0.25;
-        c->val_fraction = 0.2;
         c->epochs = 10;
         c->batch = 16;
         c->lr = 0.05, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
