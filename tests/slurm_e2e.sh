@@ -215,6 +215,17 @@ wait_done() {   # wait_done JOBID SECONDS: until the job has ended for good
     echo "STILL-$(field "$1" JobState)"
 }
 
+wait_checkpoint() {   # wait_checkpoint JOBID DIR SECONDS: until DIR holds a checkpoint
+    local end=$(($(date +%s) + $3)) s
+    until compgen -G "$2/ckpt-*.safetensors" >/dev/null; do
+        [ "$(date +%s)" -lt "$end" ] || fail "no checkpoint in $2 after $3 s"
+        s=$(field "$1" JobState)
+        [ "$s" = RUNNING ] || [ "$s" = PENDING ] || [ "$s" = CONFIGURING ] ||
+            fail "job $1 is $s before its first checkpoint"
+        sleep 0.2
+    done
+}
+
 # 1. the reference, uninterrupted
 log "job 1: uninterrupted reference search ($NTASKS ranks, $REF_LAUNCH)"
 REF=$(submit ref "$REF_LAUNCH") || fail "sbatch failed"
@@ -230,14 +241,7 @@ log "job 2: the same search ($NTASKS ranks, $LAUNCH), USR1 at its first checkpoi
 RUN=$(submit run "$LAUNCH") || fail "sbatch failed"
 JOBS="$REF $RUN"
 CK=$T/work/run/checkpoints
-end=$(($(date +%s) + 180))
-until compgen -G "$CK/ckpt-*.safetensors" >/dev/null; do
-    [ "$(date +%s)" -lt "$end" ] || fail "no checkpoint in $CK after 180 s"
-    s=$(field "$RUN" JobState)
-    [ "$s" = RUNNING ] || [ "$s" = PENDING ] || [ "$s" = CONFIGURING ] ||
-        fail "job $RUN is $s before its first checkpoint"
-    sleep 0.2
-done
+wait_checkpoint "$RUN" "$CK" 180
 log "first checkpoint: $(cd "$CK" && ls ckpt-*.safetensors | head -n 1); scancel --signal=USR1 --batch $RUN"
 scancel --signal=USR1 --batch "$RUN" || fail "scancel --signal=USR1 --batch $RUN failed"
 s=$(wait_done "$RUN" 400)
@@ -291,14 +295,7 @@ IN=$(env MDENAS_BIN="$BIN" MDENAS_PREP_BIN="$PREP" MDENAS_IMAGENET="$T/tree" \
             --cpus-per-task=1 --time=15 "$ROOT/jobs/imagenet_search.slurm") || fail "sbatch failed"
 JOBS="$REF $RUN $IN"
 CK=$T/work/in/checkpoints
-end=$(($(date +%s) + 240))
-until compgen -G "$CK/ckpt-*.safetensors" >/dev/null; do
-    [ "$(date +%s)" -lt "$end" ] || fail "no checkpoint in $CK after 240 s"
-    s=$(field "$IN" JobState)
-    [ "$s" = RUNNING ] || [ "$s" = PENDING ] || [ "$s" = CONFIGURING ] ||
-        fail "job $IN is $s before its first checkpoint"
-    sleep 0.2
-done
+wait_checkpoint "$IN" "$CK" 240
 scancel --signal=USR1 --batch "$IN" || fail "scancel --signal=USR1 --batch $IN failed"
 s=$(wait_done "$IN" 400)
 OUTLOG=$T/work/in-$IN.out

@@ -12,6 +12,17 @@
 
 /* ---- configuration --------------------------------------------------------- */
 
+/* ProxylessNAS's search recipe (MDENAS.md), what both mobile presets share: the
+ * mobile space on ImageNet shards, SGD with Nesterov momentum 0.9, cosine to 0,
+ * weight decay 4e-5 except on BN, label smoothing 0.1, no clipping. */
+static void mobile_recipe(md_search_config *c) {
+    snprintf(c->space, sizeof c->space, "mobile");
+    snprintf(c->dataset, sizeof c->dataset, "imagenet");
+    c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
+    c->weight_decay = 4e-5, c->bn_decay = 0, c->label_smoothing = 0.1;
+    c->clip = 1e6;
+}
+
 md_status md_search_config_preset(md_search_config *c, const char *preset) {
     memset(c, 0, sizeof *c);
     snprintf(c->dataset, sizeof c->dataset, "fashion-mnist");
@@ -55,17 +66,14 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         return MD_OK;
     }
     if (!strcmp(preset, "imagenet-mobile")) {
-        /* ProxylessNAS's search recipe (MDENAS.md). Its 50 training images per
-         * class held out are imagenet_prep's search_val split (its default
-         * --search-val-per-class 50), which the search validates on. */
-        snprintf(c->space, sizeof c->space, "mobile");
-        snprintf(c->dataset, sizeof c->dataset, "imagenet");
+        /* Its 50 training images per class held out are imagenet_prep's
+         * search_val split (its default --search-val-per-class 50), which the
+         * search validates on. */
+        mobile_recipe(c);
         c->image_size = 224;
         c->epochs = 120;
         c->batch = 256;
-        c->lr = 0.025, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
-        c->weight_decay = 4e-5, c->bn_decay = 0, c->label_smoothing = 0.1;
-        c->clip = 1e6; /* ProxylessNAS does not clip */
+        c->lr = 0.025;
         c->log_every = 50;
         c->ckpt_every = 500;
         return MD_OK;
@@ -73,15 +81,14 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     if (!strcmp(preset, "mobile-tiny")) {
         /* Minutes on two cores: the mobile skeleton at a quarter of its widths on
          * 64-pixel crops of a small ImageNet-style tree (--data). */
-        snprintf(c->space, sizeof c->space, "mobile");
-        snprintf(c->dataset, sizeof c->dataset, "imagenet");
+        mobile_recipe(c);
         c->image_size = 64;
         c->crop_scale[0] = 0.25;
         c->width_mult = 0.25;
         c->epochs = 10;
         c->batch = 16;
-        c->lr = 0.05, c->lr_min = 0.0, c->momentum = 0.9, c->nesterov = 1;
-        c->weight_decay = 4e-5, c->bn_decay = 0, c->label_smoothing = 0.1;
+        c->lr = 0.05;
+        c->clip = 5.0; /* this short run keeps the default clip */
         c->alpha = 0.05;
         c->log_every = 5;
         c->ckpt_every = 20;
