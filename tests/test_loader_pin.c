@@ -60,7 +60,7 @@ static void pin_synthetic(int threads) {
     uint64_t         h1 = batches_hash(&cfg, 10, 3 * 12 * 12);
     cfg.world = 3, cfg.rank = 1;
     uint64_t h3 = batches_hash(&cfg, 10, 3 * 12 * 12);
-    cfg.world = 1, cfg.rank = 0, cfg.aug = (md_augment){0, 0}, cfg.shuffle = 0;
+    cfg.world = 1, cfg.rank = 0, cfg.aug = (md_augment){0, 0, 0}, cfg.shuffle = 0;
     uint64_t hp = batches_hash(&cfg, 8, 3 * 12 * 12);
     printf("synthetic, %d thread(s): %016llx %016llx %016llx\n", threads, (unsigned long long)h1,
            (unsigned long long)h3, (unsigned long long)hp);
@@ -92,7 +92,7 @@ static void pin_fashion(int threads) {
                           .threads = threads};
     uint64_t         ht = batches_hash(&t, 5, 784);
     md_loader_config v = t;
-    v.idx = va, v.n = nv, v.shuffle = 0, v.drop_last = 0, v.aug = (md_augment){0, 0};
+    v.idx = va, v.n = nv, v.shuffle = 0, v.drop_last = 0, v.aug = (md_augment){0, 0, 0};
     v.world = 1, v.rank = 0;
     uint64_t hv = batches_hash(&v, 3, 784);
     printf("fashion-mnist, %d thread(s): %016llx %016llx\n", threads, (unsigned long long)ht,

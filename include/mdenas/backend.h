@@ -181,6 +181,12 @@ md_status md_dropout_forward(md_backend *be, float p, md_rng *rng, const md_tens
                              const md_tensor *mask, const md_tensor *y);
 md_status md_dropout_backward(md_backend *be, const md_tensor *mask, const md_tensor *dy,
                               const md_tensor *dx);
+/* Rows of x scaled: y[r, ...] = x[r, ...] * s[r] over the dim[0] rows of x (s: dim[0]
+ * floats in backend memory); accumulate = 1 adds instead (y += x * s, what the
+ * backward of y = x * s is with x the output gradient). Drop-path is this with one
+ * scale per image (0 or 1/keep); dropout with one per element (x viewed as 1-D). */
+md_status md_row_scale(md_backend *be, const md_tensor *x, const float *s, const md_tensor *y,
+                       int accumulate);
 /* Mean softmax cross-entropy over the batch. labels: N int32 in backend memory,
  * each in [0, K). *loss is written on the host. dlogits (may be NULL) += d(loss)/d(logits). */
 md_status md_softmax_ce(md_backend *be, const md_tensor *logits, const int32_t *labels,

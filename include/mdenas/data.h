@@ -60,6 +60,8 @@ typedef struct {
     int crop_pad; /* random crop after zero padding by this many pixels; 0: off.
                      The padding is raw 0 (black), normalised like any pixel. */
     int flip;     /* random horizontal flip (after the crop), probability 1/2 */
+    int cutout;   /* DARTS's Cutout, after normalisation: a square of this side (clipped
+                     at the borders) centred on a uniform pixel is set to 0; 0: off */
 } md_augment;
 
 /* ---- sources ---------------------------------------------------------------------- */

@@ -42,6 +42,27 @@ md_status md_plan_loss_dev(md_plan *p, const int32_t *labels, float *out);
 md_status md_plan_loss_dev_smoothed(md_plan *p, const int32_t *labels, float smoothing,
                                     float *out);
 md_status md_plan_backward(md_plan *p);
+/* Plans with training-only noise (drop-path, dropout) or an auxiliary head: */
+int       md_plan_has_noise(const md_plan *p);
+int       md_plan_has_aux(const md_plan *p);
+/* Draw the masks of the next training forwards: every drop-path step keeps an
+ * image with probability 1 - drop_path (and scales it by 1 / (1 - drop_path)),
+ * every dropout step an element with 1 - its rate. The draws of global row
+ * row0 + i come from a stream keyed by (seed, counter, step, row0 + i), so a
+ * data-parallel replica holding rows [row0, row0 + rows) draws what one replica
+ * holding the whole batch would. drop_path = 0 and no dropout: none (NOISE
+ * steps pass their input through, as they always do outside training). */
+md_status md_plan_set_noise(md_plan *p, float drop_path, uint64_t seed, uint64_t counter,
+                            long row0);
+/* After md_plan_set_noise: the masks (host floats, md_plan_noise_floats of
+ * them in step order), for tests that replay them elsewhere. */
+const float *md_plan_noise_masks(const md_plan *p, size_t *n);
+/* With an auxiliary head, after a training forward: its loss (mean, weighted by
+ * the plan's auxiliary weight in the gradient) into backend memory out[0], its
+ * correct rows out[1]. Call after md_plan_loss_dev_smoothed. */
+md_status md_plan_aux_loss_dev(md_plan *p, const int32_t *labels, float smoothing, float *out);
+/* After forward: the auxiliary head's rows * classes logits into host memory. */
+md_status md_plan_aux_logits(const md_plan *p, float *out, size_t n);
 /* After forward: the n = rows * classes logits into host memory. */
 md_status md_plan_logits(const md_plan *p, float *out, size_t n);
 md_status md_plan_zero_grads(md_plan *p);

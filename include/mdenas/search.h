@@ -44,10 +44,20 @@ typedef struct {
     int         tf32;       /* CUDA: TF32 tensor-core math for fp32 */
     int         cuda_graphs; /* CUDA, one rank: replay each plan's step as a graph */
     char        out[512];  /* run directory */
+    /* `mdenas_mpi train`: a fixed network trained on the whole training set and
+     * evaluated on the test split every epoch (docs/usage.md, "Training"). */
+    int         train;
+    char        genotype[1024]; /* a run directory, genotype.json, net.config, a
+                                   Genotype(...) string or a published name */
+    double      aux_weight;     /* DARTS: auxiliary head's loss weight (0: no head) */
+    double      drop_path;      /* DARTS: drop-path probability, ramped from 0 over the epochs */
+    double      dropout;        /* before the classifier */
+    int         cutout;         /* side of the cutout square in pixels (0: off) */
 } md_search_config;
 
 /* Defaults, then a preset's values ("cifar10", "tiny", "imagenet-mobile",
- * "mobile-tiny", "" for none). */
+ * "mobile-tiny"; for `train`: "cifar10-final", "fashion-final",
+ * "imagenet-mobile-final"; "" for none). */
 md_status md_search_config_preset(md_search_config *c, const char *preset);
 /* Cross-field checks; the message names the option. */
 md_status md_search_config_check(const md_search_config *c);
@@ -74,6 +84,11 @@ void      md_search_catch_stop_signals(void);
 /* Print what a checkpoint holds; MD_ERR_DATA/MD_ERR_IO naming the file if it is
  * not a valid mdenas checkpoint. */
 md_status md_ckpt_inspect(const char *path, FILE *out);
+
+/* Evaluate the network a train run left in `dir` (net.json, weights.safetensors)
+ * on its dataset's test split, printing top-1, top-5, loss, parameters and
+ * multiply-adds to out. MD_ERR_ARG/DATA/IO naming the file on bad input. */
+md_status md_train_eval(const char *dir, FILE *out);
 
 /* Print the genotype of the run in `dir` (finished or not) to stdout. */
 md_status md_search_derive(const char *dir);

@@ -64,6 +64,10 @@ void      md_space_config_json(const md_space *s, md_json *j);
  * MD_ERR_ARG for a space without such names. */
 md_status md_space_export_weights(const md_space *s, const md_model *m, const int *choice,
                                   const char *path);
+/* The reverse: weights and statistics from such a file into m (names, dtypes and
+ * shapes checked; MD_ERR_DATA naming the file and tensor). */
+md_status md_space_import_weights(const md_space *s, md_model *m, const int *choice,
+                                  const char *path);
 /* A space again from what md_space_config_json wrote (or from a state.json
  * written before spaces had names: DARTS, its "nodes"); `what` names the file. */
 md_status md_space_from_json(const md_jvalue *obj, const char *what, md_space **out);
@@ -79,6 +83,36 @@ typedef struct {
 } md_darts_config;
 
 md_status md_space_darts_create(const md_darts_config *cfg, md_space **out);
+
+/* ---- the DARTS evaluation network of a genotype ----------------------------------- */
+
+#define MD_DARTS_NET_MAX_NODES 6
+
+/* NetworkCIFAR of DARTS (quark0/darts cnn/model.py): stem 3x3 conv to 3C + BN,
+ * `cells` cells of the genotype (reductions at 1/3 and 2/3 of the depth), every
+ * BN affine, no BN after pools, drop-path on every op but the identity, an
+ * optional auxiliary head after the cell at 2/3 depth, dropout before the
+ * classifier. A fixed network: as a space it has one distribution per gene, each
+ * with the gene's op as its only candidate. Weights carry DARTS's state_dict
+ * names (docs/formats.md). */
+typedef struct {
+    md_darts_config net;   /* image, classes, cells (20), channels (36), nodes (from the genotype) */
+    int   gene[2][2 * MD_DARTS_NET_MAX_NODES][2]; /* [normal, reduce][gene] = {op, input} */
+    int   auxiliary;       /* the auxiliary head (needs an 8x8 map at 2/3 depth) */
+    float aux_weight;      /* its loss weight (0.4) */
+    float dropout;         /* before the classifier */
+} md_darts_net_config;
+
+/* The genes of a DARTS genotype: a `Genotype(normal=[('sep_conv_3x3', 0), ...],
+ * normal_concat=range(2, 6), reduce=[...], reduce_concat=range(2, 6))` string, or
+ * the name of a published one ("mdenas": the MdeNAS authors' CIFAR-10 cell,
+ * "darts_v2"). Sets c->gene and c->net.nodes; `what` names the source. */
+md_status md_darts_genotype_parse(const char *text, const char *what, md_darts_net_config *c);
+md_status md_space_darts_net_create(const md_darts_net_config *c, md_space **out);
+/* Parameters with and without the auxiliary head, multiply-adds without it
+ * (what inference runs), per image at the configured input size. */
+md_status md_darts_net_count(const md_darts_net_config *c, double *params, double *params_no_aux,
+                             double *madds);
 
 /* ---- mobile (MBConv blocks) ---------------------------------------------------- */
 
@@ -102,6 +136,9 @@ typedef struct {
     md_mbconv cand[MD_MOBILE_MAX_CANDIDATES]; /* zero, if present, is masked where no residual */
     double bn_eps;
     int exact_widths;          /* widths as given (a released net's), not scaled and rounded */
+    double dropout;            /* before the classifier (a network being trained; 0: none) */
+    int nfixed;                /* > 0: a fixed network, block d takes candidate fixed[d] only */
+    int fixed[MD_MOBILE_MAX_BLOCKS];
 } md_mobile_config;
 
 /* ProxylessNAS's GPU search supernet (MDENAS.md): stem 32, first block 3x3
@@ -129,6 +166,9 @@ md_status md_mobile_from_net_config(const md_jvalue *net, const char *what, int 
  * distribution) at the space's input size, counted as ProxylessNAS does:
  * conv and linear weights + biases + BN affine; multiply-adds of conv and linear. */
 md_status md_space_count(const md_space *s, const int *choice, double *params, double *madds);
+/* The same without the parts that run in training only (an auxiliary head). */
+md_status md_space_count_inference(const md_space *s, const int *choice, double *params,
+                                   double *madds);
 /* The most probable allowed op per distribution (ties: the lower op index). */
 void      md_space_argmax(const md_space *s, const double *p, int *choice);
 

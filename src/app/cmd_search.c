@@ -63,6 +63,11 @@ static const option options[] = {
     OPT("--ckpt-every", OPT_INT, ckpt_every, "steps between checkpoints (0: period ends only)"),
     OPT("--keep", OPT_INT, keep, "checkpoints kept, at least 2"),
     OPT("--out", OPT_STR, out, "run directory; run the same command again to resume it"),
+    OPT("--genotype", OPT_STR, genotype, "train: the network: a search's run directory, its genotype.json or net.config, a Genotype(...) string, or mdenas | darts_v2"),
+    OPT("--aux-weight", OPT_DOUBLE, aux_weight, "train, DARTS: auxiliary head's loss weight (0: no head)"),
+    OPT("--drop-path", OPT_DOUBLE, drop_path, "train, DARTS: drop-path probability, ramped linearly from 0"),
+    OPT("--dropout", OPT_DOUBLE, dropout, "train: dropout before the classifier"),
+    OPT("--cutout", OPT_INT, cutout, "train: cutout square side in pixels (0: off)"),
 };
 enum { NOPT = sizeof options / sizeof *options };
 
@@ -79,6 +84,39 @@ static void show_value(const option *o, const md_search_config *c, char *buf, si
     case OPT_PAIR:
         snprintf(buf, len, "%g,%g", ((const double *)p)[0], ((const double *)p)[1]);
         break;
+    }
+}
+
+void md_train_usage(FILE *f) {
+    md_search_config d;
+    md_search_config_preset(&d, "");
+    d.train = 1;
+    fprintf(f, "usage: mdenas_mpi train --genotype G [--preset NAME] [options]\n\n"
+               "Trains the network of a genotype from scratch on the whole training set and\n"
+               "reports test top-1/top-5 every epoch. G: a search's run directory (its\n"
+               "genotype.json; a mobile search's net.config), either file, a DARTS\n"
+               "Genotype(...) string, or a published cell: mdenas (the MdeNAS authors'\n"
+               "CIFAR-10 cell), darts_v2.\n"
+               "  --preset NAME          cifar10-final: DARTS's evaluation network and recipe:\n"
+               "                         20 cells, C=36, batch 96, SGD 0.025 cosine to 0,\n"
+               "                         momentum 0.9, wd 3e-4, clip 5, auxiliary head 0.4,\n"
+               "                         cutout 16, drop-path 0.2, dropout 0.2, 600 epochs on\n"
+               "                         CIFAR-10 (--data DIR);\n"
+               "                         fashion-final: minutes on 2 CPU cores: 5 cells, C=8,\n"
+               "                         4 epochs on 10000 Fashion-MNIST images, cutout 8;\n"
+               "                         imagenet-mobile-final: a mobile net (--genotype of a\n"
+               "                         mobile search) on ImageNet shards, ProxylessNAS's\n"
+               "                         recipe (Nesterov, lr 0.4 cosine, batch 1024, wd 4e-5,\n"
+               "                         label smoothing 0.1, dropout 0.1, 300 epochs).\n"
+               "                         Options after it override it.\n"
+               "Writes weights.safetensors (DARTS NetworkCIFAR or ProxylessNAS names,\n"
+               "docs/formats.md), net.json and result.json into --out; mdenas_mpi eval RUNDIR\n"
+               "evaluates it again. Checkpoints, signals (exit 75) and resuming by running the\n"
+               "same command again work as for search. Search-only options are ignored.\n");
+    for (int i = 0; i < NOPT; i++) {
+        char v[64];
+        show_value(&options[i], &d, v, sizeof v);
+        fprintf(f, "  %-22s %s (default %s)\n", options[i].name, options[i].help, v);
     }
 }
 
@@ -154,20 +192,23 @@ static int parse_value(const option *o, const char *s, md_search_config *c) {
 }
 
 /* 0: parsed; 2: usage error (message printed). */
-int md_search_parse(int argc, char **argv, md_search_config *c) {
-    const char *preset = "";
+int md_search_parse(int argc, char **argv, int train, md_search_config *c) {
+    const char *preset = "", *cmd = train ? "train" : "search";
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--preset")) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "mdenas_mpi search: --preset needs a value\n");
+                fprintf(stderr, "mdenas_mpi %s: --preset needs a value\n", cmd);
                 return 2;
             }
             preset = argv[++i];
         }
     if (md_search_config_preset(c, preset) != MD_OK) {
-        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        fprintf(stderr, "mdenas_mpi %s: %s\n", cmd, md_error_message());
         return 2;
     }
+    c->train = train;
+    if (!train) /* the training presets' DARTS parts mean nothing to a search */
+        c->aux_weight = c->drop_path = c->dropout = 0, c->cutout = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--preset")) {
             i++;
@@ -177,8 +218,9 @@ int md_search_parse(int argc, char **argv, md_search_config *c) {
         for (int k = 0; k < NOPT && !o; k++)
             if (!strcmp(argv[i], options[k].name)) o = &options[k];
         if (!o) {
-            fprintf(stderr, "mdenas_mpi search: unknown option '%s'\n\n", argv[i]);
-            md_search_usage(stderr);
+            fprintf(stderr, "mdenas_mpi %s: unknown option '%s'\n\n", cmd, argv[i]);
+            if (train) md_train_usage(stderr);
+            else md_search_usage(stderr);
             return 2;
         }
         if (o->type == OPT_FLAG) {
@@ -186,17 +228,17 @@ int md_search_parse(int argc, char **argv, md_search_config *c) {
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "mdenas_mpi search: %s needs a value (%s)\n", o->name, o->help);
+            fprintf(stderr, "mdenas_mpi %s: %s needs a value (%s)\n", cmd, o->name, o->help);
             return 2;
         }
         if (parse_value(o, argv[++i], c)) {
-            fprintf(stderr, "mdenas_mpi search: %s '%s' is not a valid value (%s)\n", o->name,
+            fprintf(stderr, "mdenas_mpi %s: %s '%s' is not a valid value (%s)\n", cmd, o->name,
                     argv[i], o->help);
             return 2;
         }
     }
     if (md_search_config_resolve(c) != MD_OK) {
-        fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        fprintf(stderr, "mdenas_mpi %s: %s\n", cmd, md_error_message());
         return 2;
     }
     return 0;
@@ -236,7 +278,7 @@ void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
         fputs(" && ", f);
     }
     put_word(f, prog);
-    fputs(" search", f);
+    fputs(c->train ? " train" : " search", f);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             i++;

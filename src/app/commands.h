@@ -7,7 +7,9 @@
 #include "mdenas/search.h"
 
 void md_search_usage(FILE *f);
-int  md_search_parse(int argc, char **argv, md_search_config *c);
+void md_train_usage(FILE *f);
+/* train = 1: `mdenas_mpi train`'s options. 0: parsed; 2: usage error (printed). */
+int  md_search_parse(int argc, char **argv, int train, md_search_config *c);
 /* After a stop: the exact command that resumes the run (its --out absolute). */
 void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
                             const md_search_config *c, int world);

@@ -21,6 +21,10 @@ static void usage(FILE *f) {
             "commands:\n"
             "  search [options]     run the MdeNAS search (mdenas_mpi search --help)\n"
             "  derive RUNDIR        print the genotype of a run, finished or not\n"
+            "  train --genotype G   train a found network from scratch, evaluating it on the\n"
+            "                       test split every epoch (mdenas_mpi train --help)\n"
+            "  eval RUNDIR          test top-1/top-5, parameters and multiply-adds of a\n"
+            "                       trained network (a train run's directory)\n"
             "  inspect CHECKPOINT   check a checkpoint and print what it holds\n"
             "  info [--threads N]   print the build, the compute backends and the MPI world,\n"
             "                       after a self-check that runs one op on each backend\n"
@@ -112,13 +116,17 @@ static int wants_help(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_search(const char *prog, int argc, char **argv, int rank, int world) {
+static int cmd_search(const char *prog, int argc, char **argv, int rank, int world, int train) {
+    const char *cmd = train ? "train" : "search";
     if (wants_help(argc, argv)) {
-        if (rank == 0) md_search_usage(stdout);
+        if (rank == 0) {
+            if (train) md_train_usage(stdout);
+            else md_search_usage(stdout);
+        }
         return 0;
     }
     md_search_config c;
-    if (md_search_parse(argc, argv, &c)) return 2;
+    if (md_search_parse(argc, argv, train, &c)) return 2;
     md_comm *comm = NULL;
     int      stopped = 0;
     md_status s = md_comm_create_world(&comm);
@@ -129,10 +137,10 @@ static int cmd_search(const char *prog, int argc, char **argv, int rank, int wor
     /* Bad options or a run directory this run may not use: every rank got the
      * same verdict from rank 0, which says why. */
     if (s == MD_ERR_ARG) {
-        if (rank == 0) fprintf(stderr, "mdenas_mpi search: %s\n", md_error_message());
+        if (rank == 0) fprintf(stderr, "mdenas_mpi %s: %s\n", cmd, md_error_message());
         return 2;
     }
-    fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", rank, world, md_error_message());
+    fprintf(stderr, "mdenas_mpi %s (rank %d of %d): %s\n", cmd, rank, world, md_error_message());
     return 1;
 }
 
@@ -172,13 +180,28 @@ static int cmd_derive(int argc, char **argv, int rank) {
                             argc, argv, rank, md_search_derive, 1);
 }
 
+static md_status eval_to_stdout(const char *path) {
+    return md_train_eval(path, stdout);
+}
+
+static int cmd_eval(int argc, char **argv, int rank) {
+    return one_path_command("eval",
+                            "usage: mdenas_mpi eval RUNDIR\n"
+                            "Evaluates the network a `mdenas_mpi train` run trained (its "
+                            "net.json and weights.safetensors)\non the test split: top-1, "
+                            "top-5, loss, parameters and multiply-adds. OMP_NUM_THREADS sets "
+                            "the\nCPU threads.\n",
+                            argc, argv, rank, eval_to_stdout, 2);
+}
+
 int main(int argc, char **argv) {
     /* Output piped into `head` that has exited: writes fail with EPIPE (and the
      * run goes on, logging to its run directory) instead of killing it. */
     signal(SIGPIPE, SIG_IGN);
     /* A search takes stop signals from the very start: a Slurm signal during
      * MPI start-up then stops it (exit 75) instead of killing it. */
-    if (argc > 1 && !strcmp(argv[1], "search")) md_search_catch_stop_signals();
+    if (argc > 1 && (!strcmp(argv[1], "search") || !strcmp(argv[1], "train")))
+        md_search_catch_stop_signals();
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -192,7 +215,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "--version")) {
         if (rank == 0) printf("mdenas_mpi %s\n", MDENAS_VERSION);
     } else if (!strcmp(argv[1], "search")) {
-        rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world);
+        rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world, 0);
+    } else if (!strcmp(argv[1], "train")) {
+        rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world, 1);
+    } else if (!strcmp(argv[1], "eval")) {
+        rc = cmd_eval(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "inspect")) {
         rc = cmd_inspect(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "derive")) {

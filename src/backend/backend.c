@@ -536,6 +536,17 @@ md_status md_dropout_backward(md_backend *be, const md_tensor *mask, const md_te
     return be->vt->mul_add(be, mask->data, dy->data, dx->data, md_tensor_numel(mask));
 }
 
+md_status md_row_scale(md_backend *be, const md_tensor *x, const float *s, const md_tensor *y,
+                       int accumulate) {
+    MD_TRY(want_any("row_scale", "input", x));
+    MD_TRY(want_same("row_scale", "output", y, x));
+    if (!s) return md_fail(MD_ERR_ARG, "row_scale: the scales are missing");
+    size_t rows = (size_t)x->dim[0];
+    if (rows == 0) return MD_OK;
+    return be->vt->row_scale(be, x->data, s, y->data, rows, md_tensor_numel(x) / rows,
+                             accumulate);
+}
+
 static md_status logits_check(const char *op, const md_tensor *logits, const int32_t *labels) {
     char a[64];
     if (!logits || !logits->data || logits->ndim != 2 || logits->dim[0] <= 0 ||

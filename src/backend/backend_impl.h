@@ -69,6 +69,9 @@ typedef struct md_backend_vtable {
                                  const md_tensor *mask, const md_tensor *y);
     md_status (*mul_add)(md_backend *be, const float *a, const float *b, float *y,
                          size_t n); /* y += a*b */
+    /* y[r*inner + i] (+)= x[r*inner + i] * s[r] over rows r: drop-path, dropout */
+    md_status (*row_scale)(md_backend *be, const float *x, const float *s, float *y, size_t rows,
+                           size_t inner, int accumulate);
     md_status (*softmax_ce)(md_backend *be, const md_tensor *logits, const int32_t *labels,
                             float *loss, const md_tensor *dlogits);
     md_status (*top1_correct)(md_backend *be, const md_tensor *logits, const int32_t *labels,

@@ -17,6 +17,17 @@ typedef struct {
     float             lut[3][256]; /* normalised value of each byte, per channel */
 } memory_source;
 
+/* Cutout as DARTS (utils.Cutout): rows [cy - L/2, cy + L/2) and the same
+ * columns, clipped to the image, are zero in every channel. */
+static void cutout(float *x, int c, int h, int w, int cy, int cx, int side) {
+    int y0 = cy - side / 2, y1 = cy + side / 2, x0 = cx - side / 2, x1 = cx + side / 2;
+    y0 = y0 < 0 ? 0 : y0, x0 = x0 < 0 ? 0 : x0;
+    y1 = y1 > h ? h : y1, x1 = x1 > w ? w : x1;
+    for (int ch = 0; ch < c; ch++)
+        for (int y = y0; y < y1; y++)
+            for (int xx = x0; xx < x1; xx++) x[((size_t)ch * h + y) * w + xx] = 0.0f;
+}
+
 /* Crop (zero padding of the raw image, then a window offset by dy, dx in
  * [-pad, pad]), then an optional mirror, then normalisation. */
 static void make_image(const memory_source *m, const uint8_t *src, md_rng *r, float *dst) {
@@ -28,6 +39,12 @@ static void make_image(const memory_source *m, const uint8_t *src, md_rng *r, fl
     }
     if (m->aug.flip) mirror = (int)(md_rng_u32(r) >> 31);
     int h = ds->h, w = ds->w;
+    int cy = -1, cx = -1; /* the cutout's centre: drawn after the crop and flip */
+    if (m->aug.cutout > 0) {
+        cy = (int)md_data_below(r, (uint32_t)h);
+        cx = (int)md_data_below(r, (uint32_t)w);
+    }
+    float *image = dst;
     for (int ch = 0; ch < ds->c; ch++) {
         const float   *lut = m->lut[ch];
         const uint8_t *plane = src + (size_t)ch * h * w;
@@ -45,6 +62,7 @@ static void make_image(const memory_source *m, const uint8_t *src, md_rng *r, fl
             }
         }
     }
+    if (cy >= 0) cutout(image, ds->c, h, w, cy, cx, m->aug.cutout);
 }
 
 static md_status memory_get(md_source *s, void *worker, int i, md_rng *r, float *x, int32_t *y) {
@@ -80,6 +98,8 @@ static md_status check_memory(const md_dataset *ds, const int *idx, int n, md_au
     if (!idx || n < 1) return md_fail(MD_ERR_ARG, "loader: %d samples (must be >= 1)", n);
     if (aug.crop_pad < 0 || aug.crop_pad > 4096)
         return md_fail(MD_ERR_ARG, "loader: crop padding %d", aug.crop_pad);
+    if (aug.cutout < 0 || aug.cutout > 4096)
+        return md_fail(MD_ERR_ARG, "loader: cutout side %d", aug.cutout);
     for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= ds->n)
             return md_fail(MD_ERR_ARG, "loader: index %d at position %d is outside %s's %d samples",

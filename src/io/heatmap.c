@@ -2,6 +2,7 @@
  * of p over the periods in every cell. Plain SVG 1.1 (no scripts, no fonts or
  * images from elsewhere), so any browser or viewer opens it. */
 #include "mdenas/runlog.h"
+#include "mdenas/plot.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -47,7 +48,8 @@ static void colour_of(double v, double vmax, char out[8]) {
     snprintf(out, 8, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
 }
 
-static void put_text(FILE *f, const char *s) {
+/* XML text: the five specials escaped, control characters dropped. */
+void md_svg_text(FILE *f, const char *s) {
     for (; *s; s++) {
         switch (*s) {
         case '&':
@@ -142,7 +144,7 @@ static void write_header(FILE *f, const layout *L) {
                "</linearGradient></defs>\n");
     fprintf(f, "<rect x=\"0\" y=\"0\" width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
     fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"18\" font-weight=\"bold\">", MARGIN);
-    put_text(f, h->title ? h->title : "Operation probabilities over the search");
+    md_svg_text(f, h->title ? h->title : "Operation probabilities over the search");
     fprintf(f,
             "</text>\n<text x=\"%d\" y=\"50\" font-size=\"12\" fill=\"#444444\">Colour and "
             "number: p after period %d. Line: p over periods 1..%d. Outlined: the most "
@@ -169,11 +171,11 @@ static void write_cell(FILE *f, const layout *L, int g, int e, int op, double x,
             "<rect class=\"cell\" x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"%s\" "
             "stroke=\"#ffffff\"><title>",
             x, y, CELL_W, CELL_H, fill);
-    put_text(f, h->group_names && h->group_names[g] ? h->group_names[g] : "");
+    md_svg_text(f, h->group_names && h->group_names[g] ? h->group_names[g] : "");
     fputs(" ", f);
-    put_text(f, edge_label(h, g, e, label));
+    md_svg_text(f, edge_label(h, g, e, label));
     fputs(", ", f);
-    put_text(f, h->op_names[op]);
+    md_svg_text(f, h->op_names[op]);
     fprintf(f, ": p = %.4f (period 1: %.4f)</title></rect>\n", v, first);
     if (best)
         fprintf(f,
@@ -207,7 +209,7 @@ static double write_panel(FILE *f, const layout *L, int g, double top) {
     fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"14\" font-weight=\"bold\">", MARGIN,
             top + 14);
     if (h->group_names && h->group_names[g])
-        put_text(f, h->group_names[g]);
+        md_svg_text(f, h->group_names[g]);
     else
         fprintf(f, "group %d", g);
     fputs("</text>\n", f);
@@ -218,7 +220,7 @@ static double write_panel(FILE *f, const layout *L, int g, double top) {
                     by, HEADER_TILT, cx - 4, by);
         else
             fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", cx, by);
-        put_text(f, h->op_names[op]);
+        md_svg_text(f, h->op_names[op]);
         fputs("</text>\n", f);
     }
     for (int e = 0; e < h->edges_per_group; e++) {
@@ -226,7 +228,7 @@ static double write_panel(FILE *f, const layout *L, int g, double top) {
         char   buf[32];
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", grid_x - 8,
                 y + CELL_H / 2.0 + 4);
-        put_text(f, edge_label(h, g, e, buf));
+        md_svg_text(f, edge_label(h, g, e, buf));
         fputs("</text>\n", f);
         int best = 0;
         for (int op = 1; op < h->k; op++)

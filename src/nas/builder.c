@@ -44,7 +44,15 @@ int md_build_buf(md_builder *b, int c, int h, int w) {
 }
 
 static void add_step(md_builder *b, const md_step *st) {
-    if (md_build_ok(b) && b->mode == MD_BUILD_EMIT) b->status = md_plan_add_step(b->plan, st);
+    if (!md_build_ok(b) || b->mode != MD_BUILD_EMIT) return;
+    md_step s = *st;
+    s.train_only = b->train_only;
+    b->status = md_plan_add_step(b->plan, &s);
+}
+
+static void count(md_builder *b, double params, double madds) {
+    b->params += params, b->madds += madds;
+    if (b->train_only) b->train_params += params, b->train_madds += madds;
 }
 
 enum { PARAMS, STATS };
@@ -98,7 +106,7 @@ int md_build_conv(md_builder *b, const char *name, int in, int c_out, int k, int
     int out = md_build_buf(b, c_out, oh, ow);
     if (!md_build_ok(b)) return MD_BUILD_NONE;
     double weights = (double)c_out * (d.c_in / groups) * k * k;
-    b->params += weights, b->madds += weights * oh * ow;
+    count(b, weights, weights * oh * ow);
     if (b->mode != MD_BUILD_EMIT) return out;
     md_step st = step_of(MD_STEP_CONV, in, out);
     st.w = w;
@@ -119,7 +127,7 @@ int md_build_bn(md_builder *b, const char *name, int in, int affine, float eps) 
         md_build_name(n2, name, ".beta");
         st.gamma = tensor(b, PARAMS, n1, 1, &c);
         st.beta = tensor(b, PARAMS, n2, 1, &c);
-        b->params += 2.0 * c;
+        count(b, 2.0 * c, 0.0);
     }
     md_build_name(n1, name, ".running_mean");
     md_build_name(n2, name, ".running_var");
@@ -143,7 +151,8 @@ int md_build_relu(md_builder *b, int in) {
     if (!md_build_ok(b)) return MD_BUILD_NONE;
     if (b->plan->bufs[in].relu >= 0) return b->plan->bufs[in].relu;
     int out = activation(b, in, MD_STEP_RELU);
-    if (md_build_ok(b)) b->plan->bufs[in].relu = out;
+    /* One made for a training-only part does not run outside training: not shared. */
+    if (md_build_ok(b) && !b->train_only) b->plan->bufs[in].relu = out;
     return out;
 }
 
@@ -152,13 +161,43 @@ int md_build_relu6(md_builder *b, int in) {
 }
 
 int md_build_pool(md_builder *b, int in, md_pool_kind kind, int stride) {
+    return md_build_pool_k(b, in, kind, 3, stride, 1);
+}
+
+int md_build_pool_k(md_builder *b, int in, md_pool_kind kind, int k, int stride, int pad) {
     if (!md_build_ok(b)) return MD_BUILD_NONE;
     const md_tensor *x = md_build_shape(b, in);
-    md_step          st = step_of(MD_STEP_POOL, in, MD_BUILD_NONE);
-    st.pool = (md_pool_desc){.kind = kind, .k = 3, .stride = stride, .pad = 1};
-    st.out = md_build_buf(b, x->dim[1], (x->dim[2] - 1) / stride + 1, (x->dim[3] - 1) / stride + 1);
+    int              oh = (x->dim[2] + 2 * pad - k) / stride + 1;
+    int              ow = (x->dim[3] + 2 * pad - k) / stride + 1;
+    if (k < 1 || stride < 1 || pad < 0 || 2 * pad > k || x->dim[2] + 2 * pad < k ||
+        x->dim[3] + 2 * pad < k) {
+        b->status = md_fail(MD_ERR_ARG,
+                            "plan: a %dx%d pool (stride %d, padding %d) does not fit a %dx%d "
+                            "input",
+                            k, k, stride, pad, x->dim[2], x->dim[3]);
+        return MD_BUILD_NONE;
+    }
+    md_step st = step_of(MD_STEP_POOL, in, MD_BUILD_NONE);
+    st.pool = (md_pool_desc){.kind = kind, .k = k, .stride = stride, .pad = pad};
+    st.out = md_build_buf(b, x->dim[1], oh, ow);
     add_step(b, &st);
     return st.out;
+}
+
+int md_build_noise(md_builder *b, int in, md_noise_kind kind, float rate) {
+    if (!md_build_ok(b)) return MD_BUILD_NONE;
+    if (!(rate >= 0.0f && rate < 1.0f)) {
+        b->status = md_fail(MD_ERR_ARG, "plan: dropout probability %g must be in [0, 1)",
+                            (double)rate);
+        return MD_BUILD_NONE;
+    }
+    const md_tensor *x = md_build_shape(b, in);
+    int              out = md_build_buf(b, x->dim[1], x->dim[2], x->dim[3]);
+    md_step          st = step_of(MD_STEP_NOISE, in, out);
+    st.noise = kind;
+    st.rate = rate;
+    add_step(b, &st);
+    return out;
 }
 
 int md_build_multi(md_builder *b, md_step_kind kind, const int *in, int n, int c) {
@@ -195,17 +234,31 @@ int md_build_zero(md_builder *b, int c, int h, int w) {
 }
 
 int md_build_classifier(md_builder *b, int in, int classes) {
+    return md_build_head(b, in, classes, "classifier", 0.0f, 0, 0.0f);
+}
+
+int md_build_head(md_builder *b, int in, int classes, const char *prefix, float dropout, int aux,
+                  float aux_weight) {
     if (!md_build_ok(b)) return MD_BUILD_NONE;
     int     ci = md_build_shape(b, in)->dim[1];
     int     g = md_build_buf(b, ci, 1, 1); /* [N, C] viewed as [N, C, 1, 1] */
     md_step st = step_of(MD_STEP_GAP, in, g);
     add_step(b, &st);
-    int wd[2] = {classes, ci};
+    if (dropout > 0.0f) g = md_build_noise(b, g, MD_NOISE_DROPOUT, dropout);
+    if (!md_build_ok(b)) return MD_BUILD_NONE;
+    int  wd[2] = {classes, ci};
+    char wn[MD_NAME_MAX], bn[MD_NAME_MAX];
+    md_build_name(wn, prefix, ".w");
+    md_build_name(bn, prefix, ".b");
     st = step_of(MD_STEP_LINEAR, g, md_build_buf(b, classes, 1, 1));
-    st.w = tensor(b, PARAMS, "classifier.w", 2, wd);
-    st.b = tensor(b, PARAMS, "classifier.b", 1, &classes);
-    b->params += (double)classes * ci + classes, b->madds += (double)classes * ci;
+    st.w = tensor(b, PARAMS, wn, 2, wd);
+    st.b = tensor(b, PARAMS, bn, 1, &classes);
+    count(b, (double)classes * ci + classes, (double)classes * ci);
     add_step(b, &st);
-    b->plan->logits = st.out;
+    if (!md_build_ok(b)) return MD_BUILD_NONE;
+    if (aux)
+        b->plan->aux = st.out, b->plan->aux_weight = aux_weight;
+    else
+        b->plan->logits = st.out;
     return st.out;
 }

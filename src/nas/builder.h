@@ -20,6 +20,8 @@ typedef struct {
     md_build_mode mode;
     md_status     status; /* first failure */
     double        params, madds; /* MD_BUILD_COUNT: per image */
+    int           train_only;    /* steps added now run in training only (auxiliary head) */
+    double        train_params, train_madds; /* the part of params, madds added so */
 } md_builder;
 
 /* A builder over a fresh plan shell of `rows` images (be NULL unless emitting). */
@@ -41,7 +43,11 @@ int md_build_bn(md_builder *b, const char *name, int in, int affine, float eps);
 /* relu(x) is computed once per buffer and shared by every consumer. */
 int md_build_relu(md_builder *b, int in);
 int md_build_relu6(md_builder *b, int in);
-int md_build_pool(md_builder *b, int in, md_pool_kind kind, int stride);
+int md_build_pool(md_builder *b, int in, md_pool_kind kind, int stride); /* 3x3, pad 1 */
+int md_build_pool_k(md_builder *b, int in, md_pool_kind kind, int k, int stride, int pad);
+/* Training-only noise on in: drop-path (one scale per image, its probability set
+ * per step by md_plan_set_noise) or dropout of probability rate. */
+int md_build_noise(md_builder *b, int in, md_noise_kind kind, float rate);
 /* SUM or CONCAT of n buffers into one of c channels. */
 int md_build_multi(md_builder *b, md_step_kind kind, const int *in, int n, int c);
 int md_build_slice(md_builder *b, int in);
@@ -49,5 +55,10 @@ int md_build_zero(md_builder *b, int c, int h, int w);
 /* Global average pool and the linear classifier (classifier.w, classifier.b);
  * the logits become the plan's output. */
 int md_build_classifier(md_builder *b, int in, int classes);
+/* The same with weights prefix.w / prefix.b, dropout of probability `dropout`
+ * before the linear layer (0: none) and, aux = 1, as the plan's auxiliary
+ * logits instead (its loss weighted by aux_weight). */
+int md_build_head(md_builder *b, int in, int classes, const char *prefix, float dropout, int aux,
+                  float aux_weight);
 
 #endif

@@ -158,7 +158,7 @@ static md_status build(const md_space *sp, md_builder *b, const int *choice) {
         x = next;
     }
     if (s->feature_mix) x = conv_bn_act(b, "feature_mix_layer", x, s->feature_mix, 1, 1, eps);
-    md_build_classifier(b, x, sp->classes);
+    md_build_head(b, x, sp->classes, "classifier", (float)c->dropout, 0, 0.0f);
     return b->status;
 }
 
@@ -359,6 +359,14 @@ static void config_json(const md_space *sp, md_json *j) {
     md_json_key(j, "feature_mix"), md_json_int(j, c->feature_mix);
     md_json_key(j, "width_mult"), md_json_double(j, c->width_mult);
     if (c->exact_widths) md_json_key(j, "exact_widths"), md_json_bool(j, 1);
+    /* A network being trained (absent from a search's record, as before). */
+    if (c->dropout > 0) md_json_key(j, "dropout"), md_json_double(j, c->dropout);
+    if (c->nfixed) {
+        md_json_key(j, "fixed");
+        md_json_begin_array(j);
+        for (int d = 0; d < c->nfixed; d++) md_json_int(j, c->fixed[d]);
+        md_json_end_array(j);
+    }
     md_json_key(j, "candidates");
     md_json_begin_array(j);
     for (int k = 0; k < c->ncand; k++) {
@@ -398,7 +406,8 @@ static const char *const file_keys[] = {"space",       "stem",   "first",     "f
                                         "first_searchable", "stages", "feature_mix",
                                         "candidates",  "bn_eps"};
 static const char *const run_keys[] = {"input", "classes", "width_mult", "exact_widths"};
-static const char *const state_keys[] = {"format", "ops", "periods", "genotype", "edges"};
+static const char *const state_keys[] = {"format", "ops",   "periods", "genotype",
+                                         "edges",  "fixed", "dropout"};
 
 static int listed(const char *key, const char *const *list, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -428,6 +437,23 @@ md_status md_mobile_config_parse(const md_jvalue *o, const char *what, int user,
     if (sp && (sp->type != MD_JSTR || strcmp(sp->str, "mobile")))
         return md_fail(MD_ERR_DATA, "%s: 'space' must be \"mobile\"", what);
     MD_TRY(get_int(o, "exact_widths", what, 0, 1, &c->exact_widths));
+    const md_jvalue *fx = md_json_get(o, "fixed"), *dr = md_json_get(o, "dropout");
+    if (dr && (dr->type != MD_JNUM || !(dr->num >= 0 && dr->num < 1)))
+        return md_fail(MD_ERR_DATA, "%s: 'dropout' must be a number in [0, 1)", what);
+    if (dr) c->dropout = dr->num;
+    if (fx) {
+        if (fx->type != MD_JARR || fx->count < 1 || fx->count > MD_MOBILE_MAX_BLOCKS)
+            return md_fail(MD_ERR_DATA, "%s: 'fixed' must be an array of 1..%d candidate indices",
+                           what, MD_MOBILE_MAX_BLOCKS);
+        for (int i = 0; i < fx->count; i++) {
+            const md_jvalue *e = &fx->items[i];
+            if (e->type != MD_JNUM || e->num != (double)(int)e->num || e->num < 0 ||
+                e->num >= MD_MOBILE_MAX_CANDIDATES)
+                return md_fail(MD_ERR_DATA, "%s: fixed[%d] is not a candidate index", what, i);
+            c->fixed[i] = (int)e->num;
+        }
+        c->nfixed = fx->count;
+    }
     MD_TRY(get_int(o, "stem", what, 1, 4096, &c->stem));
     MD_TRY(get_int(o, "first_width", what, 1, 4096, &c->first_width));
     MD_TRY(get_int(o, "first_searchable", what, 0, 1, &c->first_searchable));
@@ -620,6 +646,23 @@ md_status md_space_mobile_create(const md_mobile_config *cfg, md_space **out) {
     if (!dists) {
         destroy(&s->base);
         return md_fail(MD_ERR_ARG, "mobile space: no searchable block");
+    }
+    if (cfg->nfixed) { /* a fixed network: each block's one candidate */
+        if (cfg->nfixed != dists) {
+            destroy(&s->base);
+            return md_fail(MD_ERR_ARG, "mobile network: %d fixed choices for %d blocks",
+                           cfg->nfixed, dists);
+        }
+        for (int d = 0; d < dists; d++) {
+            int k = cfg->fixed[d];
+            if (k < 0 || k >= cfg->ncand || !s->allowed[(size_t)d * cfg->ncand + k]) {
+                destroy(&s->base);
+                return md_fail(MD_ERR_ARG, "mobile network: block choice %d of distribution %d "
+                                           "is not one of its candidates", k, d);
+            }
+            memset(s->allowed + (size_t)d * cfg->ncand, 0, (size_t)cfg->ncand);
+            s->allowed[(size_t)d * cfg->ncand + k] = 1;
+        }
     }
     s->group = (md_space_group){"blocks", "searchable blocks", 0, dists};
     s->base.vt = &mobile_vt;

@@ -21,7 +21,7 @@ md_status md_plan_shell(md_model *m, md_backend *be, int rows, md_plan **out) {
     p->model = m;
     p->be = be;
     p->rows = rows;
-    p->input = p->logits = -1;
+    p->input = p->logits = p->aux = -1;
     *out = p;
     return MD_OK;
 }
@@ -111,6 +111,11 @@ static md_status plan_grads(md_plan *p) {
     md_pbuf *lg = &p->bufs[p->logits];
     lg->grad_off = grad_take(&fl, md_tensor_numel(&lg->act), &top);
     live[p->logits] = 1;
+    if (p->aux >= 0) {
+        md_pbuf *ax = &p->bufs[p->aux];
+        ax->grad_off = grad_take(&fl, md_tensor_numel(&ax->act), &top);
+        live[p->aux] = 1;
+    }
     md_status st = MD_OK;
     for (int s = p->nsteps - 1; s >= 0 && st == MD_OK; s--) {
         md_step *step = &p->steps[s];
@@ -202,6 +207,22 @@ md_status md_plan_finish(md_plan *p) {
             p->steps[s].save = (int)so; /* reuse: offset into save_mem */
             so += 2 * (size_t)p->bufs[p->steps[s].out].act.dim[1];
         }
+    size_t noise = 0;
+    for (int s = 0; s < p->nsteps; s++) {
+        md_step *st = &p->steps[s];
+        if (st->kind != MD_STEP_NOISE) continue;
+        st->mask = noise;
+        const md_tensor *x = &p->bufs[st->in[0]].act;
+        noise += st->noise == MD_NOISE_DROP_PATH ? (size_t)x->dim[0] : md_tensor_numel(x);
+    }
+    p->noise_floats = noise;
+    if (noise) {
+        void *nm = NULL;
+        MD_TRY(md_backend_alloc(p->be, noise * sizeof(float), &nm));
+        p->noise_mem = nm;
+        if (!md_backend_is_host(p->be) && !(p->noise_host = malloc(noise * sizeof(float))))
+            return md_fail(MD_ERR_NOMEM, "plan: %zu drop-path and dropout scales", noise);
+    }
     for (int i = 0; i < p->nbufs; i++) {
         md_pbuf *b = &p->bufs[i];
         b->act.data = i == p->input ? NULL : p->act_mem + b->act_off;
@@ -219,7 +240,9 @@ void md_plan_destroy(md_plan *p) {
         md_backend_free(p->be, p->act_mem);
         md_backend_free(p->be, p->grad_mem);
         md_backend_free(p->be, p->save_mem);
+        md_backend_free(p->be, p->noise_mem);
     }
+    free(p->noise_host);
     md_plan_free_shell(p);
 }
 
@@ -302,15 +325,24 @@ static md_status step_forward(md_plan *p, const md_step *s, md_mode mode) {
         md_tensor w = param(params, s->w), b = param(params, s->b);
         return md_linear_forward(be, &x2, &w, &b, &y2);
     }
+    case MD_STEP_NOISE: {
+        if (!p->noise_used) return md_copy(be, x, y);
+        md_tensor x1 = *x, y1 = *y;
+        if (s->noise == MD_NOISE_DROPOUT) {
+            x1 = md_tensor_1d(x->data, (int)md_tensor_numel(x));
+            y1 = md_tensor_1d(y->data, (int)md_tensor_numel(y));
+        }
+        return md_row_scale(be, &x1, p->noise_mem + s->mask, &y1, 0);
+    }
     }
     return md_fail(MD_ERR_ARG, "plan: unknown step kind %d", (int)s->kind);
 }
 
 /* MDENAS_PROFILE=1: time every step by kind and print the totals when the plan
  * is destroyed (to stderr). Costs two clock reads per step when on. */
-static const char *const kind_names[] = {"conv", "bn",  "relu",   "pool",  "sum",
-                                         "concat", "slice", "zero", "gap", "linear", "relu6"};
-enum { PROF_DW = 11, PROF_KINDS = 12 };
+static const char *const kind_names[] = {"conv",   "bn",   "relu", "pool",   "sum",  "concat",
+                                         "slice",  "zero", "gap",  "linear", "relu6", "noise"};
+enum { PROF_DW = 12, PROF_KINDS = 13 };
 static double prof_t[2][PROF_KINDS];
 static long   prof_n[2][PROF_KINDS];
 static int    prof_on = -1;
@@ -345,7 +377,9 @@ md_status md_plan_forward(md_plan *p, const float *x, md_mode mode) {
     if (prof_on < 0) prof_on = getenv("MDENAS_PROFILE") && !strcmp(getenv("MDENAS_PROFILE"), "1");
     p->bufs[p->input].act.data = (float *)x;
     p->grads_ready = 0;
+    p->noise_used = mode == MD_MODE_TRAIN && p->noise_on;
     for (int s = 0; s < p->nsteps; s++) {
+        if (p->steps[s].train_only && mode != MD_MODE_TRAIN) continue;
         double t = prof_on == 1 ? prof_now() : 0;
         MD_TRY(step_forward(p, &p->steps[s], mode));
         if (prof_on == 1) {
@@ -396,7 +430,10 @@ md_status md_plan_loss_dev_smoothed(md_plan *p, const int32_t *labels, float smo
 md_status md_plan_scale_loss_grad(md_plan *p, float factor) {
     if (!p->grads_ready) return md_fail(MD_ERR_ARG, "plan: scaling the loss gradient before the loss");
     md_pbuf *lg = &p->bufs[p->logits];
-    return md_scale(p->be, lg->grad.data, (size_t)lg->act.dim[0] * lg->act.dim[1], factor);
+    MD_TRY(md_scale(p->be, lg->grad.data, (size_t)lg->act.dim[0] * lg->act.dim[1], factor));
+    if (p->aux < 0) return MD_OK;
+    md_pbuf *ax = &p->bufs[p->aux];
+    return md_scale(p->be, ax->grad.data, (size_t)ax->act.dim[0] * ax->act.dim[1], factor);
 }
 
 static const md_tensor *grad_of(md_plan *p, int buf) {
@@ -448,6 +485,16 @@ static md_status step_backward(md_plan *p, const md_step *s) {
         if (dx) dx2 = as_2d(dx, dx->data);
         md_tensor w = param(params, s->w), dw = param(grads, s->w), db = param(grads, s->b);
         return md_linear_backward(be, &x2, &w, &dy2, dx ? &dx2 : NULL, &dw, &db);
+    }
+    case MD_STEP_NOISE: {
+        if (!dx) return MD_OK;
+        if (!p->noise_used) return md_add(be, dy, dx);
+        md_tensor dy1 = *dy, dx1 = *dx;
+        if (s->noise == MD_NOISE_DROPOUT) {
+            dy1 = md_tensor_1d(dy->data, (int)md_tensor_numel(dy));
+            dx1 = md_tensor_1d(dx->data, (int)md_tensor_numel(dx));
+        }
+        return md_row_scale(be, &dy1, p->noise_mem + s->mask, &dx1, 1);
     }
     }
     return md_fail(MD_ERR_ARG, "plan: unknown step kind %d", (int)s->kind);
@@ -508,4 +555,71 @@ md_status md_plan_logits(const md_plan *p, float *out, size_t n) {
     size_t         have = md_tensor_numel(&lg->act);
     if (n != have) return md_fail(MD_ERR_ARG, "plan: %zu logits asked, the plan has %zu", n, have);
     return md_backend_download(p->be, out, lg->act.data, n * sizeof *out);
+}
+
+/* ---- training-only parts: drop-path, dropout, the auxiliary head ---------------------- */
+
+int md_plan_has_noise(const md_plan *p) {
+    return p->noise_floats > 0;
+}
+
+int md_plan_has_aux(const md_plan *p) {
+    return p->aux >= 0;
+}
+
+md_status md_plan_set_noise(md_plan *p, float drop_path, uint64_t seed, uint64_t counter,
+                            long row0) {
+    if (!(drop_path >= 0.0f && drop_path < 1.0f))
+        return md_fail(MD_ERR_ARG, "plan: drop-path probability %g must be in [0, 1)",
+                       (double)drop_path);
+    if (row0 < 0) return md_fail(MD_ERR_ARG, "plan: first row %ld", row0);
+    p->noise_on = 0;
+    if (!p->noise_floats) return MD_OK;
+    float *m = p->noise_host ? p->noise_host : p->noise_mem;
+    md_rng root;
+    md_rng_seed(&root, seed, counter);
+    int any = 0, ordinal = 0; /* streams keyed by the noise step's rank among them */
+    for (int s = 0; s < p->nsteps; s++) {
+        const md_step *st = &p->steps[s];
+        if (st->kind != MD_STEP_NOISE) continue;
+        uint64_t key = (uint64_t)ordinal++ << 40;
+        const md_tensor *x = &p->bufs[st->in[0]].act;
+        float            rate = st->noise == MD_NOISE_DROP_PATH ? drop_path : st->rate;
+        size_t           per_row = st->noise == MD_NOISE_DROP_PATH ? 1 : md_tensor_numel(x) / (size_t)x->dim[0];
+        float           *dst = m + st->mask, keep = 1.0f - rate;
+        any |= rate > 0.0f;
+        for (int r = 0; r < x->dim[0]; r++) {
+            md_rng g = md_rng_split(&root, key ^ (uint64_t)(row0 + r));
+            for (size_t i = 0; i < per_row; i++)
+                dst[(size_t)r * per_row + i] = md_rng_uniform(&g) < keep ? 1.0f / keep : 0.0f;
+        }
+    }
+    if (!any) return MD_OK;
+    if (p->noise_host)
+        MD_TRY(md_backend_upload(p->be, p->noise_mem, p->noise_host,
+                                 p->noise_floats * sizeof(float)));
+    p->noise_on = 1;
+    return MD_OK;
+}
+
+const float *md_plan_noise_masks(const md_plan *p, size_t *n) {
+    *n = p->noise_floats;
+    return p->noise_host ? p->noise_host : p->noise_mem;
+}
+
+md_status md_plan_aux_loss_dev(md_plan *p, const int32_t *labels, float smoothing, float *out) {
+    if (p->aux < 0) return md_fail(MD_ERR_ARG, "plan: no auxiliary head");
+    md_pbuf  *ax = &p->bufs[p->aux];
+    md_tensor z = as_2d(&ax->act, ax->act.data), dz = as_2d(&ax->act, ax->grad.data);
+    MD_TRY(md_zero(p->be, &dz));
+    MD_TRY(md_loss_dev_smoothed(p->be, &z, labels, smoothing, out, &dz));
+    return md_scale(p->be, dz.data, md_tensor_numel(&dz), p->aux_weight);
+}
+
+md_status md_plan_aux_logits(const md_plan *p, float *out, size_t n) {
+    if (p->aux < 0) return md_fail(MD_ERR_ARG, "plan: no auxiliary head");
+    const md_pbuf *ax = &p->bufs[p->aux];
+    size_t         have = md_tensor_numel(&ax->act);
+    if (n != have) return md_fail(MD_ERR_ARG, "plan: %zu logits asked, the head has %zu", n, have);
+    return md_backend_download(p->be, out, ax->act.data, n * sizeof *out);
 }

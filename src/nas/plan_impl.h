@@ -18,8 +18,11 @@ typedef enum {
     MD_STEP_ZERO,
     MD_STEP_GAP,
     MD_STEP_LINEAR,
-    MD_STEP_RELU6
+    MD_STEP_RELU6,
+    MD_STEP_NOISE /* training only: out = in * mask (drop-path per image, dropout per element) */
 } md_step_kind;
+
+typedef enum { MD_NOISE_DROP_PATH, MD_NOISE_DROPOUT } md_noise_kind;
 
 typedef struct {
     md_step_kind kind;
@@ -35,6 +38,10 @@ typedef struct {
     int          save;          /* BN: offset of its saved mean/invstd in save_mem (md_plan_finish) */
     int          zero[MD_STEP_MAX_IN + 1]; /* gradient buffers to zero before this backward */
     int          nzero;
+    int          train_only;    /* skipped outside training (the auxiliary head) */
+    md_noise_kind noise;        /* NOISE: what it is */
+    float        rate;          /* NOISE, dropout: its probability (drop-path: md_plan_set_noise) */
+    size_t       mask;          /* NOISE: offset of its scales in noise_mem (md_plan_finish) */
 } md_step;
 
 typedef struct {
@@ -55,6 +62,13 @@ struct md_plan {
     md_pbuf     *bufs;
     int          nbufs, cap_bufs;
     int          input, logits; /* buffer ids */
+    int          aux;           /* the auxiliary head's logits (-1: none) */
+    float        aux_weight;    /* of the auxiliary loss in the training loss */
+    float       *noise_mem;     /* backend memory: the scales of every NOISE step */
+    float       *noise_host;    /* host staging for a device backend (NULL on the CPU) */
+    size_t       noise_floats;
+    int          noise_on;      /* masks drawn (md_plan_set_noise): NOISE steps apply them */
+    int          noise_used;    /* the last forward applied them (its backward must too) */
     float       *act_mem, *grad_mem, *save_mem;
     size_t       act_floats, grad_floats;
     md_range    *ranges, *ranges_bn, *ranges_other; /* all weights used; BN affine; the rest */

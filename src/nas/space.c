@@ -76,6 +76,15 @@ md_status md_space_count(const md_space *s, const int *choice, double *params, d
     return st;
 }
 
+md_status md_space_count_inference(const md_space *s, const int *choice, double *params,
+                                   double *madds) {
+    MD_TRY(check_choice(s, choice));
+    md_builder b;
+    md_status  st = describe(s, MD_BUILD_COUNT, NULL, choice, &b);
+    *params = b.params - b.train_params, *madds = b.madds - b.train_madds;
+    return st;
+}
+
 void md_space_argmax(const md_space *s, const double *p, int *choice) {
     const md_space_info *in = &s->info;
     for (int d = 0; d < in->dists; d++) {
@@ -129,8 +138,11 @@ void md_init_torch_default(md_model *m, uint64_t seed) {
         }
         if (md_name_ends_with(p->name, ".beta")) continue;
         size_t fan_in = p->ndim > 1 ? p->numel / (size_t)p->dim[0] : 0;
-        if (p->ndim == 1) { /* classifier bias: fan_in of its weight */
-            int w = md_arena_find(&m->params, "classifier.w");
+        if (p->ndim == 1) { /* a linear layer's bias (name.b): fan_in of its weight name.w */
+            char   wn[MD_NAME_MAX];
+            size_t len = strlen(p->name);
+            snprintf(wn, sizeof wn, "%.*sw", (int)(len > 0 ? len - 1 : 0), p->name);
+            int w = md_name_ends_with(p->name, ".b") ? md_arena_find(&m->params, wn) : -1;
             fan_in = w >= 0 ? (size_t)m->params.table[w].dim[1] : 1;
         }
         float  bound = 1.0f / sqrtf((float)fan_in);
@@ -196,5 +208,44 @@ md_status md_space_export_weights(const md_space *s, const md_model *m, const in
     md_st_meta meta[1] = {{"format", "pt"}};
     md_status  st = md_st_write(path, t, n, meta, 1, NULL);
     free(t), free(names);
+    return st;
+}
+
+md_status md_space_import_weights(const md_space *s, md_model *m, const int *choice,
+                                  const char *path) {
+    if (!s->vt->reference_name)
+        return md_fail(MD_ERR_ARG, "the %s space has no weight names to load", s->info.name);
+    MD_TRY(check_choice(s, choice));
+    md_st_file f;
+    MD_TRY(md_st_read(path, &f));
+    md_arena *ar[2] = {&m->params, &m->stats};
+    md_status st = MD_OK;
+    int       used = 0;
+    for (int a = 0; a < 2 && st == MD_OK; a++)
+        for (int i = 0; i < ar[a]->count && st == MD_OK; i++) {
+            const md_param *p = &ar[a]->table[i];
+            char            nm[160];
+            if (!s->vt->reference_name(s, choice, p->name, nm, sizeof nm)) continue;
+            const md_st_tensor *t = md_st_find(&f, nm);
+            if (!t) {
+                st = md_fail(MD_ERR_DATA, "%s: no tensor '%s' (this network's %s)", path, nm,
+                             p->name);
+                break;
+            }
+            int same = t->dtype == MD_ST_F32 && t->ndim == p->ndim;
+            for (int k = 0; same && k < p->ndim; k++) same = t->dim[k] == p->dim[k];
+            if (!same) {
+                st = md_fail(MD_ERR_DATA, "%s: tensor '%s' is %s with %d dims, this network's is "
+                                          "F32 with %d (shape differs)",
+                             path, nm, md_st_dtype_name(t->dtype), t->ndim, p->ndim);
+                break;
+            }
+            memcpy(ar[a]->data + p->offset, md_st_data(&f, t), p->numel * sizeof(float));
+            used++;
+        }
+    if (st == MD_OK && used < f.n)
+        st = md_fail(MD_ERR_DATA, "%s holds %d tensors, this network has %d: it is another "
+                                  "network's weights", path, f.n, used);
+    md_st_free(&f);
     return st;
 }

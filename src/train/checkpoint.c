@@ -263,7 +263,9 @@ md_status md_ckpt_check_config(const md_search_config *c, const char *saved_text
      * differs from this one when this one leaves it at the default. */
     static const char *const optional[] = {"label_smoothing", "nesterov",   "bn_decay",
                                            "space",           "space_file", "width_mult",
-                                           "candidates"};
+                                           "candidates",      "train",      "genotype",
+                                           "aux_weight",      "drop_path",  "dropout",
+                                           "cutout"};
     md_search_config def;
     md_jvalue        dv;
     md_search_config_preset(&def, "");

@@ -94,8 +94,40 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
         c->ckpt_every = 20;
         return MD_OK;
     }
+    /* Final training (`mdenas_mpi train`). */
+    c->aux_weight = 0.4, c->drop_path = 0.2, c->dropout = 0.2, c->cutout = 16;
+    if (!strcmp(preset, "cifar10-final")) {
+        /* DARTS's CIFAR-10 evaluation recipe (MDENAS.md): 20 cells, C=36, batch
+         * 96, lr 0.025 cosine to 0, 600 epochs. */
+        snprintf(c->dataset, sizeof c->dataset, "cifar10");
+        c->cells = 20, c->channels = 36;
+        c->epochs = 600, c->batch = 96, c->lr_min = 0.0;
+        c->crop_pad = 4, c->log_every = 50, c->ckpt_every = 1000;
+        return MD_OK;
+    }
+    if (!strcmp(preset, "fashion-final")) {
+        /* Minutes on two CPU cores: a small network, short training, the DARTS
+         * recipe otherwise (no auxiliary head: 28x28 images leave it a 7x7 map). */
+        c->subset = 10000;
+        c->cells = 5, c->channels = 8;
+        c->epochs = 4, c->batch = 64, c->lr = 0.05, c->lr_min = 0.0;
+        c->aux_weight = 0.0, c->cutout = 8;
+        c->log_every = 25;
+        return MD_OK;
+    }
+    if (!strcmp(preset, "imagenet-mobile-final")) {
+        /* ProxylessNAS's ImageNet training of a mobile net: the search recipe's
+         * optimiser, 300 epochs, dropout 0.1 before the classifier, no DARTS parts. */
+        mobile_recipe(c);
+        c->epochs = 300, c->batch = 1024, c->lr = 0.4;
+        c->aux_weight = 0.0, c->drop_path = 0.0, c->dropout = 0.1, c->cutout = 0;
+        c->crop_scale[0] = 0.08;
+        c->log_every = 100, c->ckpt_every = 1000;
+        return MD_OK;
+    }
     return md_fail(MD_ERR_ARG,
-                   "unknown preset '%s' (use cifar10, tiny, imagenet-mobile or mobile-tiny)",
+                   "unknown preset '%s' (search: cifar10, tiny, imagenet-mobile, mobile-tiny; "
+                   "train: cifar10-final, fashion-final, imagenet-mobile-final)",
                    preset);
 }
 
@@ -118,7 +150,20 @@ md_status md_search_config_check(const md_search_config *c) {
                        c->crop_scale[1]);
     if (c->data_threads < 0 || c->data_threads > 256)
         return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
-    if (!(c->val_fraction > 0.0 && c->val_fraction < 1.0))
+    if (c->train && !c->genotype[0])
+        return md_fail(MD_ERR_ARG, "train: --genotype is required (a search's run directory, its "
+                                   "genotype.json or net.config, a Genotype(...) string, or a "
+                                   "published cell: mdenas, darts_v2)");
+    if (!(c->aux_weight >= 0 && c->aux_weight <= 100) || !(c->drop_path >= 0 && c->drop_path < 1) ||
+        !(c->dropout >= 0 && c->dropout < 1) || c->cutout < 0 || c->cutout > 1024)
+        return md_fail(MD_ERR_ARG, "--aux-weight %g must be in 0..100, --drop-path %g and "
+                                   "--dropout %g in [0, 1), --cutout %d in 0..1024",
+                       c->aux_weight, c->drop_path, c->dropout, c->cutout);
+    if (!c->train && (c->aux_weight > 0 || c->drop_path > 0 || c->dropout > 0 || c->cutout > 0 ||
+                      c->genotype[0]))
+        return md_fail(MD_ERR_ARG, "--genotype, --aux-weight, --drop-path, --dropout and --cutout "
+                                   "are options of `mdenas_mpi train`");
+    if (!c->train && !(c->val_fraction > 0.0 && c->val_fraction < 1.0))
         return md_fail(MD_ERR_ARG, "--val-fraction %g must be in (0, 1)", c->val_fraction);
     if (c->epochs < 1) return md_fail(MD_ERR_ARG, "--epochs %d must be >= 1", c->epochs);
     if (c->batch < 2) return md_fail(MD_ERR_ARG, "--batch %d must be >= 2", c->batch);
@@ -221,6 +266,15 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
         md_json_key(j, "space_file"), md_json_string(j, c->space_file);
         md_json_key(j, "width_mult"), md_json_double(j, c->width_mult);
         md_json_key(j, "candidates"), md_json_string(j, c->candidates);
+    }
+    /* `mdenas_mpi train`'s options (listed for a training run only). */
+    if (full || c->train) {
+        md_json_key(j, "train"), md_json_bool(j, c->train);
+        md_json_key(j, "genotype"), md_json_string(j, c->genotype);
+        md_json_key(j, "aux_weight"), md_json_double(j, c->aux_weight);
+        md_json_key(j, "drop_path"), md_json_double(j, c->drop_path);
+        md_json_key(j, "dropout"), md_json_double(j, c->dropout);
+        md_json_key(j, "cutout"), md_json_int(j, c->cutout);
     }
     /* The DARTS space's options define a DARTS run only (listed in full). */
     if (full || !strcmp(c->space, "darts")) {

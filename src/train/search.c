@@ -45,15 +45,14 @@ static md_status make_dirs(const char *path) {
 
 typedef md_run run_t;
 
-static double now_s(void) {
+double md_run_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* A line on the terminal and in the log, rank 0 only. */
-static void say(run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(run_t *r, const char *fmt, ...) {
+void md_run_say(run_t *r, const char *fmt, ...) {
     if (r->rank != 0) return;
     char    line[1024];
     va_list ap;
@@ -107,12 +106,13 @@ static md_status load_imagenet(run_t *r) {
                                   .flip = c->flip, .limit = c->subset};
     MD_TRY(md_source_imagenet(c->data_dir, "train", &ic, &r->train_src));
     ic.train = 0, ic.flip = 0, ic.limit = 0;
-    MD_TRY(md_source_imagenet(c->data_dir, "search_val", &ic, &r->val_src));
+    /* Training a network: evaluated on the real validation split. */
+    MD_TRY(md_source_imagenet(c->data_dir, c->train ? "val" : "search_val", &ic, &r->val_src));
     r->ntrain = md_source_describe(r->train_src)->n;
     r->nval = md_source_describe(r->val_src)->n;
     if (r->ntrain < c->batch)
-        return md_fail(MD_ERR_ARG, "--batch %d is larger than the search-train split (%d images)",
-                       c->batch, r->ntrain);
+        return md_fail(MD_ERR_ARG, "--batch %d is larger than the %s split (%d images)",
+                       c->batch, c->train ? "training" : "search-train", r->ntrain);
     md_loader_config t = {.source = r->train_src, .batch = c->batch, .shuffle = 1,
                           .drop_last = 1, .seed = c->seed, .rank = r->rank, .world = r->world,
                           .threads = data_threads(c),
@@ -133,36 +133,50 @@ static md_status load_data(run_t *r) {
     else
         MD_TRY(md_dataset_synthetic(c->subset ? c->subset : 4096, 3, 32, 32, 10, c->seed, &r->ds));
     int n = c->subset && c->subset < r->ds.n ? c->subset : r->ds.n;
-    MD_TRY(md_dataset_split(n, c->val_fraction, c->seed, &r->train_idx, &r->ntrain, &r->val_idx,
-                            &r->nval));
+    const md_dataset *vds = &r->ds;
+    if (c->train) {
+        /* A network is trained on the whole (subset of the) training set and
+         * evaluated on the test split. */
+        if (!strcmp(c->dataset, "fashion-mnist"))
+            MD_TRY(md_dataset_fashion_mnist(c->data_dir, 0, &r->test_ds));
+        else if (!strcmp(c->dataset, "cifar10"))
+            MD_TRY(md_dataset_cifar10(c->data_dir, 0, &r->test_ds));
+        else
+            MD_TRY(md_dataset_synthetic(1024, 3, 32, 32, 10, c->seed + 0x7e57, &r->test_ds));
+        int *none = NULL, nnone = 0;
+        MD_TRY(md_dataset_split(n, 0.0, c->seed, &r->train_idx, &r->ntrain, &none, &nnone));
+        r->nval = r->test_ds.n;
+        if (!(r->val_idx = malloc((size_t)r->nval * sizeof *r->val_idx)))
+            return md_fail(MD_ERR_NOMEM, "test split");
+        for (int i = 0; i < r->nval; i++) r->val_idx[i] = i;
+        vds = &r->test_ds;
+    } else {
+        MD_TRY(md_dataset_split(n, c->val_fraction, c->seed, &r->train_idx, &r->ntrain,
+                                &r->val_idx, &r->nval));
+    }
     if (r->ntrain < c->batch)
-        return md_fail(MD_ERR_ARG, "--batch %d is larger than the search-train split (%d images)",
-                       c->batch, r->ntrain);
+        return md_fail(MD_ERR_ARG, "--batch %d is larger than the %s split (%d images)",
+                       c->batch, c->train ? "training" : "search-train", r->ntrain);
     md_loader_config t = {.ds = &r->ds, .idx = r->train_idx, .n = r->ntrain, .batch = c->batch,
                           .shuffle = 1, .drop_last = 1,
-                          .aug = {.crop_pad = c->crop_pad, .flip = c->flip},
+                          .aug = {.crop_pad = c->crop_pad, .flip = c->flip, .cutout = c->cutout},
                           .seed = c->seed, .rank = r->rank, .world = r->world,
                           .threads = data_threads(c),
                           .mem = {ring_alloc, ring_free, &r->be}};
     MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
-    v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;
-    v.aug = (md_augment){0, 0};
+    v.ds = vds, v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;
+    v.aug = (md_augment){0, 0, 0};
     return md_loader_create(&v, &r->val);
 }
 
-static void fmt_eta(char *buf, size_t len, double s) {
+void md_run_fmt_eta(char *buf, size_t len, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
     else snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
 }
 
-typedef struct {
-    long   period, periods, steps_per_epoch, total_steps;
-    long   step; /* global step at the start of the period */
-    int    period_len;
-} schedule;
 
 /* ---- signals: stop at the next step, checkpoint, exit MD_EXIT_STOPPED ---------- */
 
@@ -185,7 +199,7 @@ static void parse_hook(const char *name, long *at, int *rank) {
     if (*end == ':') *rank = (int)strtol(end + 1, NULL, 10);
 }
 
-static md_status test_hooks(const run_t *r, long step) {
+md_status md_run_test_hooks(const run_t *r, long step) {
     static long raise_at = -2, fail_at = -2;
     static int  raise_rank, fail_rank;
     if (raise_at == -2) {
@@ -216,7 +230,7 @@ static md_ckpt_state ckpt_state(run_t *r) {
                            .uniform_threads = r->uniform_threads};
 }
 
-static md_status save_checkpoint(run_t *r, const char *why) {
+md_status md_run_save_checkpoint(run_t *r, const char *why) {
     md_loader_tell(r->train, &r->pos.train_epoch, &r->pos.train_batch);
     md_loader_tell(r->val, &r->pos.val_epoch, &r->pos.val_batch);
     r->last_ckpt_step = r->pos.step;
@@ -224,7 +238,7 @@ static md_status save_checkpoint(run_t *r, const char *why) {
     MD_TRY(md_backend_sync(r->be)); /* the arenas are read on the host */
     char   path[1024];
     size_t bytes = 0;
-    double t = now_s();
+    double t = md_run_now();
     r->pos.metrics_bytes = durable_size(r->metrics);
     r->pos.history_bytes = durable_size(r->history);
     if (r->pos.metrics_bytes < 0 || r->pos.history_bytes < 0)
@@ -232,24 +246,24 @@ static md_status save_checkpoint(run_t *r, const char *why) {
                        r->cfg->out, strerror(errno));
     md_ckpt_state cs = ckpt_state(r);
     MD_TRY(md_ckpt_save(r->cfg, &cs, path, sizeof path, &bytes));
-    t = now_s() - t;
-    say(r, "checkpoint %s (%s): %.2f MB in %.3f s\n", path, why, bytes / 1e6, t);
+    t = md_run_now() - t;
+    md_run_say(r, "checkpoint %s (%s): %.2f MB in %.3f s\n", path, why, bytes / 1e6, t);
     return MD_OK;
 }
 
 /* ---- one sampling period ---------------------------------------------------------- */
 
-static md_status upload(run_t *r, const float **x, const int32_t **y, int rows) {
+md_status md_run_upload(run_t *r, const float **x, const int32_t **y, int rows) {
     const md_source_info *in = md_loader_describe(r->train);
     return md_stepper_upload(&r->step, x, y, rows, (size_t)in->c * in->h * in->w);
 }
 
 /* Train the rest of a sampling period, from r->pos.step to its end. *stop = 1
  * when every rank has agreed to stop (the flag rides on the gradient allreduce). */
-static md_status train_period(run_t *r, const int *a, const schedule *sc, int *stop) {
+md_status md_run_train_steps(run_t *r, const int *a, const schedule *sc, int *stop) {
     const md_search_config *c = r->cfg;
     md_run_pos             *ps = &r->pos;
-    double                  t_iv = now_s();
+    double                  t_iv = md_run_now();
     long                    seen_here = 0; /* images since t_iv in this process */
     long                    end = sc->step + sc->period_len;
     /* Time spent waiting for batches (data_wait_s in every interval line): when
@@ -259,16 +273,19 @@ static md_status train_period(run_t *r, const int *a, const schedule *sc, int *s
     *stop = 0;
     while (ps->step < end) {
         long step = ps->step;
-        MD_TRY(test_hooks(r, step));
+        MD_TRY(md_run_test_hooks(r, step));
         long           epoch = step / sc->steps_per_epoch;
         float          lr = md_lr_cosine((float)c->lr, (float)c->lr_min, epoch, c->epochs);
         const float   *x;
         const int32_t *y;
         int            rows, grows;
         MD_TRY(md_loader_next(r->train, &x, &y, &rows, &grows));
-        MD_TRY(upload(r, &x, &y, rows));
+        MD_TRY(md_run_upload(r, &x, &y, rows));
         md_plan *p;
         MD_TRY(md_stepper_plan(&r->step, a, rows, &p));
+        if (md_plan_has_noise(p)) /* drop-path, dropout: masks of this step, this rank's rows */
+            MD_TRY(md_plan_set_noise(p, sc->drop_path, c->seed ^ 0xd509a7c4ULL, (uint64_t)step,
+                                     (long)r->rank * grows / r->world));
         md_step_result res;
         MD_TRY(md_stepper_train(&r->step, p, x, y, rows, grows, lr, md_stop_requested(), &res));
         float  gloss = res.loss;
@@ -289,10 +306,10 @@ static md_status train_period(run_t *r, const int *a, const schedule *sc, int *s
         ps->iv_steps++;
         seen_here += grows;
         if ((step + 1) % c->log_every == 0 || ps->step == end) {
-            double t = now_s(), ips = seen_here / fmax(t - t_iv, 1e-9);
+            double t = md_run_now(), ips = seen_here / fmax(t - t_iv, 1e-9);
             double per_step = (t - r->t0) / (double)(ps->step - r->step0);
             char   eta[32];
-            fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - ps->step));
+            md_run_fmt_eta(eta, sizeof eta, per_step * (double)(sc->total_steps - ps->step));
             double mloss = ps->iv_loss / (double)ps->iv_steps;
             double macc = ps->iv_correct / fmax((double)ps->iv_seen, 1);
             double wait_now = md_loader_wait_s(r->train), wait = wait_now - wait0;
@@ -300,11 +317,18 @@ static md_status train_period(run_t *r, const int *a, const schedule *sc, int *s
             if (report_wait)
                 snprintf(wait_text, sizeof wait_text, " | data wait %.0f%%",
                          100.0 * wait / fmax(t - t_iv, 1e-9));
-            say(r,
-                "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
-                "%.0f img/s%s | ETA %s\n",
-                sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps, mloss,
-                100.0 * macc, lr, ips, wait_text, eta);
+            if (c->train)
+                md_run_say(r,
+                           "epoch %ld/%ld | step %ld/%ld | loss %.4f | acc %5.1f%% | lr %.5f | "
+                           "%.0f img/s%s | ETA %s\n",
+                           epoch + 1, (long)c->epochs, step + 1, sc->total_steps, mloss,
+                           100.0 * macc, lr, ips, wait_text, eta);
+            else
+                md_run_say(r,
+                           "period %ld/%ld | epoch %ld | step %ld/%ld | loss %.4f | acc %5.1f%% | "
+                           "lr %.5f | %.0f img/s%s | ETA %s\n",
+                           sc->period + 1, sc->periods, epoch + 1, step + 1, sc->total_steps,
+                           mloss, 100.0 * macc, lr, ips, wait_text, eta);
             if (r->rank == 0) {
                 md_json j;
                 md_json_init(&j);
@@ -327,14 +351,14 @@ static md_status train_period(run_t *r, const int *a, const schedule *sc, int *s
                 MD_TRY(md_tb_scalar(r->tb, "train/lr", step + 1, lr));
             }
             ps->iv_loss = 0, ps->iv_correct = 0, ps->iv_seen = 0, ps->iv_steps = 0;
-            seen_here = 0, t_iv = now_s(), wait0 = wait_now;
+            seen_here = 0, t_iv = md_run_now(), wait0 = wait_now;
         }
         if (res.stop) {
             *stop = 1;
             return MD_OK;
         }
         if (c->ckpt_every && ps->step % c->ckpt_every == 0 && ps->step < end)
-            MD_TRY(save_checkpoint(r, "every --ckpt-every steps"));
+            MD_TRY(md_run_save_checkpoint(r, "every --ckpt-every steps"));
     }
     return MD_OK;
 }
@@ -393,7 +417,7 @@ static md_status validate(run_t *r, const int *a, long period, double *acc, int 
             }
             continue;
         }
-        MD_TRY(upload(r, &x, &y, rows));
+        MD_TRY(md_run_upload(r, &x, &y, rows));
         MD_TRY(md_stepper_plan(&r->step, a, rows, &p));
         float loss;
         int   ok = 0;
@@ -484,7 +508,7 @@ static md_status record_period(run_t *r, const int *a, const schedule *sc, doubl
         snprintf(ent + used, sizeof ent - used, "%s%.3f", g ? "/" : "", h[g]);
     }
     MD_TRY(md_tb_flush(r->tb));
-    say(r, "period %ld/%ld done | train acc %.1f%% | val acc %.1f%% | %.1f s | entropy %s | %s\n",
+    md_run_say(r, "period %ld/%ld done | train acc %.1f%% | val acc %.1f%% | %.1f s | entropy %s | %s\n",
         sc->period + 1, sc->periods, 100 * train_acc, 100 * val_acc, secs, ent, genotype);
     return MD_OK;
 }
@@ -592,7 +616,7 @@ static md_status decide_run_dir(run_t *r, char *ck_path, size_t ck_len, int *ver
         MD_TRY(cs);
         /* genotype.txt is written last, by a finished run only: nothing to do,
          * and nothing is touched (the directory may be read-only, archived). */
-        if (md_file_exists(c->out, "genotype.txt")) {
+        if (md_file_exists(c->out, md_run_finished_mark(c))) {
             *verdict = RUN_FINISHED;
             return MD_OK;
         }
@@ -654,14 +678,14 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
     MD_TRY(s);
     md_path_in(p, sizeof p, c->out, "checkpoints"); /* from the start: see refuse_lost_checkpoints */
     MD_TRY(make_dirs(p));
-    if (!(r->log = open_in(c->out, "search.log", "a"))) return MD_ERR_IO;
+    if (!(r->log = open_in(c->out, c->train ? "train.log" : "search.log", "a"))) return MD_ERR_IO;
     if (!(r->metrics = open_in(c->out, "metrics.jsonl", "a"))) return MD_ERR_IO;
     if (!(r->history = open_in(c->out, "history.jsonl", "a"))) return MD_ERR_IO;
     md_path_in(p, sizeof p, c->out, "tb");
     MD_TRY(make_dirs(p));
     MD_TRY(md_tb_open(p, &r->tb));
     if (verdict == RUN_RESUME)
-        say(r, "resuming from %s: period %ld, step %ld (written by %d rank(s)%s)\n",
+        md_run_say(r, "resuming from %s: period %ld, step %ld (written by %d rank(s)%s)\n",
             resumed_from, r->pos.period + 1, r->pos.step, r->pos.saved_world,
             r->pos.saved_world == r->world ? ""
             : r->cfg->sync_bn ? "; the batch is global and BN is synced, so the run goes on as it "
@@ -669,7 +693,7 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
                               : "; the batch is global, but BN statistics are per rank, so "
                                 "the run now differs from one on the original ranks");
     else if (verdict == RUN_RESTART)
-        say(r, "%s holds this run but no checkpoint yet: starting it again from step 0\n", c->out);
+        md_run_say(r, "%s holds this run but no checkpoint yet: starting it again from step 0\n", c->out);
     return MD_OK;
 }
 
@@ -730,13 +754,13 @@ static md_status keep_saved_threads(run_t *r) {
     int saved = r->pos.saved_threads;
     if (saved <= 0 || r->threads <= 0 || saved == r->threads) return MD_OK;
     if (r->cfg->threads > 0 || getenv("OMP_NUM_THREADS")) {
-        say(r, "note: resuming with %d thread(s) per rank (--threads or OMP_NUM_THREADS) where "
+        md_run_say(r, "note: resuming with %d thread(s) per rank (--threads or OMP_NUM_THREADS) where "
                "the run had %d: the last bits of the result may differ from an uninterrupted "
                "run\n", r->threads, saved);
         return MD_OK;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    say(r, "note: resuming with the run's %d thread(s) per rank (this node's default is %d; "
+    md_run_say(r, "note: resuming with the run's %d thread(s) per rank (this node's default is %d; "
            "--threads N overrides)%s\n", saved, r->threads,
         cpus > 0 && (long)saved * md_comm_local_size(r->comm) > cpus
             ? "; that is more threads than this node has CPUs, which is slow" : "");
@@ -817,7 +841,7 @@ static md_status search(run_t *r, int *stopped) {
     if (s == MD_OK && (s = load_data(r)) != MD_OK && s != MD_ERR_NOMEM)
         s = MD_ERR_ARG; /* a missing or malformed dataset is bad input: exit 2 */
     const md_source_info *in = s == MD_OK ? md_loader_describe(r->train) : NULL;
-    if (s == MD_OK) s = make_space(c, in, &r->space);
+    if (s == MD_OK) s = c->train ? md_train_make_space(c, in, &r->space) : make_space(c, in, &r->space);
     if (s == MD_OK) {
         s = md_space_model_create(r->space, c->seed, md_backend_is_host(r->be) ? NULL : r->be,
                                   &r->model);
@@ -882,7 +906,7 @@ static md_status search(run_t *r, int *stopped) {
     int early = md_stop_requested();
     MD_TRY(md_comm_max_int(r->comm, &early));
     if (early) {
-        say(r, "stopped by a signal before the run began: nothing was written (exit status %d)\n",
+        md_run_say(r, "stopped by a signal before the run began: nothing was written (exit status %d)\n",
             MD_EXIT_STOPPED);
         *stopped = 1;
         return MD_OK;
@@ -903,6 +927,12 @@ static md_status search(run_t *r, int *stopped) {
                                    c->out);
     MD_TRY(s);
     r->past_verdict = 1;
+    if (verdict == RUN_FINISHED && c->train) {
+        if (r->rank == 0)
+            printf("the training run in %s has finished (it holds result.json); nothing to do\n",
+                   c->out);
+        return MD_OK;
+    }
     if (verdict == RUN_FINISHED) {
         char  gp[700], *g = NULL;
         md_path_in(gp, sizeof gp, c->out, "genotype.txt");
@@ -917,6 +947,10 @@ static md_status search(run_t *r, int *stopped) {
         MD_TRY(keep_saved_threads(r));
         MD_TRY(md_loader_seek(r->train, r->pos.train_epoch, r->pos.train_batch));
         MD_TRY(md_loader_seek(r->val, r->pos.val_epoch, r->pos.val_batch));
+    }
+    if (c->train) {
+        MD_TRY(open_outputs(r, verdict, ck_path));
+        return md_train_loop(r, stopped);
     }
     schedule sc = {0};
     sc.steps_per_epoch = md_loader_batches(r->train);
@@ -937,14 +971,14 @@ static md_status search(run_t *r, int *stopped) {
         return MD_OK;
     }
     MD_TRY(open_outputs(r, verdict, ck_path)); /* only now: bad input has written nothing */
-    say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %s, "
+    md_run_say(r, "mdenas search: %s, %d search-train / %d validation images (%s), %s, "
            "batch %d over %d rank(s)%s, %ld periods of %ld steps, %s\n",
         c->dataset, r->ntrain, r->nval, md_loader_describe(r->train)->name, space_text(c),
         c->batch, r->world,
         c->sync_bn ? " with synced BN" : "", sc.periods, plen, md_backend_describe(r->be));
     md_rng root;
     md_rng_seed(&root, c->seed, 0x5a3b1e);
-    r->t0 = now_s();
+    r->t0 = md_run_now();
     r->step0 = r->pos.step;
     char genotype[4096] = "";
     int *choice = r->choice;
@@ -959,14 +993,14 @@ static md_status search(run_t *r, int *stopped) {
         }
         md_rng rng = md_rng_split(&root, (uint64_t)sc.period);
         md_mdl_sample(&r->mdl, &rng, choice);
-        double t = now_s(), vacc;
+        double t = md_run_now(), vacc;
         size_t b0 = md_comm_grad_bytes(r->comm);
         long   s0 = r->pos.step;
         int    stop = 0;
-        s = train_period(r, choice, &sc, &stop);
+        s = md_run_train_steps(r, choice, &sc, &stop);
         double ar_bytes = (double)(md_comm_grad_bytes(r->comm) - b0) / fmax(r->pos.step - s0, 1);
         if (s == MD_OK && stop) {
-            s = save_checkpoint(r, "stop signal");
+            s = md_run_save_checkpoint(r, "stop signal");
             /* No rank exits before rank 0's checkpoint is on disk: launchers may
              * kill the others once the first one exits. */
             if (s == MD_OK) s = md_comm_barrier(r->comm);
@@ -977,16 +1011,16 @@ static md_status search(run_t *r, int *stopped) {
         if (s == MD_OK && stop) {
             /* Trained, not validated: the checkpoint is at the period's last
              * step, and the resumed run validates this period again. */
-            s = save_checkpoint(r, "stop signal during validation");
+            s = md_run_save_checkpoint(r, "stop signal during validation");
             if (s == MD_OK) s = md_comm_barrier(r->comm);
             *stopped = 1;
             break;
         }
-        if (s == MD_OK) s = record_period(r, choice, &sc, vacc, now_s() - t, ar_bytes);
+        if (s == MD_OK) s = record_period(r, choice, &sc, vacc, md_run_now() - t, ar_bytes);
         if (s == MD_OK) {
             r->pos.period = sc.period + 1;
             r->pos.period_correct = 0, r->pos.period_seen = 0, r->pos.period_loss = 0;
-            s = save_checkpoint(r, "period end");
+            s = md_run_save_checkpoint(r, "period end");
         }
         md_stepper_free_plans(&r->step);
         /* A signal that came after the last validation batch: stop here. */
@@ -1000,7 +1034,7 @@ static md_status search(run_t *r, int *stopped) {
     }
     MD_TRY(s);
     if (*stopped) {
-        say(r, "\nstopped by a signal at step %ld: checkpoint written in %s/checkpoints; run the "
+        md_run_say(r, "\nstopped by a signal at step %ld: checkpoint written in %s/checkpoints; run the "
                "same command again to resume (exit status %d)\n", r->pos.step, c->out,
             MD_EXIT_STOPPED);
         return MD_OK;
@@ -1009,10 +1043,10 @@ static md_status search(run_t *r, int *stopped) {
         /* state.json already holds the final p: it was written after the last period. */
         MD_TRY(md_runfiles_genotype(c->out, r->space, &r->mdl, genotype, sizeof genotype));
         report_margins(r);
-        say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
+        md_run_say(r, "\nsearch finished in %.1f s\ngenotype: %s\nrun directory %s: config.json, "
                "search.log, metrics.jsonl, history.jsonl, state.json, genotype.json, "
                "genotype.txt, p_heatmap.svg, tb/, checkpoints/\n",
-            now_s() - r->t0, genotype, c->out);
+            md_run_now() - r->t0, genotype, c->out);
     }
     return MD_OK;
 }

@@ -37,6 +37,7 @@ typedef struct {
     int                     rank, world;
     md_backend             *be;
     md_dataset              ds;       /* in-memory datasets */
+    md_dataset              test_ds;  /* train: the test split */
     md_source              *train_src, *val_src; /* imagenet */
     int                    *train_idx, *val_idx, ntrain, nval;
     md_loader              *train, *val;
@@ -56,6 +57,36 @@ typedef struct {
     int                     threads; /* CPU threads per rank of this process (0: not CPU) */
     int                     uniform_threads; /* threads when every rank has as many, else 0 */
 } md_run;
+
+/* The steps one call of md_run_train_steps trains: a sampling period of a
+ * search, an epoch of a training run. */
+typedef struct {
+    long   period, periods, steps_per_epoch, total_steps;
+    long   step; /* global step at the start of the period */
+    int    period_len;
+    float  drop_path; /* training: the drop-path probability of these steps */
+} schedule;
+
+/* ---- search.c: the run's machinery, shared with train.c ---- */
+double    md_run_now(void);
+/* A line on the terminal and in the log, rank 0 only. */
+void      md_run_say(md_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void      md_run_fmt_eta(char *buf, size_t len, double s);
+md_status md_run_test_hooks(const md_run *r, long step);
+md_status md_run_save_checkpoint(md_run *r, const char *why);
+md_status md_run_upload(md_run *r, const float **x, const int32_t **y, int rows);
+/* Train the rest of the steps of sc on architecture a, from r->pos.step; *stop
+ * = 1 when every rank has agreed to stop. */
+md_status md_run_train_steps(md_run *r, const int *a, const schedule *sc, int *stop);
+
+/* ---- train.c ---- */
+/* The network `mdenas_mpi train` trains: --genotype resolved, for the input. */
+md_status md_train_make_space(const md_search_config *c, const md_source_info *in,
+                              md_space **out);
+/* The epochs of a training run, once set up (resumed or fresh, outputs open). */
+md_status md_train_loop(md_run *r, int *stopped);
+/* The file whose presence marks a finished run (genotype.txt, result.json). */
+const char *md_run_finished_mark(const md_search_config *c);
 
 /* What a checkpoint holds and restores: nothing else of the run. */
 typedef struct {

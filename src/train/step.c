@@ -74,6 +74,7 @@ static md_status forward_backward(md_stepper *st, md_plan *p, const float *x, co
     MD_TRY(md_plan_zero_grads(p));
     MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
     MD_TRY(md_plan_loss_dev_smoothed(p, y, st->smoothing, st->scalars));
+    if (md_plan_has_aux(p)) MD_TRY(md_plan_aux_loss_dev(p, y, st->smoothing, st->scalars + 4));
     if (st->world > 1) MD_TRY(md_plan_scale_loss_grad(p, (float)rows / (float)grows));
     return md_plan_backward(p);
 }
@@ -119,22 +120,29 @@ static md_status graphed(md_stepper *st, md_plan *p, const float *x, const int32
 
 md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int32_t *y,
                            int rows, int grows, float lr, int stop_here, md_step_result *res) {
-    float  out[2], extra[3];
+    float  out[2], extra[4] = {0, 0, 0, 0}, aux[2] = {0, 0};
     double norm = 0;
-    if (st->world == 1 && st->graphs && md_backend_has_graphs(st->be)) {
+    int    has_aux = md_plan_has_aux(p);
+    /* Drop-path and dropout draw new masks every step: no graph replays them. */
+    if (st->world == 1 && st->graphs && md_backend_has_graphs(st->be) && !md_plan_has_noise(p)) {
         MD_TRY(graphed(st, p, x, y, rows, lr));
         MD_TRY(md_backend_download(st->be, out, st->scalars, sizeof out));
         MD_TRY(md_backend_download(st->be, &norm, st->scalars + 2, sizeof norm));
+        if (has_aux) MD_TRY(md_backend_download(st->be, aux, st->scalars + 4, sizeof aux));
         extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_here;
+        extra[3] = aux[0] * (float)rows;
     } else {
         MD_TRY(forward_backward(st, p, x, y, rows, grows));
         MD_TRY(md_backend_download(st->be, out, st->scalars, sizeof out)); /* also syncs */
+        if (has_aux) MD_TRY(md_backend_download(st->be, aux, st->scalars + 4, sizeof aux));
         /* Sum of the replicas' parts of the global batch's gradient; loss,
          * accuracy and the stop flag ride in the same call. */
         extra[0] = out[0] * (float)rows, extra[1] = out[1], extra[2] = (float)stop_here;
+        extra[3] = aux[0] * (float)rows;
         int             nr;
         const md_range *ranges = md_plan_ranges(p, &nr);
-        MD_TRY(md_comm_allreduce_grads(st->comm, st->model->grads.data, ranges, nr, extra, 3));
+        MD_TRY(md_comm_allreduce_grads(st->comm, st->model->grads.data, ranges, nr, extra,
+                                       has_aux ? 4 : 3));
         float l = st->world > 1 ? extra[0] / (float)grows : out[0];
         if (isfinite(l)) { /* else no update: the caller stops the run */
             MD_TRY(update(st, p, lr));
@@ -142,6 +150,7 @@ md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int
         }
     }
     res->loss = st->world > 1 ? extra[0] / (float)grows : out[0];
+    res->aux_loss = st->world > 1 ? extra[3] / (float)grows : aux[0];
     res->correct = lroundf(extra[1]);
     res->norm = norm;
     res->stop = extra[2] > 0.0f;

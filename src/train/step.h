@@ -31,6 +31,7 @@ typedef struct {
 
 typedef struct {
     float  loss;    /* the global batch's mean loss */
+    float  aux_loss; /* the auxiliary head's (unweighted), 0 without one */
     long   correct; /* over the global batch */
     double norm;    /* gradient norm before clipping (0 when no update was made) */
     int    stop;    /* some rank asked to stop (the flag rides on the allreduce) */

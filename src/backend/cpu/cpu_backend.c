@@ -102,6 +102,7 @@ static const md_backend_vtable cpu_vtable = {
     .linear_backward = md_cpu_linear_backward,
     .dropout_forward = md_cpu_dropout_forward,
     .mul_add = md_cpu_mul_add,
+    .row_scale = md_cpu_row_scale,
     .softmax_ce = md_cpu_softmax_ce,
     .top1_correct = md_cpu_top1_correct,
     .sgd_update = md_cpu_sgd_update,

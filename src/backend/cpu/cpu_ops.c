@@ -244,6 +244,27 @@ md_status md_cpu_mul_add(md_backend *be, const float *a, const float *b, float *
     return MD_OK;
 }
 
+md_status md_cpu_row_scale(md_backend *be, const float *x, const float *s, float *y, size_t rows,
+                           size_t inner, int accumulate) {
+    (void)be;
+    size_t n = rows * inner;
+    if (inner == 1) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) y[i] = (accumulate ? y[i] : 0.0f) + x[i] * s[i];
+        return MD_OK;
+    }
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * inner;
+        float       *yr = y + r * inner, f = s[r];
+        if (accumulate)
+            for (size_t i = 0; i < inner; i++) yr[i] += xr[i] * f;
+        else
+            for (size_t i = 0; i < inner; i++) yr[i] = xr[i] * f;
+    }
+    return MD_OK;
+}
+
 md_status md_cpu_copy(md_backend *be, const float *x, float *y, size_t n) {
     (void)be;
     if (x != y) memmove(y, x, n * sizeof(float));

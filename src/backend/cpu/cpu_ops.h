@@ -18,6 +18,8 @@ md_status md_cpu_act_forward(md_backend *be, md_act act, const float *x, float *
 md_status md_cpu_act_backward(md_backend *be, md_act act, const float *y, const float *dy,
                               float *dx, size_t n);
 md_status md_cpu_add(md_backend *be, const float *x, float *y, size_t n);
+md_status md_cpu_row_scale(md_backend *be, const float *x, const float *s, float *y, size_t rows,
+                           size_t inner, int accumulate);
 md_status md_cpu_mul_add(md_backend *be, const float *a, const float *b, float *y, size_t n);
 md_status md_cpu_copy(md_backend *be, const float *x, float *y, size_t n);
 md_status md_cpu_zero(md_backend *be, float *y, size_t n);

@@ -582,6 +582,13 @@ __global__ void k_add(const float *x, float *y, size_t n) {
 __global__ void k_mul_add(const float *a, const float *b, float *y, size_t n) {
     GRID_LOOP(i, n) y[i] += a[i] * b[i];
 }
+__global__ void k_row_scale(const float *x, const float *s, float *y, size_t n, size_t inner,
+                            int accumulate) {
+    GRID_LOOP(i, n) {
+        float v = x[i] * s[i / inner];
+        y[i] = accumulate ? y[i] + v : v;
+    }
+}
 __global__ void k_scale(float *x, size_t n, float f) {
     GRID_LOOP(i, n) x[i] *= f;
 }
@@ -617,6 +624,13 @@ static md_status cu_add(md_backend *be, const float *x, float *y, size_t n) {
 }
 static md_status cu_mul_add(md_backend *be, const float *a, const float *b, float *y, size_t n) {
     k_mul_add<<<blocks_for(n, 256), 256, 0, cb_of(be)->stream>>>(a, b, y, n);
+    LAUNCH_TRY();
+    return MD_OK;
+}
+static md_status cu_row_scale(md_backend *be, const float *x, const float *s, float *y,
+                              size_t rows, size_t inner, int accumulate) {
+    size_t n = rows * inner;
+    k_row_scale<<<blocks_for(n, 256), 256, 0, cb_of(be)->stream>>>(x, s, y, n, inner, accumulate);
     LAUNCH_TRY();
     return MD_OK;
 }
@@ -1172,6 +1186,7 @@ static md_backend_vtable make_vtable(void) {
     v.linear_backward = cu_linear_backward;
     v.dropout_forward = cu_dropout_forward;
     v.mul_add = cu_mul_add;
+    v.row_scale = cu_row_scale;
     v.softmax_ce = cu_softmax_ce;
     v.top1_correct = cu_top1_correct;
     v.sgd_update = cu_sgd_update;
