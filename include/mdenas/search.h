@@ -53,6 +53,7 @@ typedef struct {
     double      drop_path;      /* DARTS: drop-path probability, ramped from 0 over the epochs */
     double      dropout;        /* before the classifier */
     int         cutout;         /* side of the cutout square in pixels (0: off) */
+    int         archs;          /* rankcheck: random architectures trained (0: not rankcheck) */
 } md_search_config;
 
 /* Defaults, then a preset's values ("cifar10", "tiny", "imagenet-mobile",
@@ -84,6 +85,14 @@ void      md_search_catch_stop_signals(void);
 /* Print what a checkpoint holds; MD_ERR_DATA/MD_ERR_IO naming the file if it is
  * not a valid mdenas checkpoint. */
 md_status md_ckpt_inspect(const char *path, FILE *out);
+
+/* `mdenas_mpi rankcheck` (MdeNAS's performance-ranking hypothesis, its Fig. 1):
+ * c->archs DARTS genotypes drawn uniformly (md_darts_genotype_random, from
+ * c->seed), each trained as `train` would (c's options) in <out>/arch-NNN and
+ * evaluated every epoch; then Kendall's tau-b between each epoch's ranking of
+ * them and the last epoch's, into <out>/rankcheck.json and rankcheck.svg.
+ * Resumable like train: a finished architecture is not trained again. */
+md_status md_rankcheck_run(const md_search_config *c, struct md_comm *comm, int *stopped);
 
 /* Evaluate the network a train run left in `dir` (net.json, weights.safetensors)
  * on its dataset's test split, printing top-1, top-5, loss, parameters and

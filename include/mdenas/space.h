@@ -108,6 +108,13 @@ typedef struct {
  * the name of a published one ("mdenas": the MdeNAS authors' CIFAR-10 cell,
  * "darts_v2"). Sets c->gene and c->net.nodes; `what` names the source. */
 md_status md_darts_genotype_parse(const char *text, const char *what, md_darts_net_config *c);
+/* A genotype drawn uniformly from the DARTS cell space (DARTS's random-search
+ * baseline): each of `nodes` nodes takes two distinct inputs uniformly from its
+ * predecessors, each with an op uniform over the seven other than none; normal
+ * and reduction cells independent. Sets c->gene and c->net.nodes. */
+void      md_darts_genotype_random(uint64_t seed, int nodes, md_darts_net_config *c);
+/* c's genes as DARTS prints a Genotype; MD_ERR_ARG when longer than len. */
+md_status md_darts_genotype_format(const md_darts_net_config *c, char *buf, size_t len);
 md_status md_space_darts_net_create(const md_darts_net_config *c, md_space **out);
 /* Parameters with and without the auxiliary head, multiply-adds without it
  * (what inference runs), per image at the configured input size. */

@@ -68,6 +68,7 @@ static const option options[] = {
     OPT("--drop-path", OPT_DOUBLE, drop_path, "train, DARTS: drop-path probability, ramped linearly from 0"),
     OPT("--dropout", OPT_DOUBLE, dropout, "train: dropout before the classifier"),
     OPT("--cutout", OPT_INT, cutout, "train: cutout square side in pixels (0: off)"),
+    OPT("--archs", OPT_INT, archs, "rankcheck: random architectures to train"),
 };
 enum { NOPT = sizeof options / sizeof *options };
 
@@ -118,6 +119,18 @@ void md_train_usage(FILE *f) {
         show_value(&options[i], &d, v, sizeof v);
         fprintf(f, "  %-22s %s (default %s)\n", options[i].name, options[i].help, v);
     }
+}
+
+void md_rankcheck_usage(FILE *f) {
+    fprintf(f, "usage: mdenas_mpi rankcheck --archs K --epochs E [--preset NAME] [options]\n\n"
+               "MdeNAS's performance-ranking hypothesis (its Fig. 1): trains K DARTS genotypes\n"
+               "drawn uniformly from the space (from --seed) for E epochs each, as `train` does\n"
+               "(its presets and options; fashion-final is the small CPU one), in\n"
+               "<out>/arch-NNN, evaluating each on the test split every epoch; then writes\n"
+               "Kendall's tau-b between each epoch's ranking and the last epoch's to\n"
+               "<out>/rankcheck.json and a plot to <out>/rankcheck.svg. Rerunning the same\n"
+               "command resumes it (finished architectures are kept). Options: those of\n"
+               "`mdenas_mpi train --help` (no --genotype) and --archs K.\n");
 }
 
 void md_search_usage(FILE *f) {
@@ -193,7 +206,7 @@ static int parse_value(const option *o, const char *s, md_search_config *c) {
 
 /* 0: parsed; 2: usage error (message printed). */
 int md_search_parse(int argc, char **argv, int train, md_search_config *c) {
-    const char *preset = "", *cmd = train ? "train" : "search";
+    const char *preset = "", *cmd = train == 2 ? "rankcheck" : train ? "train" : "search";
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--preset")) {
             if (i + 1 >= argc) {
@@ -206,7 +219,7 @@ int md_search_parse(int argc, char **argv, int train, md_search_config *c) {
         fprintf(stderr, "mdenas_mpi %s: %s\n", cmd, md_error_message());
         return 2;
     }
-    c->train = train;
+    c->train = train != 0;
     if (!train) /* the training presets' DARTS parts mean nothing to a search */
         c->aux_weight = c->drop_path = c->dropout = 0, c->cutout = 0;
     for (int i = 0; i < argc; i++) {
@@ -236,6 +249,11 @@ int md_search_parse(int argc, char **argv, int train, md_search_config *c) {
                     argv[i], o->help);
             return 2;
         }
+    }
+    if (train == 2 && c->archs <= 0) {
+        fprintf(stderr, "mdenas_mpi rankcheck: --archs K (the random architectures to train) "
+                        "is required\n");
+        return 2;
     }
     if (md_search_config_resolve(c) != MD_OK) {
         fprintf(stderr, "mdenas_mpi %s: %s\n", cmd, md_error_message());
@@ -278,7 +296,7 @@ void md_search_print_resume(FILE *f, const char *prog, int argc, char **argv,
         fputs(" && ", f);
     }
     put_word(f, prog);
-    fputs(c->train ? " train" : " search", f);
+    fputs(c->archs ? " rankcheck" : c->train ? " train" : " search", f);
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             i++;

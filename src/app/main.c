@@ -25,6 +25,8 @@ static void usage(FILE *f) {
             "                       test split every epoch (mdenas_mpi train --help)\n"
             "  eval RUNDIR          test top-1/top-5, parameters and multiply-adds of a\n"
             "                       trained network (a train run's directory)\n"
+            "  rankcheck --archs K  the performance-ranking hypothesis: Kendall's tau of\n"
+            "                       random architectures' rankings by epoch\n"
             "  inspect CHECKPOINT   check a checkpoint and print what it holds\n"
             "  info [--threads N]   print the build, the compute backends and the MPI world,\n"
             "                       after a self-check that runs one op on each backend\n"
@@ -117,10 +119,11 @@ static int wants_help(int argc, char **argv) {
 }
 
 static int cmd_search(const char *prog, int argc, char **argv, int rank, int world, int train) {
-    const char *cmd = train ? "train" : "search";
+    const char *cmd = train == 2 ? "rankcheck" : train ? "train" : "search";
     if (wants_help(argc, argv)) {
         if (rank == 0) {
-            if (train) md_train_usage(stdout);
+            if (train == 2) md_rankcheck_usage(stdout);
+            else if (train) md_train_usage(stdout);
             else md_search_usage(stdout);
         }
         return 0;
@@ -130,7 +133,8 @@ static int cmd_search(const char *prog, int argc, char **argv, int rank, int wor
     md_comm *comm = NULL;
     int      stopped = 0;
     md_status s = md_comm_create_world(&comm);
-    if (s == MD_OK) s = md_search_run(&c, comm, &stopped);
+    if (s == MD_OK) s = train == 2 ? md_rankcheck_run(&c, comm, &stopped)
+                                   : md_search_run(&c, comm, &stopped);
     md_comm_destroy(comm);
     if (s == MD_OK && stopped && rank == 0) md_search_print_resume(stdout, prog, argc, argv, &c, world);
     if (s == MD_OK) return stopped ? MD_EXIT_STOPPED : 0;
@@ -200,7 +204,8 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     /* A search takes stop signals from the very start: a Slurm signal during
      * MPI start-up then stops it (exit 75) instead of killing it. */
-    if (argc > 1 && (!strcmp(argv[1], "search") || !strcmp(argv[1], "train")))
+    if (argc > 1 && (!strcmp(argv[1], "search") || !strcmp(argv[1], "train") ||
+                     !strcmp(argv[1], "rankcheck")))
         md_search_catch_stop_signals();
     MPI_Init(&argc, &argv);
     int rank = 0, world = 1;
@@ -218,6 +223,8 @@ int main(int argc, char **argv) {
         rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world, 0);
     } else if (!strcmp(argv[1], "train")) {
         rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world, 1);
+    } else if (!strcmp(argv[1], "rankcheck")) {
+        rc = cmd_search(argv[0], argc - 2, argv + 2, rank, world, 2);
     } else if (!strcmp(argv[1], "eval")) {
         rc = cmd_eval(argc - 2, argv + 2, rank);
     } else if (!strcmp(argv[1], "inspect")) {

@@ -311,6 +311,10 @@ md_status md_darts_genotype_parse(const char *text, const char *what, md_darts_n
     }
     int genes[2][GENES][2], count[2];
     static const char *const names[2] = {"normal", "reduce"};
+    if (strncmp(c.s, "Genotype", 8))
+        return md_fail(MD_ERR_ARG, "%s: '%.40s' is not a DARTS genotype: give a "
+                                   "Genotype(normal=[...], ...) string or a published cell "
+                                   "(mdenas, darts_v2)", what, c.s);
     MD_TRY(expect(&c, "Genotype"));
     MD_TRY(expect(&c, "("));
     for (int t = 0; t < 2; t++) {
@@ -361,13 +365,36 @@ static size_t genotype_string(const md_darts_net_config *c, char *buf, size_t le
     return pos;
 }
 
+md_status md_darts_genotype_format(const md_darts_net_config *c, char *buf, size_t len) {
+    if (genotype_string(c, buf, len) >= len)
+        return md_fail(MD_ERR_ARG, "genotype: longer than %zu bytes", len);
+    return MD_OK;
+}
+
+void md_darts_genotype_random(uint64_t seed, int nodes, md_darts_net_config *c) {
+    md_rng r;
+    md_rng_seed(&r, seed, 0x7a4d0);
+    if (nodes < 1) nodes = 1;
+    if (nodes > MD_DARTS_NET_MAX_NODES) nodes = MD_DARTS_NET_MAX_NODES;
+    c->net.nodes = nodes;
+    for (int t = 0; t < 2; t++)
+        for (int node = 0; node < nodes; node++) {
+            int n = node + 2, a = (int)(md_rng_u32(&r) % (uint32_t)n);
+            int b = (int)(md_rng_u32(&r) % (uint32_t)(n - 1));
+            b += b >= a; /* distinct from a */
+            int in[2] = {a < b ? a : b, a < b ? b : a};
+            for (int k = 0; k < 2; k++) {
+                c->gene[t][2 * node + k][0] = 1 + (int)(md_rng_u32(&r) % (MD_DARTS_OPS - 1));
+                c->gene[t][2 * node + k][1] = in[k];
+            }
+        }
+}
+
 /* ---- the space ------------------------------------------------------------------- */
 
 static md_status summary(const md_space *s, const double *p, char *buf, size_t len) {
     (void)p;
-    if (genotype_string(&net_of(s)->cfg, buf, len) >= len)
-        return md_fail(MD_ERR_ARG, "genotype: longer than %zu bytes", len);
-    return MD_OK;
+    return md_darts_genotype_format(&net_of(s)->cfg, buf, len);
 }
 
 static md_status export_json(const md_space *s, const double *p, md_json *j) {

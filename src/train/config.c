@@ -150,7 +150,12 @@ md_status md_search_config_check(const md_search_config *c) {
                        c->crop_scale[1]);
     if (c->data_threads < 0 || c->data_threads > 256)
         return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
-    if (c->train && !c->genotype[0])
+    if (c->archs && (!c->train || c->archs < 2 || c->archs > 1000 || c->genotype[0] ||
+                     c->epochs < 2))
+        return md_fail(MD_ERR_ARG, "rankcheck: --archs %d must be in 2..1000, with --epochs >= 2 "
+                                   "and no --genotype (the architectures are drawn at random)",
+                       c->archs);
+    if (c->train && !c->archs && !c->genotype[0])
         return md_fail(MD_ERR_ARG, "train: --genotype is required (a search's run directory, its "
                                    "genotype.json or net.config, a Genotype(...) string, or a "
                                    "published cell: mdenas, darts_v2)");

@@ -4,12 +4,15 @@
  * signals, logs), evaluated on the test split every epoch, and exported with
  * the reference PyTorch code's names. */
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mdenas/plot.h"
+#include "mdenas/rank.h"
 #include "mdenas/safetensors.h"
 #include "mdenas/supernet.h"
 #include "train/search_impl.h"
@@ -170,6 +173,17 @@ static void score(const float *z, const int32_t *y, int rows, int k, eval_counts
     }
 }
 
+/* Test hook MDENAS_RAISE_IN_EVAL=<epoch>[:<rank>]: that rank raises SIGTERM on
+ * itself during the second test batch of that epoch (0-based). */
+static void eval_hook(const md_run *r, int batch) {
+    const char *e = getenv("MDENAS_RAISE_IN_EVAL");
+    if (!e || !*e || batch != 1) return;
+    char *end = NULL;
+    long  at = strtol(e, &end, 10);
+    int   rank = *end == ':' ? (int)strtol(end + 1, NULL, 10) : 0;
+    if (at == r->pos.period && r->rank == rank) md_stop_send_self(SIGTERM);
+}
+
 /* The network on the test split, BN on running statistics; counts summed over
  * ranks. A stop signal is taken at the next batch: *stopped = 1, no result. */
 static md_status evaluate(md_run *r, eval_counts *out, int *stopped) {
@@ -183,6 +197,7 @@ static md_status evaluate(md_run *r, eval_counts *out, int *stopped) {
     MD_TRY(md_loader_seek(r->val, 0, 0));
     md_status s = MD_OK;
     for (int b = 0; b < batches && s == MD_OK; b++) {
+        eval_hook(r, b);
         if (md_stop_requested()) {
             c[4] = 1;
             break;
@@ -596,5 +611,123 @@ md_status md_train_eval(const char *dir, FILE *out) {
     md_space_destroy(space);
     free(choice);
     md_json_value_free(&o);
+    return s;
+}
+
+/* ---- mdenas_mpi rankcheck ------------------------------------------------------------- */
+
+/* The test top-1 of each epoch of a finished train run, from its metrics.jsonl. */
+static md_status epoch_accuracies(const char *dir, int epochs, double *acc) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return md_fail(MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    for (int e = 0; e < epochs; e++) acc[e] = NAN;
+    char     *line = NULL;
+    size_t    cap = 0;
+    md_status s = MD_OK;
+    while (s == MD_OK && getline(&line, &cap, f) > 0) {
+        md_jvalue v;
+        if (md_json_parse(line, path, &v) != MD_OK) continue; /* not ours to judge */
+        const char *type = jstr(&v, "type");
+        int         ep = 0;
+        const md_jvalue *a = md_json_get(&v, "test_top1");
+        if (type && !strcmp(type, "epoch") && !jint(&v, "epoch", 1, epochs, &ep) && a &&
+            a->type == MD_JNUM)
+            acc[ep - 1] = a->num;
+        md_json_value_free(&v);
+    }
+    free(line);
+    fclose(f);
+    for (int e = 0; e < epochs; e++)
+        if (!isfinite(acc[e]))
+            return md_fail(MD_ERR_DATA, "%s has no test accuracy for epoch %d", path, e + 1);
+    return MD_OK;
+}
+
+static md_status rankcheck_report(const md_search_config *c, char (*genotypes)[1024],
+                                  const double *acc) {
+    int     k = c->archs, e = c->epochs;
+    double *tau = malloc((size_t)e * sizeof *tau), *ep = malloc((size_t)e * sizeof *ep);
+    if (!tau || !ep) {
+        free(tau), free(ep);
+        return md_fail(MD_ERR_NOMEM, "rankcheck");
+    }
+    md_status s = md_rank_tau_by_epoch(acc, k, e, tau);
+    md_json   j;
+    md_json_init(&j);
+    md_json_begin_object(&j);
+    md_json_key(&j, "archs"), md_json_int(&j, k);
+    md_json_key(&j, "epochs"), md_json_int(&j, e);
+    md_json_key(&j, "kendall_tau_b_vs_last");
+    md_json_begin_array(&j);
+    for (int i = 0; i < e; i++) {
+        if (isfinite(tau[i])) md_json_double(&j, tau[i]);
+        else md_json_null(&j);
+    }
+    md_json_end_array(&j);
+    md_json_key(&j, "architectures");
+    md_json_begin_array(&j);
+    for (int a = 0; a < k; a++) {
+        md_json_begin_object(&j);
+        md_json_key(&j, "genotype"), md_json_string(&j, genotypes[a]);
+        md_json_key(&j, "test_top1");
+        md_json_begin_array(&j);
+        for (int i = 0; i < e; i++) md_json_double(&j, acc[(size_t)a * e + i]);
+        md_json_end_array(&j);
+        md_json_end_object(&j);
+    }
+    md_json_end_array(&j);
+    md_json_end_object(&j);
+    char path[700];
+    if (s == MD_OK) {
+        md_path_in(path, sizeof path, c->out, "rankcheck.json");
+        s = md_json_write_file(&j, path);
+    }
+    md_json_free(&j);
+    for (int i = 0; i < e; i++) ep[i] = i + 1;
+    char title[160];
+    snprintf(title, sizeof title, "Kendall tau-b of each epoch's ranking with the last (%d "
+                                  "architectures, %s)", k, c->dataset);
+    if (s == MD_OK) {
+        md_path_in(path, sizeof path, c->out, "rankcheck.svg");
+        s = md_svg_line_plot(path, title, "epoch", "Kendall tau-b", ep, tau, e, -1.0, 1.0);
+    }
+    if (s == MD_OK) {
+        printf("\nrankcheck: %d architectures, %d epochs; Kendall tau-b of each epoch's test "
+               "top-1 ranking with the last epoch's:\n", k, e);
+        for (int i = 0; i < e; i++) printf("  epoch %3d: %6.3f\n", i + 1, tau[i]);
+        printf("written: %s/rankcheck.json, %s/rankcheck.svg\n", c->out, c->out);
+    }
+    free(tau), free(ep);
+    return s;
+}
+
+md_status md_rankcheck_run(const md_search_config *c, md_comm *comm, int *stopped) {
+    md_search_config base = *c;
+    *stopped = 0;
+    MD_TRY(md_search_config_resolve(&base));
+    int rank = md_comm_rank(comm), k = base.archs, e = base.epochs;
+    char (*genotypes)[1024] = calloc((size_t)k, sizeof *genotypes);
+    double *acc = calloc((size_t)k * e, sizeof *acc);
+    md_status s = genotypes && acc ? MD_OK : md_fail(MD_ERR_NOMEM, "rankcheck");
+    if (s == MD_OK && rank == 0 && mkdir(base.out, 0777) && errno != EEXIST)
+        s = md_fail(MD_ERR_ARG, "--out %s: cannot create it: %s", base.out, strerror(errno));
+    for (int a = 0; s == MD_OK && a < k; a++) {
+        md_search_config    t = base;
+        md_darts_net_config d;
+        memset(&d, 0, sizeof d);
+        md_darts_genotype_random(base.seed * 1000003ULL + (uint64_t)a, base.nodes, &d);
+        s = md_darts_genotype_format(&d, genotypes[a], sizeof genotypes[a]);
+        t.archs = 0;
+        snprintf(t.genotype, sizeof t.genotype, "%s", genotypes[a]);
+        snprintf(t.out, sizeof t.out, "%.490s/arch-%03d", base.out, a % 1000);
+        if (rank == 0) printf("\nrankcheck: architecture %d of %d in %s\n", a + 1, k, t.out);
+        if (s == MD_OK) s = md_search_run(&t, comm, stopped);
+        if (s == MD_OK && *stopped) break;
+        if (s == MD_OK && rank == 0) s = epoch_accuracies(t.out, e, acc + (size_t)a * e);
+    }
+    if (s == MD_OK && !*stopped && rank == 0) s = rankcheck_report(&base, genotypes, acc);
+    free(genotypes), free(acc);
     return s;
 }
