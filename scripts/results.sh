@@ -1,13 +1,14 @@
 #!/bin/sh
-# The searched-vs-random evidence on Fashion-MNIST (docs/results.md): MdeNAS searches
-# with 3 seeds (the README main job's preset, `search --preset tiny`), then each
-# derived genotype and 10 genotypes drawn uniformly from the DARTS space
-# (scripts/random_genotypes.py) trained under one short recipe
-# (`train --preset fashion-final --seed 1`) and evaluated on the 10000 test images;
-# then scripts/results_report.py writes the report. About an hour on 2 cores.
-# Every run is resumable: rerunning the script skips what has finished.
+# The searched-vs-random evidence on Fashion-MNIST (docs/results.md). MdeNAS searches
+# with 3 seeds in two settings: the README main job's preset (`search --preset tiny`,
+# one sampling period per epoch: 10 periods) and the same run cut into 30 periods
+# (`--period-steps 26 --val-batches 16`); each derived genotype and 10 genotypes drawn
+# uniformly from the DARTS space (scripts/random_genotypes.py) trained under one short
+# recipe (`train --preset fashion-final --seed 1`) and evaluated on the 10000 test
+# images; `rankcheck` on 8 random architectures; then scripts/results_report.py writes
+# the report. About 1.5 hours on 2 cores. Every run resumes: rerunning the script
+# skips what has finished.
 #   scripts/results.sh [OUT_DIR [MDENAS_MPI]]       (default runs/results, build/mdenas_mpi)
-# Extra options for every search / training: MDENAS_SEARCH_OPTS, MDENAS_TRAIN_OPTS.
 set -eu
 out=${1:-runs/results}
 bin=${2:-build/mdenas_mpi}
@@ -15,23 +16,30 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$bin" ] || { echo "results.sh: $bin is not built (cmake --build build)" >&2; exit 2; }
 mkdir -p "$out"
 say() { echo "results.sh: $*"; }
-for seed in 1 2 3; do
-    d="$out/search-$seed"
-    say "search seed $seed -> $d"
-    # shellcheck disable=SC2086
-    "$bin" search --preset tiny --seed "$seed" --out "$d" ${MDENAS_SEARCH_OPTS:-} > "$out/search-$seed.out" 2>&1
-done
-python3 "$here/random_genotypes.py" 10 2026 > "$out/random.txt"
+search() { # dir seed options...
+    d=$1 seed=$2
+    shift 2
+    say "search seed $seed $* -> $d"
+    "$bin" search --preset tiny --seed "$seed" --out "$d" "$@" > "$d.out" 2>&1
+}
 train() { # name genotype
     d="$out/train-$1"
     say "train $1 -> $d"
-    # shellcheck disable=SC2086
-    "$bin" train --preset fashion-final --seed 1 --genotype "$2" --out "$d" ${MDENAS_TRAIN_OPTS:-} > "$out/train-$1.out" 2>&1
+    "$bin" train --preset fashion-final --seed 1 --genotype "$2" --out "$d" > "$d.out" 2>&1
 }
+for seed in 1 2 3; do search "$out/search-$seed" "$seed"; done
+python3 "$here/random_genotypes.py" 10 2026 > "$out/random.txt"
 for seed in 1 2 3; do train "searched-$seed" "$out/search-$seed"; done
 i=0
 while IFS= read -r g; do
     i=$((i + 1))
     train "random-$i" "$g"
 done < "$out/random.txt"
+for seed in 1 2 3; do
+    search "$out/search-p30-$seed" "$seed" --period-steps 26 --val-batches 16
+    train "searched-p30-$seed" "$out/search-p30-$seed"
+done
+say "rankcheck -> $out/rankcheck"
+"$bin" rankcheck --preset fashion-final --seed 7 --archs 8 --epochs 4 --out "$out/rankcheck" \
+    > "$out/rankcheck.out" 2>&1
 python3 "$here/results_report.py" "$out"

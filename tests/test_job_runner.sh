@@ -323,6 +323,26 @@ expect_call 2 "prog|$CIFAR|--device|cuda|--threads|3|--dataset|synthetic|"
 job "cifar: --data in MDENAS_ARGS, data not checked" cifar_search.slurm MDENAS_ARGS="--data $T/x"
 expect_rc 0
 
+# --- train_final.slurm: what it trains, on which data ------------------------------
+job "train: no data" train_final.slurm
+expect_rc 2
+expect_out "mdenas job: no CIFAR-10 data at $C10 (no data_batch_1.bin; set MDENAS_DATA)"
+expect_ncalls 0
+mkdir -p "$T/c10t" && touch "$T/c10t/data_batch_1.bin"
+job "train: the released cell by default" train_final.slurm MDENAS_DATA="$T/c10t"
+expect_rc 0
+expect_call 2 "prog|train|--preset|cifar10-final|--genotype|mdenas|--data|$T/c10t|--out|$RUNS/train-slurm|--device|cuda|--threads|3|"
+job "train: MDENAS_GENOTYPE, MDENAS_ARGS" train_final.slurm MDENAS_DATA="$T/c10t" \
+    MDENAS_GENOTYPE="$RUNS/cifar-slurm" MDENAS_ARGS="--epochs 10"
+expect_call 2 "prog|train|--preset|cifar10-final|--genotype|$RUNS/cifar-slurm|--data|$T/c10t|--out|$RUNS/train-slurm|--device|cuda|--threads|3|--epochs|10|"
+job "train: imagenet-mobile-final needs shards" train_final.slurm \
+    MDENAS_PRESET=imagenet-mobile-final MDENAS_DATA="$T/none"
+expect_rc 2
+expect_out "mdenas job: no prepared ImageNet at $T/none (no manifest.json; set MDENAS_DATA)"
+job "train: unknown preset" train_final.slurm MDENAS_PRESET=tiny MDENAS_DATA="$T/c10t"
+expect_rc 2
+expect_out "MDENAS_PRESET must be cifar10-final or imagenet-mobile-final, not 'tiny'"
+
 # --- imagenet_search.slurm ----------------------------------------------------------
 SH=$SUBMIT/data/imagenet-prepared
 IN_SEARCH="search|--space|mobile|--preset|imagenet-mobile|--dataset|imagenet|--data|$SH|--out|$RUNS/imagenet-slurm"

@@ -186,7 +186,9 @@ mdenas_job_search() {
     mdenas_job_launch search "$mdenas_bin" "${args[@]}"
     # 75: stopped by a signal with a checkpoint written.
     [ "$mdenas_rc" = 75 ] && mdenas_job_requeue "resumes from the checkpoint"
+    # A search ends with its genotype, a training with its result.
     [ "$mdenas_rc" = 0 ] && cat "$mdenas_out/genotype.txt" 2>/dev/null
+    [ "$mdenas_rc" = 0 ] && cat "$mdenas_out/result.json" 2>/dev/null
     exit "$mdenas_rc"
 }
 
