@@ -105,6 +105,8 @@ static void test_counts(void) {
         md_darts_net_config d = net_config(cases[i].g, cases[i].cells, cases[i].c, 32, 1);
         double              p = 0, p0 = 0, madds = 0;
         CHECK_OK(md_darts_net_count(&d, &p, &p0, &madds));
+        /* for tests/darts_net_check.py, which counts the same with PyTorch */
+        printf("count %s %d %d %.0f %.0f\n", cases[i].g, cases[i].cells, cases[i].c, p, p0);
         CHECK(p0 == cases[i].without, "%s %d/%d: %.0f parameters without the head, PyTorch %.0f",
               cases[i].g, cases[i].cells, cases[i].c, p0, cases[i].without);
         if (cases[i].with_aux > 0)

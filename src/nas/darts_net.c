@@ -305,9 +305,13 @@ md_status md_darts_genotype_parse(const char *text, const char *what, md_darts_n
     skip_ws(&c);
     for (size_t i = 0; i < sizeof published / sizeof *published; i++) {
         size_t n = strlen(published[i][0]);
+        if (strncasecmp(c.s, published[i][0], n)) continue; /* stops at text's end */
         const char *rest = c.s + n;
         while (isspace((unsigned char)*rest)) rest++;
-        if (!strncasecmp(c.s, published[i][0], n) && !*rest) c.s = published[i][1];
+        if (!*rest) {
+            c.s = published[i][1];
+            break;
+        }
     }
     int genes[2][GENES][2], count[2];
     static const char *const names[2] = {"normal", "reduce"};
