@@ -265,7 +265,7 @@ md_status md_ckpt_check_config(const md_search_config *c, const char *saved_text
                                            "space",           "space_file", "width_mult",
                                            "candidates",      "train",      "genotype",
                                            "aux_weight",      "drop_path",  "dropout",
-                                           "cutout"};
+                                           "cutout",          "archs"};
     md_search_config def;
     md_jvalue        dv;
     md_search_config_preset(&def, "");
