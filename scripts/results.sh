@@ -1,8 +1,9 @@
 #!/bin/sh
 # The searched-vs-random evidence on Fashion-MNIST (docs/results.md). MdeNAS searches
-# with 3 seeds in two settings: the README main job's preset (`search --preset tiny`,
-# one sampling period per epoch: 10 periods) and the same run cut into 30 periods
-# (`--period-steps 26 --val-batches 16`); each derived genotype and 10 genotypes drawn
+# with 3 seeds in two settings: the README main job's preset as it was before these
+# results (`search --preset tiny --period-steps 0 --val-batches 0`: one sampling period
+# per epoch, 10 periods, whole validation split) and as it is now (`--preset tiny`: 30
+# periods of 26 steps, 16 validation batches each); each derived genotype and 10 genotypes drawn
 # uniformly from the DARTS space (scripts/random_genotypes.py) trained under one short
 # recipe (`train --preset fashion-final --seed 1`) and evaluated on the 10000 test
 # images; `rankcheck` on 8 random architectures; then scripts/results_report.py writes
@@ -27,7 +28,7 @@ train() { # name genotype
     say "train $1 -> $d"
     "$bin" train --preset fashion-final --seed 1 --genotype "$2" --out "$d" > "$d.out" 2>&1
 }
-for seed in 1 2 3; do search "$out/search-$seed" "$seed"; done
+for seed in 1 2 3; do search "$out/search-$seed" "$seed" --period-steps 0 --val-batches 0; done
 python3 "$here/random_genotypes.py" 10 2026 > "$out/random.txt"
 for seed in 1 2 3; do train "searched-$seed" "$out/search-$seed"; done
 i=0

@@ -67,8 +67,8 @@ def main():
         r = os.path.join(d, 'result.json')
         m = re.match(r'train-searched-(?:(.+)-)?(\d+)$', os.path.basename(d))
         if os.path.exists(r) and m:
-            tag = m.group(1) or 'tiny'
-            sdir = os.path.join(out, 'search-%s' % m.group(2) if tag == 'tiny' and
+            tag = m.group(1) or 'per-epoch'
+            sdir = os.path.join(out, 'search-%s' % m.group(2) if tag == 'per-epoch' and
                                 os.path.isdir(os.path.join(out, 'search-%s' % m.group(2)))
                                 else 'search-%s-%s' % (tag, m.group(2)))
             searched.setdefault(tag, []).append((int(m.group(2)), load(r), sdir))
@@ -82,9 +82,12 @@ def main():
     w('')
     w('## The experiment')
     w('')
-    w('- Searches: `mdenas_mpi search --preset tiny --seed S` for S = 1, 2, 3, the README')
-    w('  main job\'s settings (5 cells, C=8, 10 epochs on 5000 + 5000 images of the first')
-    w('  10000, one sampling period per epoch), and variants named below.')
+    w('- Searches: the README main job\'s settings (`mdenas_mpi search --preset tiny --seed S`')
+    w('  for S = 1, 2, 3: 5 cells, C=8, 10 epochs of 78 steps on 5000 + 5000 images of the')
+    w('  first 10000) in two forms: **per-epoch**, the preset before these results (one')
+    w('  sampling period per epoch, 10 periods, validated on the whole split:')
+    w('  `--period-steps 0 --val-batches 0`), and **30 periods**, the preset now (periods of')
+    w('  26 steps, each validated on 16 batches of 64 images).')
     w('- Random architectures: 10 genotypes drawn uniformly from the DARTS cell space')
     w('  (`scripts/random_genotypes.py 10 2026`: per node two distinct inputs, each with one')
     w('  of the seven ops other than `none`), DARTS\'s random-search baseline.')
@@ -154,7 +157,7 @@ def main():
         w('|---|' + '---|' * r['epochs'])
         w('| tau-b | ' + ' | '.join('%.3f' % t if t is not None else 'n/a'
                                      for t in r['kendall_tau_b_vs_last']) + ' |')
-    text = '\n'.join(lines) + '\n'
+    text = '\n'.join(lines).replace('(p30', '(30 periods').replace('- p30:', '- 30 periods:') + '\n'
     extra = os.path.join(os.path.dirname(report), 'results_notes.md')
     if os.path.exists(extra):
         text += '\n' + open(extra).read()
