@@ -24,6 +24,10 @@ depth). TEST is one of:
   rankcheck  3 random architectures for 2 epochs: rankcheck.json's accuracies equal
            each architecture's metrics, its Kendall tau-b equals an independent
            computation, rankcheck.svg is a plot; rerunning trains nothing again
+  np2      mpirun -np 2 --sync-bn against one process for one epoch with dropout (its
+           masks, like drop-path's, keyed by the global row: the code path both share):
+           every step's loss and the test loss agree. (Longer runs drift apart as
+           dist_e2e.py explains: a ReLU input within rounding of 0.)
   mobile   ProxylessNAS's released GPU net (tests/fixtures/proxyless_gpu.config) trained
            on the synthetic images for one epoch: ProxylessNAS names in the weights,
            eval agrees
@@ -37,6 +41,7 @@ import shutil
 import struct
 import sys
 
+import dist_e2e
 import harden_e2e
 from e2e_common import check, e2e_main, load_jsonl, read_bytes
 
@@ -221,12 +226,34 @@ def t_mobile(tmp):
     check(abs(e["test_top1"] - res["test_top1"]) <= 1.0 / 1024 + 1e-9, "eval disagrees")
 
 
-TESTS = {"train_eval": t_train_eval, "resume": t_resume, "bad_input": t_bad_input,
+def t_np2(tmp):
+    one, two = os.path.join(tmp, "np1"), os.path.join(tmp, "np2")
+    argv = train(one, "--epochs", "1", "--sync-bn", "--log-every", "1", "--subset", "128",
+                 "--val-batches", "4")
+    run(argv)
+    dist_e2e.mpirun(2, argv[:-1] + [two])
+
+    def losses(d):
+        return [m["loss"] for m in load_jsonl(os.path.join(d, "metrics.jsonl"))
+                if m["type"] == "interval"]
+    a, b = losses(one), losses(two)
+    check(len(a) == len(b) == 4, f"{len(a)} and {len(b)} steps")
+    worst = max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b))
+    check(worst < 1e-4, f"the step losses of 1 and 2 ranks differ by {worst:.2e}: {a} {b}")
+    ra = json.load(open(os.path.join(one, "result.json")))
+    rb = json.load(open(os.path.join(two, "result.json")))
+    check(abs(ra["test_loss"] - rb["test_loss"]) < 1e-4 and
+          abs(ra["test_top1"] - rb["test_top1"]) <= 1.0 / 1024 + 1e-9,
+          f"results differ: {ra} {rb}")
+
+
+TESTS = {"train_eval": t_train_eval, "np2": t_np2, "resume": t_resume, "bad_input": t_bad_input,
          "rankcheck": t_rankcheck, "mobile": t_mobile}
 
 
 def init(binary, work):
     harden_e2e.init(binary, work)
+    dist_e2e.init(binary, work)
 
 
 if __name__ == "__main__":
