@@ -268,24 +268,19 @@ static md_status summary(const md_space *s, const double *p, char *buf, size_t l
     return md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, d->cfg.nodes, buf, len, NULL, NULL);
 }
 
-/* genotype.json: the string, and each cell's genes as [op, input] pairs. */
-static md_status export_json(const md_space *s, const double *p, md_json *j) {
-    const darts_space *d = darts_of(s);
-    int                nodes = d->cfg.nodes, E = md_cell_edges(nodes);
-    md_gene            g[2][2 * MD_MAX_NODES];
-    char               genotype[4096];
-    MD_TRY(md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, nodes, genotype, sizeof genotype,
-                             g[0], g[1]));
+void md_darts_genotype_json(md_json *j, const char *genotype, const md_gene *normal,
+                            const md_gene *reduce, int nodes) {
     md_json_begin_object(j);
     md_json_key(j, "genotype"), md_json_string(j, genotype);
     static const char *const names[2] = {"normal", "reduce"};
+    const md_gene           *genes[2] = {normal, reduce};
     for (int c = 0; c < 2; c++) {
         md_json_key(j, names[c]);
         md_json_begin_array(j);
         for (int i = 0; i < 2 * nodes; i++) {
             md_json_begin_array(j);
-            md_json_string(j, md_darts_op_names[g[c][i].op]);
-            md_json_int(j, g[c][i].input);
+            md_json_string(j, md_darts_op_names[genes[c][i].op]);
+            md_json_int(j, genes[c][i].input);
             md_json_end_array(j);
         }
         md_json_end_array(j);
@@ -297,6 +292,17 @@ static md_status export_json(const md_space *s, const double *p, md_json *j) {
         md_json_end_array(j);
     }
     md_json_end_object(j);
+}
+
+/* genotype.json: the string, and each cell's genes as [op, input] pairs. */
+static md_status export_json(const md_space *s, const double *p, md_json *j) {
+    const darts_space *d = darts_of(s);
+    int                nodes = d->cfg.nodes, E = md_cell_edges(nodes);
+    md_gene            g[2][2 * MD_MAX_NODES];
+    char               genotype[4096];
+    MD_TRY(md_darts_genotype(p, p + (size_t)E * MD_DARTS_OPS, nodes, genotype, sizeof genotype,
+                             g[0], g[1]));
+    md_darts_genotype_json(j, genotype, g[0], g[1], nodes);
     return MD_OK;
 }
 

@@ -404,22 +404,12 @@ static md_status summary(const md_space *s, const double *p, char *buf, size_t l
 static md_status export_json(const md_space *s, const double *p, md_json *j) {
     const md_darts_net_config *c = &net_of(s)->cfg;
     char                       g[4096];
+    md_gene                    genes[2][GENES];
     MD_TRY(summary(s, p, g, sizeof g));
-    md_json_begin_object(j);
-    md_json_key(j, "genotype"), md_json_string(j, g);
-    static const char *const names[2] = {"normal", "reduce"};
-    for (int t = 0; t < 2; t++) {
-        md_json_key(j, names[t]);
-        md_json_begin_array(j);
-        for (int i = 0; i < 2 * c->net.nodes; i++) {
-            md_json_begin_array(j);
-            md_json_string(j, md_darts_op_names[c->gene[t][i][0]]);
-            md_json_int(j, c->gene[t][i][1]);
-            md_json_end_array(j);
-        }
-        md_json_end_array(j);
-    }
-    md_json_end_object(j);
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < 2 * c->net.nodes; i++)
+            genes[t][i] = (md_gene){.op = c->gene[t][i][0], .input = c->gene[t][i][1]};
+    md_darts_genotype_json(j, g, genes[0], genes[1], c->net.nodes);
     return MD_OK;
 }
 

@@ -3,6 +3,7 @@
 #define MDENAS_NAS_SPACE_IMPL_H
 
 #include "mdenas/space.h"
+#include "mdenas/supernet.h"
 #include "nas/builder.h"
 
 typedef struct {
@@ -35,5 +36,9 @@ void md_init_torch_default(md_model *m, uint64_t seed);
 /* Running statistics: mean 0, var 1. */
 void md_init_bn_stats(md_model *m);
 int  md_name_ends_with(const char *s, const char *suffix);
+/* A DARTS genotype.json object: the string, each cell's genes as [op, input] pairs
+ * and its concat (darts.c; the search's export and the evaluation network's). */
+void md_darts_genotype_json(md_json *j, const char *genotype, const md_gene *normal,
+                            const md_gene *reduce, int nodes);
 
 #endif

@@ -45,6 +45,14 @@ md_status md_read_file(const char *path, char **out) {
     return MD_OK;
 }
 
+md_status md_read_json(const char *path, md_jvalue *out) {
+    char *text = NULL;
+    MD_TRY(md_read_file(path, &text));
+    md_status s = md_json_parse(text, path, out);
+    free(text);
+    return s;
+}
+
 md_status md_json_line(FILE *f, md_json *j) {
     if (j->failed) return md_fail(MD_ERR_NOMEM, "metrics line");
     if (fprintf(f, "%s\n", j->buf) < 0 || fflush(f))
@@ -310,15 +318,12 @@ static md_status read_matrix(const md_jvalue *v, const char *name, const char *p
 md_status md_search_derive(const char *dir) {
     char path[700];
     md_path_in(path, sizeof path, dir, "state.json");
-    char *text = NULL;
     if (!md_file_exists(dir, "state.json"))
         return md_fail(MD_ERR_IO, "%s not found: %s is not a run directory, or its first sampling "
                                   "period has not finished yet", path, dir);
-    MD_TRY(md_read_file(path, &text));
     md_jvalue v;
-    md_status s = md_json_parse(text, path, &v);
-    free(text);
-    MD_TRY(s);
+    MD_TRY(md_read_json(path, &v));
+    md_status s;
     md_space *sp = NULL;
     s = v.type == MD_JOBJ ? md_space_from_json(&v, path, &sp)
                           : md_fail(MD_ERR_DATA, "%s is not a JSON object", path);

@@ -101,6 +101,7 @@ typedef struct {
 void      md_path_in(char *buf, size_t len, const char *dir, const char *name);
 int       md_file_exists(const char *dir, const char *name);
 md_status md_read_file(const char *path, char **out);
+md_status md_read_json(const char *path, md_jvalue *out); /* md_read_file + md_json_parse */
 md_status md_json_line(FILE *f, md_json *j); /* a line of a JSONL log, flushed */
 void      md_arch_json(md_json *j, const md_space *s, const int *choice);
 double    md_group_entropy(const md_mdl *m, const md_space_group *g); /* mean over the group */

@@ -65,16 +65,19 @@ static md_status resolve_genotype(const char *arg, net_kind *kind, char **text, 
         }
         md_jvalue v;
         s = md_json_parse(t, arg, &v);
-        free(t);
-        if (s != MD_OK) return md_fail(MD_ERR_ARG, "--genotype: %s", md_error_message());
+        if (s != MD_OK) {
+            free(t);
+            return md_fail(MD_ERR_ARG, "--genotype: %s", md_error_message());
+        }
         const md_jvalue *g = md_json_get(&v, "genotype");
         if (md_json_get(&v, "first_conv") && md_json_get(&v, "blocks")) {
-            *kind = NET_MOBILE;
-            *text = md_read_file(arg, &t) == MD_OK ? t : NULL;
+            *kind = NET_MOBILE, *text = t; /* the net config's text, parsed again by its reader */
         } else if (g && g->type == MD_JSTR) {
             *kind = NET_DARTS;
             *text = strdup(g->str);
+            free(t);
         } else {
+            free(t);
             md_json_value_free(&v);
             return md_fail(MD_ERR_ARG, "--genotype %s: neither a DARTS genotype.json (a "
                                        "\"genotype\" string) nor a ProxylessNAS net config "
@@ -539,17 +542,15 @@ static void eval_data_close(eval_data *e) {
 }
 
 md_status md_train_eval(const char *dir, FILE *out) {
-    char path[1100], wpath[1100], *text = NULL;
+    char path[1100], wpath[1100];
     snprintf(path, sizeof path, "%s/net.json", dir);
     snprintf(wpath, sizeof wpath, "%s/weights.safetensors", dir);
     if (!is_file(path))
         return md_fail(MD_ERR_ARG, "%s: no net.json: not the directory of a finished `mdenas_mpi "
                                    "train` run", dir);
-    MD_TRY(md_read_file(path, &text));
     md_jvalue o;
-    md_status s = md_json_parse(text, path, &o);
-    free(text);
-    MD_TRY(s);
+    MD_TRY(md_read_json(path, &o));
+    md_status   s;
     md_space   *space = NULL;
     md_model   *model = NULL;
     md_backend *be = NULL;
