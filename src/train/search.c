@@ -685,8 +685,8 @@ static md_status open_outputs(run_t *r, int verdict, const char *resumed_from) {
     MD_TRY(make_dirs(p));
     MD_TRY(md_tb_open(p, &r->tb));
     if (verdict == RUN_RESUME)
-        md_run_say(r, "resuming from %s: period %ld, step %ld (written by %d rank(s)%s)\n",
-            resumed_from, r->pos.period + 1, r->pos.step, r->pos.saved_world,
+        md_run_say(r, "resuming from %s: %s %ld, step %ld (written by %d rank(s)%s)\n",
+            resumed_from, c->train ? "epoch" : "period", r->pos.period + 1, r->pos.step, r->pos.saved_world,
             r->pos.saved_world == r->world ? ""
             : r->cfg->sync_bn ? "; the batch is global and BN is synced, so the run goes on as it "
                                 "would have"
