@@ -123,9 +123,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_step: --device '%s': use cpu or cuda\n", device);
         return 2;
     }
-    if (gpu ? md_backend_cuda_create(0, arg_int(argc, argv, "--tf32", 1), &be)
+    if (gpu ? md_backend_cuda_create(0, arg_int(argc, argv, "--tf32", 1),
+                                        !arg_int(argc, argv, "--deterministic", 1), &be)
             : md_backend_cpu_create(threads, &be))
         die("backend");
+    /* GPU memory: the rise above what the context and handles hold now. Plans
+     * and the supernet are allocated up front and not freed while steps run, so
+     * the largest rise seen after an architecture's steps is mdenas's peak. */
+    size_t gpu_base = md_backend_cuda_used_bytes(be), gpu_peak = 0;
     if ((mobile ? md_space_mobile_create(&mcfg, &sp) : md_space_darts_create(&cfg, &sp)) != MD_OK)
         die("space");
     if (md_space_model_create(sp, (uint64_t)seed, gpu ? be : NULL, &model) != MD_OK) die("supernet");
@@ -200,6 +205,8 @@ int main(int argc, char **argv) {
         }
         if (md_backend_sync(be)) die("sync");
         double ms = 1e3 * (now_s() - t0) / steps;
+        size_t used = md_backend_cuda_used_bytes(be);
+        if (used > gpu_base && used - gpu_base > gpu_peak) gpu_peak = used - gpu_base;
         total_ms += ms;
         printf("{\"bench\":\"step\",\"impl\":\"mdenas\",\"space\":\"%s\",\"arch\":%d,\"batch\":%d,"
                "\"size\":%d,\"threads\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,\"plan_mb\":%.1f,"
@@ -218,11 +225,11 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"bench\":\"step_summary\",\"impl\":\"mdenas\",\"space\":\"%s\",\"size\":%d,\"graphs\":%d,\"device\":\"%s\",\"batch\":%d,"
            "\"threads\":%d,\"archs\":%d,\"ms_per_step\":%.3f,\"img_per_s\":%.1f,"
-           "\"peak_rss_mb\":%.1f,\"supernet_params\":%zu,\"backend\":\"%s\"}\n",
+           "\"peak_rss_mb\":%.1f,\"peak_gpu_mb\":%.1f,\"supernet_params\":%zu,\"backend\":\"%s\"}\n",
            si->name, side, use_graphs && md_backend_has_graphs(be), gpu ? "cuda" : "cpu", batch,
            threads, narch,
            total_ms / narch,
-           1e3 * batch * narch / total_ms, ru.ru_maxrss / 1024.0, pa->numel,
+           1e3 * batch * narch / total_ms, ru.ru_maxrss / 1024.0, gpu_peak / 1048576.0, pa->numel,
            md_backend_describe(be));
     md_mdl_free(&mdl);
     md_model_destroy(model);

@@ -25,8 +25,15 @@ Tiny synthetic searches (2 cells, C=4, 2 nodes; about a second each). TEST is on
                        recorded: a warning; history.jsonl rebuilt identical to an
                        uninterrupted run's, metrics.jsonl every line valid JSON
   not_finite           --lr 1e308 (infinite as a float) and --threads 100000 refused by
-                       name (exit 2); --lr 1e30 diverges: exit 1 naming the step, no
-                       checkpoint at or after it, the newest one finite
+                       name (exit 2); --lr 1e30 diverges: exit 1 naming the step, a
+                       checkpoint of the step before it (the last good state), no
+                       checkpoint at or after it, every tensor of it finite
+  nan_resume           a NaN in step 11's batch (MDENAS_NAN_AT_STEP=10): exit 1 naming
+                       step 11, the last good state saved as ckpt at step 10 although
+                       --ckpt-every does not fall there, with finite BN statistics; the
+                       same command resumes from it and ends bit-identical to a run
+                       that never saw the NaN (weights, momentum, BN statistics and
+                       the loader all put back as they were before the bad step)
   exit_codes           a missing dataset folder, --out that is a file or under a file:
                        exit 2 naming them; a rank that fails its setup alone (-np 2,
                        MDENAS_FAIL_SETUP=1): both ranks exit 2 within seconds, its
@@ -81,7 +88,7 @@ def env_with(extra=None, drop=()):
     asan = env.get("ASAN_OPTIONS", "")
     env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "allocator_may_return_null=1"
     for k in ("MDENAS_RAISE_AT_STEP", "MDENAS_RAISE_IN_VAL", "MDENAS_FAIL_SETUP",
-              "MDENAS_FAIL_AT_STEP") + tuple(drop):
+              "MDENAS_FAIL_AT_STEP", "MDENAS_NAN_AT_STEP") + tuple(drop):
         env.pop(k, None)
     env.update(extra or {})
     return env
@@ -403,16 +410,44 @@ def t_not_finite(tmp):
     m = re.search(r"step (\d+): the (loss|gradient norm) is (\S+), not a finite number", err)
     check(m, f"no message about the non-finite step:\n{err}")
     bad_step = int(m.group(1))
+    check("last good" in err, f"the message does not point at the last good state:\n{err}")
     steps = [s for s, _ in checkpoints(d)]
-    check(steps and steps[-1] < bad_step,
-          f"checkpoints {steps}: one at or after the failing step {bad_step}")
-    hdr, body = read_st(checkpoints(d)[-1][1])
+    check(steps and steps[-1] == bad_step - 1,
+          f"checkpoints {steps}: the newest is not the last good step {bad_step - 1}")
+    all_finite(checkpoints(d)[-1][1], "kept checkpoint")
+    print(f"   diverged at step {bad_step}: stopped, newest checkpoint (step {steps[-1]}) finite")
+
+
+def all_finite(path, what):
+    hdr, body = read_st(path)
+    n = 0
     for name, t in hdr.items():
-        if name.startswith("param/"):
+        if name != "__metadata__" and t.get("dtype") == "F32":
             b, e = t["data_offsets"]
             vals = array("f", body[b:e])
-            check(all(math.isfinite(v) for v in vals), f"kept checkpoint: {name} not finite")
-    print(f"   diverged at step {bad_step}: stopped, newest checkpoint (step {steps[-1]}) finite")
+            check(all(math.isfinite(v) for v in vals), f"{what}: {name} not finite")
+            n += 1
+    check(n > 0, f"{what}: no float tensors in {path}")
+    return hdr
+
+
+def t_nan_resume(tmp):
+    opts = ["--epochs", "3", "--ckpt-every", "4"]
+    ref = os.path.join(tmp, "ref")
+    run(args(ref, *opts))
+    d = os.path.join(tmp, "nan")
+    _, err = run(args(d, *opts), env={"MDENAS_NAN_AT_STEP": "10"}, rc=1)
+    check(re.search(r"step 11: the (loss|gradient norm) is \S+, not a finite number", err),
+          f"no message naming step 11:\n{err}")
+    steps = [s for s, _ in checkpoints(d)]
+    check(steps and steps[-1] == 10, f"checkpoints {steps}: no last good state at step 10")
+    hdr = all_finite(checkpoints(d)[-1][1], "last good state")
+    check(any("running" in k or k.startswith("stats/") for k in hdr),
+          f"no BN statistics in the checkpoint: {sorted(hdr)[:8]}")
+    out, err = run(args(d, *opts))
+    check("resum" in (out + err).lower(), f"the rerun did not resume:\n{err[-2000:]}")
+    same_result(d, ref, "resumed from the last good state")
+    print("   NaN at step 11: last good state at step 10, resumed bit-identical")
 
 
 def t_exit_codes(tmp):

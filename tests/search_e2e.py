@@ -20,6 +20,9 @@ TEST is one of:
                   docs/usage.md: "Bad input stops the run before anything is
                   written": a missing or malformed dataset leaves --out uncreated
   nodes_range     every --nodes value either runs or is refused by name; no crash
+  device_data     --device-data on (the dataset held on the backend, batches made by
+                  its augment_u8 op; here the CPU backend's) gives the history and
+                  metrics of --device-data off byte for byte; bad values are refused
   run_dir_any_file
                   a directory holding any file a run writes (search.log,
                   genotype.txt, p_heatmap.svg, tb/ ...) is refused, not overwritten
@@ -605,6 +608,30 @@ def t_pairwise(tmp):
     check(out.strip() == st["genotype"], "derive disagrees with state.json")
 
 
+def t_device_data(tmp):
+    # The loader's device mode against the host loader through the whole program:
+    # crop + flip, validation batches across periods, the same bits everywhere.
+    args = ["--epochs", "2", "--period-steps", "6", "--val-batches", "5", "--seed", "4"]
+    runs = []
+    for mode in ("on", "off"):
+        d = os.path.join(tmp, mode)
+        search(d, *args, "--device-data", mode)
+        runs.append(d)
+        check(load_json(os.path.join(d, "config.json")).get("device_data") == mode,
+              f"config.json of --device-data {mode} does not say so")
+    ha, hb = (load_jsonl(os.path.join(d, "history.jsonl")) for d in runs)
+    check(len(ha) == len(hb) > 0 and ha == hb,
+          "history.jsonl differs between --device-data on and off")
+    ma, mb = (load_jsonl(os.path.join(d, "metrics.jsonl")) for d in runs)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("img_per_s", "period_time_s", "data_wait_s")}
+                        for m in ms]
+    check(strip(ma) == strip(mb), "metrics.jsonl differs between --device-data on and off")
+    print(f"   identical: {len(ha)} periods, {len(ma)} metrics lines")
+    _, err = run(["search"] + QUICK + ["--device-data", "maybe", "--out", os.path.join(tmp, "x")],
+                 rc=2)
+    check("--device-data 'maybe'" in err, f"--device-data maybe: {err.strip()[-300:]}")
+
+
 def fake_idx(images=None, labels=None, n=100):
     """Gzipped IDX bytes; images/labels override the whole (uncompressed) content."""
     if images is None:
@@ -841,7 +868,8 @@ def t_run_dir_any_file(tmp):
 TESTS = {"fashion_short": t_fashion_short, "deterministic": t_deterministic,
          "pairwise": t_pairwise, "bad_input": t_bad_input,
          "bad_input_writes_nothing": t_bad_input_writes_nothing,
-         "run_dir_any_file": t_run_dir_any_file, "nodes_range": t_nodes_range}
+         "run_dir_any_file": t_run_dir_any_file, "nodes_range": t_nodes_range,
+         "device_data": t_device_data}
 
 
 def init(binary, work):

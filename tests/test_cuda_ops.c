@@ -4,7 +4,12 @@
  * buffers to check the += contract. Exit 77 (skipped) without a GPU or without
  * the CUDA backend in this build. Tolerances are normalised errors
  * (md_norm_err): 1e-5 for exact-arithmetic ops, 2e-3 for convolutions and GEMMs
- * (TF32 is forbidden here, but cuDNN and oneDNN sum in different orders). */
+ * (TF32 is forbidden here, but cuDNN and oneDNN sum in different orders).
+ * Also: cross-replica BN against a stand-in second replica (the same sequence
+ * of collectives on both backends, dx or not), bad labels (refused, nothing
+ * changed), a recorded graph replayed after every buffer it captured has been
+ * outgrown (run it under compute-sanitizer: bench/gpu_check.sh does), and the
+ * deterministic algorithms (two runs, the same bits). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +146,149 @@ static void test_bn(void) {
     }
 }
 
+/* A stand-in for a second replica holding the same rows: every reduction
+ * doubles (sums and counts alike), and the sequence of calls is recorded. */
+typedef struct {
+    int n[16];
+    int calls;
+} sync_log;
+
+static md_status doubled_sum(void *ctx, double *buf, int n) {
+    sync_log *l = ctx;
+    if (l->calls < 16) l->n[l->calls] = n;
+    l->calls++;
+    for (int i = 0; i < n; i++) buf[i] *= 2.0;
+    return MD_OK;
+}
+
+static void test_bn_sync(void) {
+    for (int with_dx = 0; with_dx < 2; with_dx++) {
+        int         C = 6;
+        sync_log    lc = {{0}, 0}, lg = {{0}, 0};
+        md_bn_sync  syc = {doubled_sum, &lc}, syg = {doubled_sum, &lg};
+        dual x = dual4(4, C, 5, 5, -2, 3), y = dual4(4, C, 5, 5, 0, 0);
+        dual dy = dual4(4, C, 5, 5, -1, 1), dx = dual4(4, C, 5, 5, -1, 1);
+        dual g = dual1(C, 0.5f, 1.5f), b = dual1(C, -0.5f, 0.5f), dg = dual1(C, -1, 1),
+             db = dual1(C, -1, 1);
+        dual rm = dual1(C, -0.2f, 0.2f), rv = dual1(C, 0.5f, 2.0f);
+        dual sm = dual1(C, 0, 0), si = dual1(C, 0, 0);
+        md_bn_state sc = {&g.c, &b.c, &rm.c, &rv.c, &sm.c, &si.c, 0.1f, 1e-5f, &syc};
+        md_bn_state sg = {&g.g, &b.g, &rm.g, &rv.g, &sm.g, &si.g, 0.1f, 1e-5f, &syg};
+        CHECK_OK(md_bn_forward_train(cpu, &x.c, &y.c, &sc));
+        CHECK_OK(md_bn_forward_train(gpu, &x.g, &y.g, &sg));
+        CHECK_OK(md_bn_backward_train(cpu, &x.c, &dy.c, with_dx ? &dx.c : NULL, &dg.c, &db.c, &sc));
+        CHECK_OK(md_bn_backward_train(gpu, &x.g, &dy.g, with_dx ? &dx.g : NULL, &dg.g, &db.g, &sg));
+        same("bn two replicas: y", &y, 1e-5), same("bn two replicas: save_mean", &sm, 1e-5);
+        same("bn two replicas: save_invstd", &si, 1e-5);
+        same("bn two replicas: running mean", &rm, 1e-5);
+        same("bn two replicas: running var (unbiased over the global count)", &rv, 1e-5);
+        same("bn two replicas: dgamma (+=)", &dg, 1e-5), same("bn two replicas: dbeta (+=)", &db, 1e-5);
+        if (with_dx) same("bn two replicas: dx (+=)", &dx, 1e-5);
+        /* forward [C+1], [C]; backward [2C+1], with or without dx */
+        CHECK(lc.calls == 3 && lc.n[0] == C + 1 && lc.n[1] == C && lc.n[2] == 2 * C + 1,
+              "cpu sync-BN protocol: %d calls", lc.calls);
+        CHECK(lg.calls == lc.calls && !memcmp(lg.n, lc.n, sizeof lc.n),
+              "sync-BN collectives differ by backend (dx %s): cpu %d calls, cuda %d", with_dx ? "given" : "NULL",
+              lc.calls, lg.calls);
+        dual *all[] = {&x, &y, &dy, &dx, &g, &b, &dg, &db, &rm, &rv, &sm, &si};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) dual_free(all[i]);
+    }
+}
+
+/* A recorded sequence (convolution, BN with its constants, ReLU, a device
+ * reduction) replays to the bits of the eager run, also after the workspace,
+ * the reduction buffers and the BN constants it captured were outgrown by
+ * bigger shapes (which must not free or move them while the graph lives).
+ * Eager runs twice give the same bits too (deterministic algorithms). */
+static void test_graph(void) {
+    CHECK(md_backend_has_graphs(gpu), "the cuda backend has no graphs");
+    if (!md_backend_has_graphs(gpu)) return;
+    md_conv_desc d = {8, 4, 12, 12, 8, 3, 3, 1, 1, 1, 1};
+    md_conv     *gc = NULL;
+    CHECK_OK(md_conv_create(gpu, &d, &gc));
+    if (!gc) return;
+    dual x = dual4(8, 4, 12, 12, -1, 1), w = dual4(8, 4, 3, 3, -0.5f, 0.5f);
+    dual y = dual4(8, 8, 12, 12, 0, 0), z = dual4(8, 8, 12, 12, 0, 0);
+    dual rm = dual1(8, 0, 0), rv = dual1(8, 1, 1), sm = dual1(8, 0, 0), si = dual1(8, 0, 0);
+    md_bn_state st = {NULL, NULL, &rm.g, &rv.g, &sm.g, &si.g, 0.1f, 1e-5f, NULL}; /* plain BN */
+    double     *acc = NULL, a_eager[2], a_graph;
+    CHECK_OK(md_backend_alloc(gpu, sizeof(double), (void **)&acc));
+    float *e1 = malloc(z.n * sizeof *e1), *e2 = malloc(z.n * sizeof *e2);
+    for (int run = 0; run < 3; run++) { /* eager, eager, capture */
+        CHECK_OK(md_zero(gpu, &rm.g));
+        CHECK_OK(md_backend_upload(gpu, rv.g.data, rv.c.data, 8 * sizeof(float)));
+        if (run == 2) CHECK_OK(md_graph_capture_begin(gpu));
+        CHECK_OK(md_zero(gpu, &z.g)); /* a capturable way to reset the accumulator's source */
+        CHECK_OK(md_conv_forward(gc, &x.g, &w.g, &y.g));
+        CHECK_OK(md_bn_forward_train(gpu, &y.g, &z.g, &st));
+        CHECK_OK(md_act_forward(gpu, MD_ACT_RELU, &z.g, &z.g));
+        CHECK_OK(md_sumsq_dev(gpu, z.g.data, z.n, acc));
+        if (run == 2) break;
+        md_tbuf_get(gpu, &z.g, run ? e2 : e1);
+        CHECK_OK(md_backend_download(gpu, &a_eager[run], acc, sizeof(double)));
+        CHECK_OK(md_backend_upload(gpu, acc, &(double){0}, sizeof(double)));
+    }
+    md_graph *g = NULL;
+    CHECK_OK(md_graph_capture_end(gpu, &g));
+    CHECK(!memcmp(e1, e2, z.n * sizeof *e1) && a_eager[0] == a_eager[1],
+          "two eager runs differ: convolution algorithms are not deterministic");
+    /* Outgrow everything the graph captured, checking the bigger shapes too. */
+    md_conv_desc big = {16, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1};
+    md_conv     *bc = NULL, *bcc = NULL;
+    CHECK_OK(md_conv_create(gpu, &big, &bc));
+    CHECK_OK(md_conv_create(cpu, &big, &bcc));
+    if (bc && bcc) {
+        dual bx = dual4(16, 64, 32, 32, -1, 1), bw = dual4(64, 64, 3, 3, -0.1f, 0.1f);
+        dual by = dual4(16, 64, 32, 32, 0, 0);
+        CHECK_OK(md_conv_forward(bc, &bx.g, &bw.g, &by.g));
+        CHECK_OK(md_conv_forward(bcc, &bx.c, &bw.c, &by.c));
+        same("big conv after a graph (workspace grown)", &by, 2e-3);
+        dual_free(&bx), dual_free(&bw), dual_free(&by);
+    }
+    md_conv_destroy(bc), md_conv_destroy(bcc);
+    {
+        int  C = 300; /* more channels than the BN constants held */
+        dual bx = dual4(2, C, 3, 3, -1, 1), by = dual4(2, C, 3, 3, 0, 0);
+        dual bsm = dual1(C, 0, 0), bsi = dual1(C, 0, 0);
+        md_bn_state bc_s = {NULL, NULL, NULL, NULL, &bsm.c, &bsi.c, 0.1f, 1e-5f, NULL};
+        md_bn_state bg_s = {NULL, NULL, NULL, NULL, &bsm.g, &bsi.g, 0.1f, 1e-5f, NULL};
+        CHECK_OK(md_bn_forward_train(cpu, &bx.c, &by.c, &bc_s));
+        CHECK_OK(md_bn_forward_train(gpu, &bx.g, &by.g, &bg_s));
+        same("bn of 300 channels after a graph (constants grown)", &by, 1e-5);
+        dual_free(&bx), dual_free(&by), dual_free(&bsm), dual_free(&bsi);
+    }
+    {
+        int      N = 6000, K = 3, dim[2] = {6000, 3}; /* more rows than the reduction buffer */
+        dual     lz = dual_make(2, dim, -2, 2);
+        int32_t *lab = calloc((size_t)N, sizeof *lab), *lab_g = NULL;
+        for (int n = 0; n < N; n++) lab[n] = n % K;
+        CHECK_OK(md_backend_alloc(gpu, sizeof *lab * (size_t)N, (void **)&lab_g));
+        CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
+        float lc = 0, lg = 0;
+        CHECK_OK(md_softmax_ce(cpu, &lz.c, lab, &lc, NULL));
+        CHECK_OK(md_softmax_ce(gpu, &lz.g, lab_g, &lg, NULL));
+        CHECK(fabsf(lc - lg) <= 1e-5f * fabsf(lc), "softmax-CE of 6000 rows cpu %g cuda %g", lc, lg);
+        md_backend_free(gpu, lab_g);
+        free(lab);
+        dual_free(&lz);
+    }
+    /* Replay on the same inputs: the eager bits. */
+    CHECK_OK(md_backend_upload(gpu, acc, &(double){0}, sizeof(double)));
+    CHECK_OK(md_zero(gpu, &rm.g));
+    CHECK_OK(md_backend_upload(gpu, rv.g.data, rv.c.data, 8 * sizeof(float)));
+    if (g) CHECK_OK(md_graph_launch(g));
+    md_tbuf_get(gpu, &z.g, e2);
+    CHECK_OK(md_backend_download(gpu, &a_graph, acc, sizeof(double)));
+    CHECK(!memcmp(e1, e2, z.n * sizeof *e1), "graph replay after reallocations: output differs");
+    CHECK(a_graph == a_eager[0], "graph replay: sum of squares %.17g, eager %.17g", a_graph, a_eager[0]);
+    md_graph_destroy(g);
+    md_backend_free(gpu, acc);
+    free(e1), free(e2);
+    dual *all[] = {&x, &w, &y, &z, &rm, &rv, &sm, &si};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) dual_free(all[i]);
+    md_conv_destroy(gc);
+}
+
 static void test_elementwise(void) {
     for (int a = 0; a < 2; a++) {
         md_act act = a ? MD_ACT_RELU6 : MD_ACT_RELU;
@@ -240,9 +388,20 @@ static void test_classifier(void) {
     CHECK_OK(md_top1_correct(cpu, &y.c, lab, &cc));
     CHECK_OK(md_top1_correct(gpu, &y.g, lab_g, &cg));
     CHECK(cc == cg, "top-1 correct cpu %d cuda %d", cc, cg);
-    lab[3] = K; /* a bad label is refused */
+    lab[3] = K; /* a bad label is refused by both, and nothing is changed */
     CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
-    CHECK(md_softmax_ce(gpu, &y.g, lab_g, &lg, NULL) == MD_ERR_ARG, "a label of %d was accepted", K);
+    {
+        float *before = malloc(dy.n * sizeof *before), *after = malloc(dy.n * sizeof *after);
+        md_tbuf_get(gpu, &dy.g, before);
+        CHECK(md_softmax_ce(gpu, &y.g, lab_g, &lg, &dy.g) == MD_ERR_ARG, "a label of %d was accepted", K);
+        md_tbuf_get(gpu, &dy.g, after);
+        CHECK(!memcmp(before, after, dy.n * sizeof *before),
+              "softmax-CE changed the logit gradient before refusing a bad label");
+        CHECK(md_top1_correct(cpu, &y.c, lab, &cc) == MD_ERR_ARG, "cpu top-1 accepted label %d", K);
+        CHECK(md_top1_correct(gpu, &y.g, lab_g, &cg) == MD_ERR_ARG,
+              "cuda top-1 accepted label %d (counted it as a miss?)", K);
+        free(before), free(after);
+    }
     lab[3] = K - 1; /* valid again: the CPU refuses a bad label, so they could not be compared */
     CHECK_OK(md_backend_upload(gpu, lab_g, lab, sizeof *lab * (size_t)N));
     /* the device-side loss: the same numbers, left in backend memory */
@@ -280,6 +439,21 @@ static void test_classifier(void) {
     CHECK_OK(md_dropout_forward(cpu, 0.3f, &r1, &x.c, &m.c, &yd.c));
     CHECK_OK(md_dropout_forward(gpu, 0.3f, &r2, &x.g, &m.g, &yd.g));
     same("dropout mask", &m, 0), same("dropout y", &yd, 0);
+    dual gdy = dual_make(2, dx2, -1, 1), gdx = dual_make(2, dx2, -1, 1);
+    CHECK_OK(md_dropout_backward(cpu, &m.c, &gdy.c, &gdx.c));
+    CHECK_OK(md_dropout_backward(gpu, &m.g, &gdy.g, &gdx.g));
+    same("dropout dx (+=)", &gdx, 0);
+    /* row scale: drop-path's forward and (accumulating) backward */
+    dual sc = dual1(N, 0, 2);
+    for (int n = 0; n < N; n += 3) sc.c.data[n] = 0.0f; /* dropped paths */
+    md_tbuf_set(gpu, &sc.g, sc.c.data);
+    CHECK_OK(md_row_scale(cpu, &x.c, sc.c.data, &yd.c, 0));
+    CHECK_OK(md_row_scale(gpu, &x.g, sc.g.data, &yd.g, 0));
+    same("row_scale y", &yd, 0);
+    CHECK_OK(md_row_scale(cpu, &gdy.c, sc.c.data, &gdx.c, 1));
+    CHECK_OK(md_row_scale(gpu, &gdy.g, sc.g.data, &gdx.g, 1));
+    same("row_scale dx (+=)", &gdx, 0);
+    dual_free(&gdy), dual_free(&gdx), dual_free(&sc);
     dual *all[] = {&x, &w, &b, &y, &dy, &dx, &dw, &db, &m, &yd};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dual_free(all[i]);
 }
@@ -290,7 +464,7 @@ int main(void) {
         printf("test_cuda_ops: skipped, this build has no CUDA backend\n");
         return 77;
     }
-    if (md_backend_cuda_create(0, 0, &gpu) != MD_OK) {
+    if (md_backend_cuda_create(0, 0, 0, &gpu) != MD_OK) {
         printf("test_cuda_ops: skipped, %s\n", md_error_message());
         return 77;
     }
@@ -302,6 +476,8 @@ int main(void) {
     test_elementwise();
     test_pool_shape();
     test_classifier();
+    test_bn_sync();
+    test_graph();
     md_test_host_memory(gpu);
     printf("worst error / tolerance over all checks: %.3f\n", worst_ratio);
     md_backend_destroy(gpu);

@@ -34,11 +34,22 @@ md_status   md_backend_cpu_create(int threads, md_backend **out);
 int         md_backend_cpu_threads(const md_backend *be);
 /* The CUDA backend on GPU (device mod the device count): cuDNN, cuBLAS, own
  * kernels. allow_tf32: TF32 tensor-core math for fp32 convolutions and GEMMs
- * (PyTorch's default for convolutions). MD_ERR_BACKEND with a message when the
- * build has no CUDA backend or the machine no GPU. */
-md_status   md_backend_cuda_create(int device, int allow_tf32, md_backend **out);
+ * (PyTorch's default for convolutions). fastest: any convolution algorithm
+ * (cuDNN's heuristic first choice); 0 keeps to deterministic ones, so runs
+ * repeat bit for bit (PyTorch's cudnn.deterministic). MD_ERR_BACKEND with a
+ * message when the build has no CUDA backend or the machine no GPU. */
+md_status   md_backend_cuda_create(int device, int allow_tf32, int fastest, md_backend **out);
 /* 1 when this build has the CUDA backend (a GPU may still be absent). */
 int         md_backend_cuda_built(void);
+/* A CUDA backend's stream (a cudaStream_t) and device ordinal, for code that
+ * issues its own work in order with the backend's (the NCCL communicator);
+ * NULL and -1 for any other backend. */
+void       *md_backend_cuda_stream(md_backend *be);
+int         md_backend_cuda_device(const md_backend *be);
+/* Bytes of the GPU in use now (cudaMemGetInfo: total - free, every process and
+ * the CUDA context included); 0 for any other backend. Benchmarks take the rise
+ * above a baseline as the backend's own memory. */
+size_t      md_backend_cuda_used_bytes(md_backend *be);
 void        md_backend_destroy(md_backend *be);
 const char *md_backend_name(const md_backend *be);
 /* A line describing the backend and its library versions, for logs. */
@@ -204,6 +215,12 @@ md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size
  * d = g + wd*w; v = mu*v + d; w -= lr*(d + mu*v). */
 md_status md_sgd_update_nesterov(md_backend *be, float *w, const float *g, float *v, size_t n,
                                  float lr, float momentum, float weight_decay, int nesterov);
+/* The same, made only when *guard (a double in backend memory, e.g. the clip's
+ * sum of squares of the gradients) is finite; otherwise w and v stay as they
+ * are. Decided on the backend, so a recorded step needs no host round trip. */
+md_status md_sgd_update_guarded(md_backend *be, float *w, const float *g, float *v, size_t n,
+                                float lr, float momentum, float weight_decay, int nesterov,
+                                const double *guard);
 /* *out += sum of squares of x[0..n) (accumulated in double). */
 /* ---- a training step without host round trips (what a CUDA graph captures) -- */
 
@@ -222,6 +239,33 @@ md_status md_sumsq_dev(md_backend *be, const float *x, size_t n, double *acc);
  * computed where the gradients are. */
 md_status md_clip_scale_dev(md_backend *be, float *x, size_t n, const double *acc,
                             float max_norm);
+
+/* ---- in-memory datasets on the backend (src/train/devdata.c) -------------- */
+
+/* One batch of an in-memory dataset made where the network runs: row i is the
+ * sample order[j0 + i], augmented as the host loader does (src/data/augment_inline.h)
+ * from the child j0 + i + 1 of the epoch stream with key epoch_key, normalised
+ * through lut. Every pointer is backend memory. Dataset indices in order are not
+ * range-checked here (the loader checks them). */
+typedef struct {
+    const uint8_t *images;  /* [n_images, c, h, w] bytes, NCHW */
+    const int32_t *labels;  /* [n_images] */
+    const float   *lut;     /* [c][256]: the normalised value of each byte per channel */
+    const int32_t *order;   /* [n]: the dataset index of each position of the epoch */
+    int            n_images, c, h, w;
+    long           n;    /* positions in order */
+    long           j0;   /* the position of row 0 */
+    int            rows; /* 0 <= rows, j0 + rows <= n */
+    uint64_t       epoch_key;
+    int            crop_pad, flip, cutout; /* md_augment's fields (data.h) */
+    float         *x;                      /* out: [rows, c, h, w] */
+    int32_t       *y;                      /* out: [rows] */
+} md_u8_batch;
+
+/* 1 when the backend has augment_u8. */
+int       md_backend_has_augment_u8(const md_backend *be);
+/* Queued like any op: no allocation, no synchronisation (a graph may record it). */
+md_status md_backend_augment_u8(md_backend *be, const md_u8_batch *b);
 
 /* Graphs: between capture_begin and capture_end the backend records ops
  * instead of running them; launch replays them. Only a backend with graphs

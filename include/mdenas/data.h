@@ -48,6 +48,9 @@ md_status md_dataset_cifar10(const char *dir, int train, md_dataset *out);
 md_status md_dataset_synthetic(int n, int c, int h, int w, int classes, uint64_t seed,
                                md_dataset *out);
 void      md_dataset_free(md_dataset *ds);
+/* The normalised value of each byte of each channel, lut[ch * 256 + v] =
+ * (v / 255 - mean[ch]) / std[ch]: what every in-memory augmentation reads. */
+void      md_dataset_lut(const md_dataset *ds, float *lut);
 
 /* A seeded permutation of [0, n): the first n - round(n * val_fraction) indices
  * are search-train, the rest validation. 0 <= val_fraction < 1, and neither part
@@ -111,6 +114,23 @@ typedef struct {
     void *ctx;
 } md_loader_mem;
 
+/* The device mode of an in-memory loader: no worker threads and no ring; each
+ * batch is made where the network runs by one backend op (md_backend_augment_u8,
+ * bound by src/train/devdata.c, since src/data knows no backend). The loader
+ * keeps the order, the positions, the rank slices and the streams, exactly as
+ * in host mode, so the batches are the same bits.
+ * epoch: the order of an epoch, order[j] the index into md_loader_config.ds of
+ *   position j (n entries); called before the epoch's first batch.
+ * batch: rows [j0, j0 + rows) of that order (rows may be 0), sample j augmented
+ *   from the child j + 1 of the epoch stream whose key is epoch_key; *x, *y are
+ *   where it put them (backend memory, valid until the next call). */
+typedef struct {
+    void *ctx;
+    md_status (*epoch)(void *ctx, const int32_t *order, int n);
+    md_status (*batch)(void *ctx, long j0, int rows, uint64_t epoch_key, const float **x,
+                       const int32_t **y);
+} md_loader_device;
+
 typedef struct {
     md_source *source; /* read from it (not owned; must outlive the loader); if NULL, from
                           ds, idx, n and aug below */
@@ -126,6 +146,8 @@ typedef struct {
     int               threads; /* worker threads filling batches (0: 1) */
     int               depth;   /* batches in the ring, the caller's included (0: 3; >= 2) */
     md_loader_mem     mem;     /* all NULL: 64-byte aligned host memory */
+    const md_loader_device *device; /* NULL: host mode; else device mode (ds only, no source;
+                                       threads, depth and mem unused); copied */
 } md_loader_config;
 
 typedef struct md_loader md_loader;
@@ -151,6 +173,11 @@ md_status md_loader_seek(md_loader *l, long epoch, int batch);
  * here with the source's message, and the loader stays at that batch. */
 md_status md_loader_next(md_loader *l, const float **x, const int32_t **y, int *rows,
                          int *global_rows);
+/* The labels of the batch the last md_loader_next gave, in host memory (its y in
+ * host mode; a host copy in device mode, where y is backend memory). */
+const int32_t *md_loader_labels_host(const md_loader *l);
+/* 1 when the loader is in device mode (its batches are in backend memory). */
+int md_loader_on_device(const md_loader *l);
 /* Where the next call will read from (for checkpoints). */
 void md_loader_tell(const md_loader *l, long *epoch, int *batch);
 /* The shape and size of what the loader delivers. */

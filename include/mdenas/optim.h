@@ -31,6 +31,11 @@ md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *
 md_status md_sgd_step_nesterov(md_backend *be, float *params, const float *grads,
                                float *momentum_buf, const md_range *ranges, int nranges, float lr,
                                float momentum, float weight_decay, int nesterov);
+/* The same, made only when *guard (backend memory) is finite: md_sgd_update_guarded. */
+md_status md_sgd_step_guarded(md_backend *be, float *params, const float *grads,
+                              float *momentum_buf, const md_range *ranges, int nranges, float lr,
+                              float momentum, float weight_decay, int nesterov,
+                              const double *guard);
 
 /* torch.optim.lr_scheduler.CosineAnnealingLR at step t of T:
  * lr_min + (lr0 - lr_min) * (1 + cos(pi * t / T)) / 2; t >= T gives lr_min. */

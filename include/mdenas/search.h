@@ -34,6 +34,8 @@ typedef struct {
     int         image_size;    /* imagenet: network input side (crops resized to it) */
     double      crop_scale[2]; /* imagenet: RandomResizedCrop area fraction, lo and hi */
     int         data_threads;  /* decode threads per rank (0: 1 in memory, min(4, cores) imagenet) */
+    char        device_data[8]; /* in-memory sets held on the backend, batches made there:
+                                   auto (on a device backend) | on | off */
     uint64_t    seed;
     int         threads;
     int         log_every; /* steps between progress lines */
@@ -43,6 +45,8 @@ typedef struct {
     char        device[8];  /* cpu | cuda | auto */
     int         tf32;       /* CUDA: TF32 tensor-core math for fp32 */
     int         cuda_graphs; /* CUDA, one rank: replay each plan's step as a graph */
+    char        comm[8];    /* gradients over: auto | mpi | nccl (md_comm_choose) */
+    int         deterministic; /* CUDA: deterministic cuDNN algorithms only (else fastest) */
     char        out[512];  /* run directory */
     /* `mdenas_mpi train`: a fixed network trained on the whole training set and
      * evaluated on the test split every epoch (docs/usage.md, "Training"). */

@@ -101,11 +101,19 @@ static int cmd_info(int argc, char **argv, int rank, int world) {
         md_backend *gpu = NULL;
         if (!md_backend_cuda_built())
             printf("backend cuda: not built (configure with -DMDENAS_CUDA=ON)\n");
-        else if (md_backend_cuda_create(0, 1, &gpu) == MD_OK)
+        else if (md_backend_cuda_create(0, 1, 0, &gpu) == MD_OK)
             printf("backend %s\n", md_backend_describe(gpu));
         else
             printf("backend cuda: built, not usable here: %s\n", md_error_message());
         md_backend_destroy(gpu);
+        char nv[32];
+        md_comm_nccl_version_text(md_comm_nccl_version(), nv, sizeof nv);
+        if (md_comm_nccl_version())
+            printf("nccl: built, version %s (--comm auto takes it when each rank has its own "
+                   "GPU)\n", nv);
+        else
+            printf("nccl: not built (gradients over host MPI; configure with the CUDA backend and "
+                   "-DMDENAS_NCCL=ON)\n");
         printf("mpi: %d rank(s), %s\n", world, lib);
     }
     md_backend_destroy(be);

@@ -581,6 +581,12 @@ md_status md_sgd_update(md_backend *be, float *w, const float *g, float *v, size
 
 md_status md_sgd_update_nesterov(md_backend *be, float *w, const float *g, float *v, size_t n,
                                  float lr, float momentum, float weight_decay, int nesterov) {
+    return md_sgd_update_guarded(be, w, g, v, n, lr, momentum, weight_decay, nesterov, NULL);
+}
+
+md_status md_sgd_update_guarded(md_backend *be, float *w, const float *g, float *v, size_t n,
+                                float lr, float momentum, float weight_decay, int nesterov,
+                                const double *guard) {
     if (!w || !g || (!v && momentum != 0.0f))
         return md_fail(MD_ERR_ARG, "sgd_update: weights, gradients or momentum buffer missing");
     if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
@@ -588,7 +594,7 @@ md_status md_sgd_update_nesterov(md_backend *be, float *w, const float *g, float
                        momentum, weight_decay);
     if (nesterov && momentum == 0.0f)
         return md_fail(MD_ERR_ARG, "sgd_update: Nesterov momentum needs momentum > 0");
-    return be->vt->sgd_update(be, w, g, v, n, lr, momentum, weight_decay, nesterov != 0);
+    return be->vt->sgd_update(be, w, g, v, n, lr, momentum, weight_decay, nesterov != 0, guard);
 }
 
 md_status md_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels, float *out,
@@ -619,6 +625,43 @@ md_status md_clip_scale_dev(md_backend *be, float *x, size_t n, const double *ac
     if (!(max_norm > 0.0f))
         return md_fail(MD_ERR_ARG, "clip_scale_dev: max_norm=%g must be > 0", max_norm);
     return be->vt->clip_scale_dev(be, x, n, acc, max_norm);
+}
+
+/* ---- in-memory datasets on the backend -------------------------------------- */
+
+int md_backend_has_augment_u8(const md_backend *be) {
+    return be && be->vt->augment_u8 != NULL;
+}
+
+md_status md_backend_augment_u8(md_backend *be, const md_u8_batch *b) {
+    if (!be || !b) return md_fail(MD_ERR_ARG, "augment_u8: no %s", be ? "batch" : "backend");
+    if (!be->vt->augment_u8)
+        return md_fail(MD_ERR_BACKEND,
+                       "augment_u8: the %s backend has no batch op for in-memory datasets "
+                       "(use --device-data off: the host loader)",
+                       be->vt->name);
+    if (!b->images || !b->labels || !b->lut || !b->order || !b->x || !b->y)
+        return md_fail(MD_ERR_ARG, "augment_u8: %s is NULL",
+                       !b->images ? "images" : !b->labels ? "labels" : !b->lut ? "lut"
+                       : !b->order ? "order" : !b->x ? "x" : "y");
+    if (b->n_images < 1 || b->c < 1 || b->c > 3 || b->h < 1 || b->w < 1 ||
+        (size_t)b->c * b->h * b->w > ((size_t)1 << 30))
+        return md_fail(MD_ERR_ARG,
+                       "augment_u8: %d images of %dx%dx%d (need >= 1 image of 1..3 channels, "
+                       "at most 2^30 values each)",
+                       b->n_images, b->c, b->h, b->w);
+    if (b->n < 1 || b->rows < 0 || b->j0 < 0 || b->j0 > b->n - b->rows)
+        return md_fail(MD_ERR_ARG,
+                       "augment_u8: rows [%ld, %ld) of an order of %ld positions (need 0 <= rows "
+                       "and 0 <= j0 <= j0 + rows <= n)",
+                       b->j0, b->j0 + b->rows, b->n);
+    if (b->crop_pad < 0 || b->crop_pad > 4096 || b->cutout < 0 || b->cutout > 4096 ||
+        (b->flip != 0 && b->flip != 1))
+        return md_fail(MD_ERR_ARG,
+                       "augment_u8: crop padding %d, cutout %d (both 0..4096), flip %d (0 or 1)",
+                       b->crop_pad, b->cutout, b->flip);
+    if (b->rows == 0) return MD_OK;
+    return be->vt->augment_u8(be, b);
 }
 
 int md_backend_has_graphs(const md_backend *be) {

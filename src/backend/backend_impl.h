@@ -1,6 +1,6 @@
 /* Private: the vtable every backend implements. backend.c validates shapes
  * and arguments before calling any entry, so implementations may assume
- * consistent shapes. All entries are required. */
+ * consistent shapes. All entries are required but those whose comment says NULL. */
 #ifndef MDENAS_BACKEND_IMPL_H
 #define MDENAS_BACKEND_IMPL_H
 
@@ -78,7 +78,8 @@ typedef struct md_backend_vtable {
                               int *correct);
 
     md_status (*sgd_update)(md_backend *be, float *w, const float *g, float *v, size_t n,
-                            float lr, float momentum, float weight_decay, int nesterov);
+                            float lr, float momentum, float weight_decay, int nesterov,
+                            const double *guard); /* NULL, or skip unless *guard is finite */
     md_status (*sumsq)(md_backend *be, const float *x, size_t n, double *out);
     md_status (*scale)(md_backend *be, float *x, size_t n, float factor);
     md_status (*loss_dev)(md_backend *be, const md_tensor *logits, const int32_t *labels,
@@ -86,6 +87,8 @@ typedef struct md_backend_vtable {
     md_status (*sumsq_dev)(md_backend *be, const float *x, size_t n, double *acc);
     md_status (*clip_scale_dev)(md_backend *be, float *x, size_t n, const double *acc,
                                 float max_norm);
+    /* NULL where the backend has none (md_backend_has_augment_u8) */
+    md_status (*augment_u8)(md_backend *be, const md_u8_batch *b);
     /* NULL on backends without graphs */
     md_status (*graph_begin)(md_backend *be);
     md_status (*graph_end)(md_backend *be, void **impl);

@@ -14,12 +14,18 @@
  * function of (config, epoch, batch), whatever the world size, the thread
  * count or the timing. A row that fails records its error in its slot; the
  * caller gets the error of the batch's first failing row, so even the message
- * does not depend on the timing. */
+ * does not depend on the timing.
+ *
+ * Device mode (cfg.device, in-memory data only) has no workers and no ring:
+ * md_loader_next hands the epoch's order to the callbacks once per epoch and
+ * asks them for this rank's rows of the batch, with the same positions and
+ * streams as a worker would use, so the batches are the same bits. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/philox_inline.h"
 #include "data/data_impl.h"
 
 #define MD_PERM_STREAM_ID     0 /* child of the epoch stream; sample j uses id j + 1 */
@@ -66,8 +72,17 @@ struct md_loader {
     double          wait_s;
 
     /* Owned by the caller: where the next md_loader_next reads. */
-    long cur_epoch;
-    int  cur_batch;
+    long           cur_epoch;
+    int            cur_batch;
+    const int32_t *labels_host; /* of the batch last handed out */
+
+    /* Device mode: the callbacks, the subset, the order handed over. */
+    int              device;
+    md_loader_device dev;
+    int32_t         *dev_idx;    /* cfg.idx: dataset index of each sample */
+    int32_t         *dev_order;  /* dataset index of each position of dev_epoch */
+    long             dev_epoch;  /* the epoch whose order the callbacks hold, -1 none */
+    int32_t         *dev_labels; /* host copy of the last batch's labels */
 };
 
 static double now_s(void) {
@@ -97,16 +112,23 @@ static void ensure_perm(md_loader *l, long epoch) {
     l->perm_epoch = epoch;
 }
 
+/* Global batch `batch`: its first position, its rows g and this rank's slice
+ * [lo, hi) of them. */
+static void batch_slice(const md_loader *l, int batch, long *start, long *g, long *lo, long *hi) {
+    const md_loader_config *c = &l->cfg;
+    *start = (long)batch * c->batch;
+    *g = l->info.n - *start < c->batch ? l->info.n - *start : c->batch;
+    *lo = c->rank * *g / c->world, *hi = (c->rank + 1) * *g / c->world;
+}
+
 /* Under mu: batch `setup` into its slot, this rank's rows of the global batch. */
 static void setup_batch(md_loader *l) {
-    const md_loader_config *c = &l->cfg;
-    md_slot                *s = &l->slot[l->setup % l->depth];
-    long                    epoch = l->next_epoch;
-    int                     batch = l->next_batch;
+    md_slot *s = &l->slot[l->setup % l->depth];
+    long     epoch = l->next_epoch;
+    int      batch = l->next_batch;
     ensure_perm(l, epoch);
-    long start = (long)batch * c->batch;
-    long g = l->info.n - start < c->batch ? l->info.n - start : c->batch;
-    long lo = c->rank * g / c->world, hi = (c->rank + 1) * g / c->world;
+    long start, g, lo, hi;
+    batch_slice(l, batch, &start, &g, &lo, &hi);
     for (long i = lo; i < hi; i++)
         s->items[i - lo] = l->perm[start + i];
     s->rows = (int)(hi - lo);
@@ -217,6 +239,9 @@ static md_status check_config(const md_loader_config *c) {
         return md_fail(MD_ERR_ARG, "loader: a ring of %d batches (2..64, or 0 for 3)", c->depth);
     if (!c->mem.alloc != !c->mem.free)
         return md_fail(MD_ERR_ARG, "loader: a memory hook needs both alloc and free");
+    if (c->device && (c->source || !c->device->epoch || !c->device->batch))
+        return md_fail(MD_ERR_ARG, "loader: device mode needs an in-memory dataset (ds, not a "
+                                   "source) and both callbacks (epoch, batch)");
     return MD_OK;
 }
 
@@ -269,6 +294,20 @@ static md_status alloc_buffers(md_loader *l) {
     return MD_OK;
 }
 
+/* Device mode's host state: the subset and the order as dataset indices, the labels. */
+static md_status alloc_device(md_loader *l, const int *idx) {
+    size_t n = (size_t)l->info.n;
+    l->perm = malloc(n * sizeof(int));
+    l->dev_idx = malloc(n * sizeof(int32_t));
+    l->dev_order = malloc(n * sizeof(int32_t));
+    l->dev_labels = malloc(((size_t)l->cfg.batch / l->cfg.world + 1) * sizeof(int32_t));
+    if (!l->perm || !l->dev_idx || !l->dev_order || !l->dev_labels)
+        return md_fail(MD_ERR_NOMEM, "loader: an order of %d samples", l->info.n);
+    for (size_t i = 0; i < n; i++)
+        l->dev_idx[i] = idx[i];
+    return MD_OK;
+}
+
 static md_status start_workers(md_loader *l) {
     for (int t = 0; t < l->nthreads; t++)
         if (l->src->ops->worker_create) MD_TRY(l->src->ops->worker_create(l->src, &l->worker[t]));
@@ -302,6 +341,8 @@ md_status md_loader_create(const md_loader_config *cfg, md_loader **out) {
     l->nthreads = cfg->threads ? cfg->threads : 1;
     l->mem = cfg->mem.alloc ? cfg->mem : (md_loader_mem){host_alloc, host_free, NULL};
     l->perm_epoch = -1;
+    l->dev_epoch = -1;
+    if (cfg->device) l->device = 1, l->dev = *cfg->device;
     md_status s = MD_OK;
     if (cfg->source)
         l->src = cfg->source;
@@ -314,8 +355,9 @@ md_status md_loader_create(const md_loader_config *cfg, md_loader **out) {
             cfg->drop_last ? l->info.n / cfg->batch : (l->info.n + cfg->batch - 1) / cfg->batch;
         s = check_source(l);
     }
-    if (s == MD_OK) s = alloc_buffers(l);
-    if (s == MD_OK) s = start_workers(l);
+    if (s == MD_OK && l->device) s = alloc_device(l, cfg->idx);
+    if (s == MD_OK && !l->device) s = alloc_buffers(l);
+    if (s == MD_OK && !l->device) s = start_workers(l);
     if (s != MD_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", md_error_message());
@@ -355,6 +397,9 @@ void md_loader_destroy(md_loader *l) {
     free(l->thread);
     free(l->worker);
     free(l->perm);
+    free(l->dev_idx);
+    free(l->dev_order);
+    free(l->dev_labels);
     md_source_destroy(l->own_src);
     free(l);
 }
@@ -370,6 +415,11 @@ md_status md_loader_seek(md_loader *l, long epoch, int batch) {
     if (batch == l->batches) { /* the end of an epoch is the start of the next */
         batch = 0;
         epoch++;
+    }
+    if (l->device) {
+        l->cur_epoch = epoch;
+        l->cur_batch = batch;
+        return MD_OK;
     }
     pthread_mutex_lock(&l->mu);
     l->generation++;
@@ -391,8 +441,35 @@ static int ready(const md_loader *l) {
     return s->done >= s->rows;
 }
 
+/* Device mode's md_loader_next: the order once per epoch, then the batch op. On
+ * failure the loader stays at this batch. */
+static md_status device_next(md_loader *l, const float **x, const int32_t **y, int *rows,
+                             int *global_rows) {
+    long epoch = l->cur_epoch;
+    if (l->dev_epoch != epoch) {
+        ensure_perm(l, epoch);
+        for (int j = 0; j < l->info.n; j++)
+            l->dev_order[j] = l->dev_idx[l->perm[j]];
+        l->dev_epoch = -1;
+        MD_TRY(l->dev.epoch(l->dev.ctx, l->dev_order, l->info.n));
+        l->dev_epoch = epoch;
+    }
+    long start, g, lo, hi;
+    batch_slice(l, l->cur_batch, &start, &g, &lo, &hi);
+    uint64_t key = md_rng_key_seed(l->cfg.seed, (uint64_t)epoch); /* fill_rows's stream */
+    MD_TRY(l->dev.batch(l->dev.ctx, start + lo, (int)(hi - lo), key, x, y));
+    for (long i = lo; i < hi; i++)
+        l->dev_labels[i - lo] = l->cfg.ds->labels[l->dev_order[start + i]];
+    l->labels_host = l->dev_labels;
+    *rows = (int)(hi - lo);
+    *global_rows = (int)g;
+    advance(l, &l->cur_epoch, &l->cur_batch);
+    return MD_OK;
+}
+
 md_status md_loader_next(md_loader *l, const float **x, const int32_t **y, int *rows,
                          int *global_rows) {
+    if (l->device) return device_next(l, x, y, rows, global_rows);
     pthread_mutex_lock(&l->mu);
     if (!ready(l)) {
         double t = now_s();
@@ -414,12 +491,21 @@ md_status md_loader_next(md_loader *l, const float **x, const int32_t **y, int *
     /* The workers leave this slot alone until the next call takes another. */
     *x = s->x;
     *y = s->y;
+    l->labels_host = s->y;
     *rows = s->rows;
     *global_rows = s->global_rows;
     l->cur_epoch = s->epoch;
     l->cur_batch = s->batch;
     advance(l, &l->cur_epoch, &l->cur_batch);
     return MD_OK;
+}
+
+const int32_t *md_loader_labels_host(const md_loader *l) {
+    return l->labels_host;
+}
+
+int md_loader_on_device(const md_loader *l) {
+    return l->device;
 }
 
 void md_loader_tell(const md_loader *l, long *epoch, int *batch) {
@@ -432,6 +518,7 @@ const md_source_info *md_loader_describe(const md_loader *l) {
 }
 
 double md_loader_wait_s(const md_loader *l) {
+    if (l->device) return 0.0; /* the batch op is queued, never waited for */
     pthread_mutex_lock((pthread_mutex_t *)&l->mu);
     double t = l->wait_s;
     pthread_mutex_unlock((pthread_mutex_t *)&l->mu);

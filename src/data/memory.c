@@ -1,11 +1,13 @@
 /* The in-memory source: a subset of a dataset held whole in memory (uint8
  * NCHW), with the padded random crop, the flip and the normalisation of
- * md_augment. Its draws are the loader's before the source interface, in the
+ * md_augment (src/data/augment_inline.h, which the backends' augment_u8 op
+ * shares). Its draws are the loader's before the source interface, in the
  * same order, so its batches are bit for bit those of earlier versions
  * (tests/test_loader_pin.c). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/augment_inline.h"
 #include "data/data_impl.h"
 
 typedef struct {
@@ -17,59 +19,12 @@ typedef struct {
     float             lut[3][256]; /* normalised value of each byte, per channel */
 } memory_source;
 
-/* Cutout as DARTS (utils.Cutout): rows [cy - L/2, cy + L/2) and the same
- * columns, clipped to the image, are zero in every channel. */
-static void cutout(float *x, int c, int h, int w, int cy, int cx, int side) {
-    int y0 = cy - side / 2, y1 = cy + side / 2, x0 = cx - side / 2, x1 = cx + side / 2;
-    y0 = y0 < 0 ? 0 : y0, x0 = x0 < 0 ? 0 : x0;
-    y1 = y1 > h ? h : y1, x1 = x1 > w ? w : x1;
-    for (int ch = 0; ch < c; ch++)
-        for (int y = y0; y < y1; y++)
-            for (int xx = x0; xx < x1; xx++) x[((size_t)ch * h + y) * w + xx] = 0.0f;
-}
-
-/* Crop (zero padding of the raw image, then a window offset by dy, dx in
- * [-pad, pad]), then an optional mirror, then normalisation. */
-static void make_image(const memory_source *m, const uint8_t *src, md_rng *r, float *dst) {
-    const md_dataset *ds = m->ds;
-    int               pad = m->aug.crop_pad, dy = 0, dx = 0, mirror = 0;
-    if (pad > 0) {
-        dy = (int)md_data_below(r, (uint32_t)(2 * pad + 1)) - pad;
-        dx = (int)md_data_below(r, (uint32_t)(2 * pad + 1)) - pad;
-    }
-    if (m->aug.flip) mirror = (int)(md_rng_u32(r) >> 31);
-    int h = ds->h, w = ds->w;
-    int cy = -1, cx = -1; /* the cutout's centre: drawn after the crop and flip */
-    if (m->aug.cutout > 0) {
-        cy = (int)md_data_below(r, (uint32_t)h);
-        cx = (int)md_data_below(r, (uint32_t)w);
-    }
-    float *image = dst;
-    for (int ch = 0; ch < ds->c; ch++) {
-        const float   *lut = m->lut[ch];
-        const uint8_t *plane = src + (size_t)ch * h * w;
-        for (int y = 0; y < h; y++, dst += w) {
-            int sy = y + dy;
-            if (sy < 0 || sy >= h) {
-                for (int x = 0; x < w; x++)
-                    dst[x] = lut[0];
-                continue;
-            }
-            const uint8_t *row = plane + (size_t)sy * w;
-            for (int x = 0; x < w; x++) {
-                int sx = (mirror ? w - 1 - x : x) + dx;
-                dst[x] = lut[sx >= 0 && sx < w ? row[sx] : 0];
-            }
-        }
-    }
-    if (cy >= 0) cutout(image, ds->c, h, w, cy, cx, m->aug.cutout);
-}
-
 static md_status memory_get(md_source *s, void *worker, int i, md_rng *r, float *x, int32_t *y) {
     (void)worker;
     const memory_source *m = (const memory_source *)s;
     int                  src = m->idx[i];
-    make_image(m, m->ds->images + (size_t)src * m->chw, r, x);
+    md_aug_image(m->ds->images + (size_t)src * m->chw, &m->lut[0][0], m->ds->c, m->ds->h,
+                 m->ds->w, m->aug.crop_pad, m->aug.flip, m->aug.cutout, r, x);
     *y = m->ds->labels[src];
     return MD_OK;
 }
@@ -107,6 +62,12 @@ static md_status check_memory(const md_dataset *ds, const int *idx, int n, md_au
     return MD_OK;
 }
 
+void md_dataset_lut(const md_dataset *ds, float *lut) {
+    for (int ch = 0; ch < ds->c; ch++)
+        for (int v = 0; v < 256; v++)
+            lut[ch * 256 + v] = (float)((v / 255.0 - ds->mean[ch]) / ds->std[ch]);
+}
+
 md_status md_source_memory(const md_dataset *ds, const int *idx, int n, md_augment aug,
                            md_source **out) {
     *out = NULL;
@@ -125,9 +86,7 @@ md_status md_source_memory(const md_dataset *ds, const int *idx, int n, md_augme
     info->n = n, info->c = ds->c, info->h = ds->h, info->w = ds->w, info->classes = ds->classes;
     m->ds = ds, m->idx = copy, m->aug = aug;
     m->chw = (size_t)ds->c * ds->h * ds->w;
-    for (int ch = 0; ch < ds->c; ch++)
-        for (int v = 0; v < 256; v++)
-            m->lut[ch][v] = (float)((v / 255.0 - ds->mean[ch]) / ds->std[ch]);
+    md_dataset_lut(ds, &m->lut[0][0]);
     *out = &m->base;
     return MD_OK;
 }

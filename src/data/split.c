@@ -3,17 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/philox_inline.h"
 #include "data/data_impl.h"
 
 /* The split's own stream, so that it never coincides with a loader epoch. */
 #define MD_SPLIT_STREAM 0x73706C6974ull /* "split" */
 
 uint32_t md_data_below(md_rng *r, uint32_t bound) {
-    uint32_t reject_below = (uint32_t)(-bound) % bound; /* 2^32 mod bound */
-    for (;;) {
-        uint32_t u = md_rng_u32(r);
-        if (u >= reject_below) return u % bound;
-    }
+    return md_rng_below(r, bound);
 }
 
 void md_data_shuffle(int *a, int n, md_rng *r) {

@@ -10,6 +10,14 @@ static void shared_free(void *ctx, void *p) {
     md_backend_free_shared(ctx, p);
 }
 
+static md_status device_alloc(void *ctx, size_t bytes, void **out) {
+    return md_backend_alloc(ctx, bytes, out);
+}
+
+static void device_free(void *ctx, void *p) {
+    md_backend_free(ctx, p);
+}
+
 md_status md_model_create(md_backend *be, md_model **out) {
     md_model *m = calloc(1, sizeof *m);
     *out = NULL;
@@ -28,7 +36,11 @@ md_status md_model_create(md_backend *be, md_model **out) {
 md_status md_model_finalize(md_model *m) {
     MD_TRY(md_arena_finalize(&m->params));
     MD_TRY(md_arena_finalize(&m->stats));
-    MD_TRY(md_arena_mirror(&m->grads, &m->params));
+    /* Gradients only ever meet the host through the communicator, which copies
+     * them explicitly: plain device memory, where NCCL sums them. */
+    md_arena like_params = m->params;
+    if (m->be) like_params.alloc = (md_allocator){device_alloc, device_free, m->be};
+    MD_TRY(md_arena_mirror(&m->grads, &like_params));
     return md_arena_mirror(&m->momentum, &m->params);
 }
 

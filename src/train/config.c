@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdenas/comm.h"
 #include "mdenas/supernet.h"
 #include "train/search_impl.h"
 
@@ -46,6 +47,9 @@ md_status md_search_config_preset(md_search_config *c, const char *preset) {
     snprintf(c->device, sizeof c->device, "cpu");
     c->tf32 = 1;
     c->cuda_graphs = 1;
+    snprintf(c->device_data, sizeof c->device_data, "auto");
+    snprintf(c->comm, sizeof c->comm, "auto");
+    c->deterministic = 1;
     snprintf(c->out, sizeof c->out, "run");
     if (!preset || !preset[0]) return MD_OK;
     snprintf(c->preset, sizeof c->preset, "%s", preset);
@@ -155,6 +159,13 @@ md_status md_search_config_check(const md_search_config *c) {
                        c->crop_scale[1]);
     if (c->data_threads < 0 || c->data_threads > 256)
         return md_fail(MD_ERR_ARG, "--data-threads %d must be in 0..256", c->data_threads);
+    if (strcmp(c->device_data, "auto") && strcmp(c->device_data, "on") &&
+        strcmp(c->device_data, "off"))
+        return md_fail(MD_ERR_ARG, "--device-data '%s': use auto, on or off", c->device_data);
+    if (!strcmp(c->device_data, "on") && !strcmp(c->dataset, "imagenet"))
+        return md_fail(MD_ERR_ARG, "--device-data on holds an in-memory dataset (fashion-mnist, "
+                                   "cifar10, synthetic) on the device; imagenet is decoded from "
+                                   "its shards on the host (use auto or off)");
     if (c->archs && (!c->train || c->archs < 2 || c->archs > 1000 || c->genotype[0] ||
                      c->epochs < 2))
         return md_fail(MD_ERR_ARG, "rankcheck: --archs %d must be in 2..1000, with --epochs >= 2 "
@@ -190,6 +201,8 @@ md_status md_search_config_check(const md_search_config *c) {
                                    ">= 0, --log-every >= 1, --crop-pad in 0..16");
     if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda") && strcmp(c->device, "auto"))
         return md_fail(MD_ERR_ARG, "--device '%s': use cpu, cuda or auto", c->device);
+    md_comm_want want;
+    MD_TRY(md_comm_want_parse(c->comm, &want));
     if (c->ckpt_every < 0 || c->keep < 2)
         return md_fail(MD_ERR_ARG, "--ckpt-every %d must be >= 0 and --keep %d >= 2",
                        c->ckpt_every, c->keep);
@@ -314,8 +327,11 @@ void md_search_config_json(md_json *j, const md_search_config *c, int world, int
     md_json_key(j, "device"), md_json_string(j, c->device);
     md_json_key(j, "tf32"), md_json_bool(j, c->tf32);
     md_json_key(j, "cuda_graphs"), md_json_bool(j, c->cuda_graphs);
+    md_json_key(j, "comm"), md_json_string(j, c->comm);
+    md_json_key(j, "deterministic"), md_json_bool(j, c->deterministic);
     md_json_key(j, "threads"), md_json_int(j, c->threads);
     md_json_key(j, "data_threads"), md_json_int(j, c->data_threads);
+    md_json_key(j, "device_data"), md_json_string(j, c->device_data);
     md_json_key(j, "log_every"), md_json_int(j, c->log_every);
     md_json_key(j, "ckpt_every"), md_json_int(j, c->ckpt_every);
     md_json_key(j, "keep"), md_json_int(j, c->keep);

@@ -38,11 +38,19 @@ md_status md_sgd_step(md_backend *be, float *params, const float *grads, float *
 md_status md_sgd_step_nesterov(md_backend *be, float *params, const float *grads,
                                float *momentum_buf, const md_range *ranges, int nranges, float lr,
                                float momentum, float weight_decay, int nesterov) {
+    return md_sgd_step_guarded(be, params, grads, momentum_buf, ranges, nranges, lr, momentum,
+                               weight_decay, nesterov, NULL);
+}
+
+md_status md_sgd_step_guarded(md_backend *be, float *params, const float *grads,
+                              float *momentum_buf, const md_range *ranges, int nranges, float lr,
+                              float momentum, float weight_decay, int nesterov,
+                              const double *guard) {
     for (int i = 0; i < nranges; i++) {
         size_t o = ranges[i].offset;
-        MD_TRY(md_sgd_update_nesterov(be, params + o, grads + o,
-                                      momentum_buf ? momentum_buf + o : NULL, ranges[i].count, lr,
-                                      momentum, weight_decay, nesterov));
+        MD_TRY(md_sgd_update_guarded(be, params + o, grads + o,
+                                     momentum_buf ? momentum_buf + o : NULL, ranges[i].count, lr,
+                                     momentum, weight_decay, nesterov, guard));
     }
     return MD_OK;
 }

@@ -123,6 +123,31 @@ static md_status load_imagenet(run_t *r) {
     return md_loader_create(&v, &r->val);
 }
 
+/* --device-data: an in-memory dataset held on the backend, each batch made there
+ * by one op (src/train/devdata.c): auto, on a device backend that has the op;
+ * on, wherever the op exists (the CPU backend too, which runs the same path);
+ * off, the host loader. The validation (test) loader follows the training one,
+ * so md_run_upload can tell from either. */
+static md_status device_data(run_t *r, md_loader_config *t, md_loader_config *v) {
+    const char *mode = r->cfg->device_data;
+    int         can = md_backend_has_augment_u8(r->be);
+    if (!strcmp(mode, "off") || (!strcmp(mode, "auto") && (!can || md_backend_is_host(r->be))))
+        return MD_OK;
+    if (!can)
+        return md_fail(MD_ERR_ARG, "--device-data on: the %s backend has no batch op for "
+                                   "in-memory datasets; use --device-data auto or off",
+                       md_backend_name(r->be));
+    int rows = (r->cfg->batch + r->world - 1) / r->world; /* the largest slice */
+    MD_TRY(md_devset_create(&r->be, t->ds, &r->dev_ds));
+    if (v->ds != t->ds) MD_TRY(md_devset_create(&r->be, v->ds, &r->dev_test));
+    MD_TRY(md_devdata_create(r->dev_ds, t->n, rows, t->aug, &r->dev_train));
+    MD_TRY(md_devdata_create(r->dev_test ? r->dev_test : r->dev_ds, v->n, rows, v->aug,
+                             &r->dev_val));
+    t->device = md_devdata_callbacks(r->dev_train);
+    v->device = md_devdata_callbacks(r->dev_val);
+    return MD_OK;
+}
+
 static md_status load_data(run_t *r) {
     const md_search_config *c = r->cfg;
     if (!strcmp(c->dataset, "imagenet")) return load_imagenet(r);
@@ -163,10 +188,11 @@ static md_status load_data(run_t *r) {
                           .seed = c->seed, .rank = r->rank, .world = r->world,
                           .threads = data_threads(c),
                           .mem = {ring_alloc, ring_free, &r->be}};
-    MD_TRY(md_loader_create(&t, &r->train));
     md_loader_config v = t;
     v.ds = vds, v.idx = r->val_idx, v.n = r->nval, v.shuffle = 0, v.drop_last = 0;
     v.aug = (md_augment){0, 0, 0};
+    MD_TRY(device_data(r, &t, &v));
+    MD_TRY(md_loader_create(&t, &r->train));
     return md_loader_create(&v, &r->val);
 }
 
@@ -213,6 +239,17 @@ md_status md_run_test_hooks(const run_t *r, long step) {
     return MD_OK;
 }
 
+/* MDENAS_NAN_AT_STEP: that rank's batch of global step <step> gets a NaN in its
+ * first value (a broken sample, or a network that diverged there). */
+static md_status nan_hook(const run_t *r, long step, const float *x, int rows) {
+    static long at = -2;
+    static int  rank;
+    if (at == -2) parse_hook("MDENAS_NAN_AT_STEP", &at, &rank);
+    if (step != at || r->rank != rank || rows == 0) return MD_OK;
+    float nan = NAN;
+    return md_backend_upload(r->be, (void *)x, &nan, sizeof nan);
+}
+
 /* ---- batches on the backend ------------------------------------------------------------- */
 
 /* ---- checkpoints ------------------------------------------------------------------ */
@@ -251,9 +288,44 @@ md_status md_run_save_checkpoint(run_t *r, const char *why) {
     return MD_OK;
 }
 
+/* Where the batches are made, for the log. */
+static const char *data_note(const run_t *r) {
+    if (md_loader_on_device(r->train))
+        return "data: held on the device, each batch made there by one op (--device-data)";
+    return md_backend_is_host(r->be) ? "data: host loader"
+                                     : "data: host loader, each batch copied to the device";
+}
+
 /* ---- one sampling period ---------------------------------------------------------- */
 
+/* A step whose loss or gradient norm is not finite made no update (the stepper
+ * skips it on the backend): put the BN statistics its forward changed and the
+ * loader back, save that last good state as a checkpoint, and stop. Every rank
+ * sees the same reduced values and comes here together; the barrier keeps the
+ * others from aborting the job while rank 0 writes. */
+md_status md_run_diverged(run_t *r, long step, float loss, double norm, float lr, long at_epoch,
+                          int at_batch) {
+    const md_search_config *c = r->cfg;
+    const char *what = isfinite(loss) ? "gradient norm" : "loss";
+    double      value = isfinite(loss) ? norm : (double)loss;
+    MD_TRY(md_stepper_undo_stats(&r->step));
+    MD_TRY(md_loader_seek(r->train, at_epoch, at_batch));
+    md_run_say(r, "step %ld: the %s is %g: no update was made; saving the last good state "
+                  "(after step %ld)\n", step + 1, what, value, step);
+    MD_TRY(md_run_save_checkpoint(r, "last good state before a non-finite step"));
+    MD_TRY(md_comm_barrier(r->comm));
+    return md_fail(MD_ERR_DATA,
+                   "step %ld: the %s is %g, not a finite number: the %s diverged (lr %g, --clip "
+                   "%g). The weights, momentum and BN statistics of step %ld, the last good "
+                   "one, are the newest checkpoint in %s/checkpoints; nothing of step %ld was "
+                   "applied. Rerunning the same command repeats the step: lower --lr (in a new "
+                   "--out) or check the data",
+                   step + 1, what, value, c->train ? "training" : "search", (double)lr, c->clip,
+                   step, c->out, step + 1);
+}
+
 md_status md_run_upload(run_t *r, const float **x, const int32_t **y, int rows) {
+    if (md_loader_on_device(r->train)) return MD_OK; /* made on the backend (--device-data) */
     const md_source_info *in = md_loader_describe(r->train);
     return md_stepper_upload(&r->step, x, y, rows, (size_t)in->c * in->h * in->w);
 }
@@ -278,9 +350,12 @@ md_status md_run_train_steps(run_t *r, const int *a, const schedule *sc, int *st
         float          lr = md_lr_cosine((float)c->lr, (float)c->lr_min, epoch, c->epochs);
         const float   *x;
         const int32_t *y;
-        int            rows, grows;
+        int            rows, grows, at_batch;
+        long           at_epoch;
+        md_loader_tell(r->train, &at_epoch, &at_batch); /* where this step's batch is */
         MD_TRY(md_loader_next(r->train, &x, &y, &rows, &grows));
         MD_TRY(md_run_upload(r, &x, &y, rows));
+        MD_TRY(nan_hook(r, step, x, rows));
         md_plan *p;
         MD_TRY(md_stepper_plan(&r->step, a, rows, &p));
         if (md_plan_has_noise(p)) /* drop-path, dropout: masks of this step, this rank's rows */
@@ -291,13 +366,7 @@ md_status md_run_train_steps(run_t *r, const int *a, const schedule *sc, int *st
         float  gloss = res.loss;
         double norm = res.norm;
         if (!isfinite(gloss) || !isfinite(norm))
-            return md_fail(MD_ERR_DATA,
-                           "step %ld: the %s is %g, not a finite number: the search diverged "
-                           "(lr %g, --clip %g). Nothing of this step was saved; the checkpoints "
-                           "in %s/checkpoints, all from before it, are kept. Lower --lr or "
-                           "check the data",
-                           step + 1, isfinite(gloss) ? "gradient norm" : "loss",
-                           isfinite(gloss) ? norm : (double)gloss, (double)lr, c->clip, c->out);
+            return md_run_diverged(r, step, gloss, norm, lr, at_epoch, at_batch);
         long  gcorrect = res.correct;
         ps->step++;
         ps->period_loss += gloss, ps->iv_loss += gloss;
@@ -701,6 +770,10 @@ static void close_run(run_t *r) {
     md_stepper_free(&r->step);
     md_loader_destroy(r->train);
     md_loader_destroy(r->val);
+    md_devdata_destroy(r->dev_train);
+    md_devdata_destroy(r->dev_val);
+    md_devset_destroy(r->dev_ds);
+    md_devset_destroy(r->dev_test);
     md_source_destroy(r->train_src);
     md_source_destroy(r->val_src);
     free(r->train_idx);
@@ -778,10 +851,12 @@ static md_status keep_saved_threads(run_t *r) {
 static md_status make_backend(run_t *r) {
     const md_search_config *c = r->cfg;
     if (!strcmp(c->device, "cuda"))
-        return md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be);
+        return md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, !c->deterministic,
+                                      &r->be);
     if (!strcmp(c->device, "auto")) {
         /* Every rank on the same kind of backend, or none on CUDA. */
-        int failed = md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32, &r->be) != MD_OK;
+        int failed = md_backend_cuda_create(md_comm_local_rank(r->comm), c->tf32,
+                                            !c->deterministic, &r->be) != MD_OK;
         MD_TRY(md_comm_max_int(r->comm, &failed));
         if (!failed) return MD_OK;
         md_backend_destroy(r->be);
@@ -896,6 +971,15 @@ static md_status search(run_t *r, int *stopped) {
         s = md_fail((md_status)failed, "another rank failed while setting up (its message "
                                        "says why)");
     MD_TRY(s);
+    /* The gradients' path, now that every rank is here to agree on it. */
+    char         comm_note[200] = "";
+    md_comm_want want = MD_COMM_WANT_AUTO;
+    s = md_comm_want_parse(c->comm, &want);
+    if (s == MD_OK) s = md_comm_select(r->comm, r->be, want, comm_note, sizeof comm_note);
+    if (s == MD_ERR_ARG && r->rank != 0)
+        fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", r->rank, r->world,
+                md_error_message());
+    MD_TRY(s);
     /* A checkpoint records the thread count only when every rank has the same
      * one (ranks on unlike nodes may not): a resume then keeps it. */
     int tmax = r->threads, tneg = -r->threads;
@@ -950,6 +1034,7 @@ static md_status search(run_t *r, int *stopped) {
     }
     if (c->train) {
         MD_TRY(open_outputs(r, verdict, ck_path));
+        md_run_say(r, "%s\n%s\n", comm_note, data_note(r));
         return md_train_loop(r, stopped);
     }
     schedule sc = {0};
@@ -976,6 +1061,7 @@ static md_status search(run_t *r, int *stopped) {
         c->dataset, r->ntrain, r->nval, md_loader_describe(r->train)->name, space_text(c),
         c->batch, r->world,
         c->sync_bn ? " with synced BN" : "", sc.periods, plen, md_backend_describe(r->be));
+    md_run_say(r, "%s\n%s\n", comm_note, data_note(r));
     md_rng root;
     md_rng_seed(&root, c->seed, 0x5a3b1e);
     r->t0 = md_run_now();

@@ -12,6 +12,7 @@
 #include "mdenas/safetensors.h"
 #include "mdenas/search.h"
 #include "mdenas/space.h"
+#include "train/devdata.h"
 #include "train/step.h"
 
 /* Where the loop stands: everything besides the arenas and p/H^e/H^a that a
@@ -41,6 +42,8 @@ typedef struct {
     md_source              *train_src, *val_src; /* imagenet */
     int                    *train_idx, *val_idx, ntrain, nval;
     md_loader              *train, *val;
+    md_devset              *dev_ds, *dev_test;   /* --device-data: ds, test_ds on the backend */
+    md_devdata             *dev_train, *dev_val; /* the loaders' device sides */
     md_space               *space;
     md_model               *model;
     md_mdl                  mdl; /* the space's distributions, in its order */
@@ -74,6 +77,10 @@ void      md_run_say(md_run *r, const char *fmt, ...) __attribute__((format(prin
 void      md_run_fmt_eta(char *buf, size_t len, double s);
 md_status md_run_test_hooks(const md_run *r, long step);
 md_status md_run_save_checkpoint(md_run *r, const char *why);
+/* A step at (epoch, batch) of the loader whose loss or norm is not finite: the
+ * last good state saved as a checkpoint, then the error that stops the run. */
+md_status md_run_diverged(md_run *r, long step, float loss, double norm, float lr, long at_epoch,
+                          int at_batch);
 md_status md_run_upload(md_run *r, const float **x, const int32_t **y, int rows);
 /* Train the rest of the steps of sc on architecture a, from r->pos.step; *stop
  * = 1 when every rank has agreed to stop. */

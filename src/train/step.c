@@ -4,7 +4,23 @@
 #include <string.h>
 
 md_status md_stepper_init(md_stepper *st) {
-    return md_backend_alloc(st->be, 64, (void **)&st->scalars);
+    MD_TRY(md_backend_alloc(st->be, 64, (void **)&st->scalars));
+    size_t n = st->model ? st->model->stats.numel : 0;
+    return n ? md_backend_alloc(st->be, n * sizeof(float), (void **)&st->stats_before) : MD_OK;
+}
+
+/* stats_before = stats (to = 0) or back (to = 1): a copy on the backend, which
+ * a graph records with the step. */
+static md_status copy_stats(md_stepper *st, int back) {
+    md_arena *a = &st->model->stats;
+    if (!st->stats_before || !a->data) return MD_OK;
+    md_tensor s = md_tensor_1d(a->data, (int)a->numel), b = md_tensor_1d(st->stats_before, (int)a->numel);
+    return back ? md_copy(st->be, &b, &s) : md_copy(st->be, &s, &b);
+}
+
+md_status md_stepper_undo_stats(md_stepper *st) {
+    MD_TRY(copy_stats(st, 1));
+    return md_backend_sync(st->be);
 }
 
 void md_stepper_free_plans(md_stepper *st) {
@@ -22,8 +38,9 @@ void md_stepper_free(md_stepper *st) {
         md_backend_free(st->be, st->stage_x);
         md_backend_free(st->be, st->stage_y);
         md_backend_free(st->be, st->scalars);
+        md_backend_free(st->be, st->stats_before);
     }
-    st->stage_x = st->stage_y = NULL, st->scalars = NULL;
+    st->stage_x = st->stage_y = NULL, st->scalars = NULL, st->stats_before = NULL;
     st->stage_x_bytes = st->stage_y_bytes = 0;
 }
 
@@ -72,6 +89,7 @@ md_status md_stepper_upload(md_stepper *st, const float **x, const int32_t **y, 
 static md_status forward_backward(md_stepper *st, md_plan *p, const float *x, const int32_t *y,
                                   int rows, int grows) {
     MD_TRY(md_plan_zero_grads(p));
+    MD_TRY(copy_stats(st, 0)); /* the forward updates them, even on a step that fails */
     MD_TRY(md_plan_forward(p, x, MD_MODE_TRAIN));
     MD_TRY(md_plan_loss_dev_smoothed(p, y, st->smoothing, st->scalars));
     if (md_plan_has_aux(p)) MD_TRY(md_plan_aux_loss_dev(p, y, st->smoothing, st->scalars + 4));
@@ -79,20 +97,24 @@ static md_status forward_backward(md_stepper *st, md_plan *p, const float *x, co
     return md_plan_backward(p);
 }
 
+/* Clip, then SGD guarded by the clip's sum of squares: a gradient with a NaN
+ * or an infinity (which a non-finite loss always leaves) changes nothing. */
 static md_status update(md_stepper *st, md_plan *p, float lr) {
     md_model       *m = st->model;
     int             nr;
     const md_range *ranges = md_plan_ranges(p, &nr);
+    const double   *guard = (const double *)(st->scalars + 2);
     MD_TRY(md_clip_grad_norm_dev(st->be, m->grads.data, ranges, nr, st->clip,
                                  (double *)(st->scalars + 2)));
     if (!st->bn_no_decay)
-        return md_sgd_step_nesterov(st->be, m->params.data, m->grads.data, m->momentum.data,
-                                    ranges, nr, lr, st->momentum, st->weight_decay, st->nesterov);
+        return md_sgd_step_guarded(st->be, m->params.data, m->grads.data, m->momentum.data,
+                                   ranges, nr, lr, st->momentum, st->weight_decay, st->nesterov,
+                                   guard);
     for (int bn = 0; bn < 2; bn++) {
         ranges = md_plan_ranges_split(p, bn, &nr);
-        MD_TRY(md_sgd_step_nesterov(st->be, m->params.data, m->grads.data, m->momentum.data,
-                                    ranges, nr, lr, st->momentum, bn ? 0.0f : st->weight_decay,
-                                    st->nesterov));
+        MD_TRY(md_sgd_step_guarded(st->be, m->params.data, m->grads.data, m->momentum.data,
+                                   ranges, nr, lr, st->momentum, bn ? 0.0f : st->weight_decay,
+                                   st->nesterov, guard));
     }
     return MD_OK;
 }
@@ -123,8 +145,10 @@ md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int
     float  out[2], extra[4] = {0, 0, 0, 0}, aux[2] = {0, 0};
     double norm = 0;
     int    has_aux = md_plan_has_aux(p);
-    /* Drop-path and dropout draw new masks every step: no graph replays them. */
-    if (st->world == 1 && st->graphs && md_backend_has_graphs(st->be) && !md_plan_has_noise(p)) {
+    /* Drop-path and dropout draw new masks every step: no graph replays them.
+     * NCCL (forced with one rank too) reduces outside any graph. */
+    if (st->world == 1 && st->graphs && md_backend_has_graphs(st->be) && !md_plan_has_noise(p) &&
+        md_comm_get_path(st->comm) != MD_COMM_NCCL) {
         MD_TRY(graphed(st, p, x, y, rows, lr));
         MD_TRY(md_backend_download(st->be, out, st->scalars, sizeof out));
         MD_TRY(md_backend_download(st->be, &norm, st->scalars + 2, sizeof norm));
@@ -141,8 +165,8 @@ md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int
         extra[3] = aux[0] * (float)rows;
         int             nr;
         const md_range *ranges = md_plan_ranges(p, &nr);
-        MD_TRY(md_comm_allreduce_grads(st->comm, st->model->grads.data, ranges, nr, extra,
-                                       has_aux ? 4 : 3));
+        MD_TRY(md_comm_allreduce_grads_on(st->comm, st->be, st->model->grads.data, ranges, nr,
+                                          extra, has_aux ? 4 : 3));
         float l = st->world > 1 ? extra[0] / (float)grows : out[0];
         if (isfinite(l)) { /* else no update: the caller stops the run */
             MD_TRY(update(st, p, lr));

@@ -27,6 +27,7 @@ typedef struct {
     float     graph_lr;
     void     *stage_x, *stage_y;
     size_t    stage_x_bytes, stage_y_bytes;
+    float    *stats_before; /* backend memory: the BN running statistics before this step */
 } md_stepper;
 
 typedef struct {
@@ -47,9 +48,14 @@ void      md_stepper_free_plans(md_stepper *st);
 md_status md_stepper_upload(md_stepper *st, const float **x, const int32_t **y, int rows,
                             size_t floats_per_row);
 /* Forward, loss, backward, allreduce, clip and SGD on plan p: rows of this
- * rank, grows of the global batch. stop_here: this rank's stop request. A
- * loss that is not finite skips the update; the caller stops the run. */
+ * rank, grows of the global batch. stop_here: this rank's stop request. A loss
+ * or a gradient norm that is not finite leaves the weights and the momentum as
+ * they were (the update is skipped on the backend, graphs included); the caller
+ * stops the run, after md_stepper_undo_stats. */
 md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int32_t *y,
                            int rows, int grows, float lr, int stop_here, md_step_result *res);
+/* The BN running statistics back to what they were before the last
+ * md_stepper_train (its forward updated them even when the step failed). */
+md_status md_stepper_undo_stats(md_stepper *st);
 
 #endif

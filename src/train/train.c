@@ -211,7 +211,7 @@ static md_status evaluate(md_run *r, eval_counts *out, int *stopped) {
         md_plan       *p;
         if ((s = md_loader_next(r->val, &x, &y, &rows, &grows)) != MD_OK) break;
         if (rows == 0) continue;
-        yh = y;
+        yh = md_loader_labels_host(r->val); /* y may be on the device */
         if ((s = md_run_upload(r, &x, &y, rows)) != MD_OK) break;
         if ((s = md_stepper_plan(&r->step, r->choice, rows, &p)) != MD_OK) break;
         if ((s = md_plan_forward(p, x, MD_MODE_EVAL)) != MD_OK) break;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "data/augment_inline.h"
 
 md_status md_dnnl_check(dnnl_status_t st, const char *what, const char *file, int line) {
     if (st == dnnl_success) return MD_OK;
@@ -64,6 +65,24 @@ static md_status cpu_sync(md_backend *be) {
     return MD_OK;
 }
 
+/* A batch of an in-memory dataset: the host loader's augmentation, one sample
+ * per iteration; each row's stream depends on its position only, so the
+ * thread count does not change the bits. */
+static md_status cpu_augment_u8(md_backend *be, const md_u8_batch *b) {
+    (void)be;
+    size_t chw = (size_t)b->c * b->h * b->w;
+#pragma omp parallel for schedule(static) if (b->rows * chw >= 16384)
+    for (int i = 0; i < b->rows; i++) {
+        long   j = b->j0 + i;
+        int    src = b->order[j];
+        md_rng r = md_rng_at_key(md_aug_sample_key(b->epoch_key, j));
+        md_aug_image(b->images + (size_t)src * chw, b->lut, b->c, b->h, b->w, b->crop_pad,
+                     b->flip, b->cutout, &r, b->x + (size_t)i * chw);
+        b->y[i] = b->labels[src];
+    }
+    return MD_OK;
+}
+
 static const md_backend_vtable cpu_vtable = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -111,6 +130,7 @@ static const md_backend_vtable cpu_vtable = {
     .loss_dev = md_cpu_loss_dev,
     .sumsq_dev = md_cpu_sumsq_dev,
     .clip_scale_dev = md_cpu_clip_scale_dev,
+    .augment_u8 = cpu_augment_u8,
 };
 
 /* Denormal floats (gradients that decay through many layers) cost ~100x per

@@ -687,8 +687,9 @@ md_status md_cpu_top1_correct(md_backend *be, const md_tensor *logits, const int
 /* ---- optimiser primitives -------------------------------------------------------------- */
 
 md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
-                            float momentum, float weight_decay, int nesterov) {
+                            float momentum, float weight_decay, int nesterov, const double *guard) {
     (void)be;
+    if (guard && !isfinite(*guard)) return MD_OK;
     if (momentum == 0.0f) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) w[i] -= lr * (g[i] + weight_decay * w[i]);

@@ -49,7 +49,7 @@ md_status md_cpu_softmax_ce(md_backend *be, const md_tensor *logits, const int32
 md_status md_cpu_top1_correct(md_backend *be, const md_tensor *logits, const int32_t *labels,
                               int *correct);
 md_status md_cpu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n, float lr,
-                            float momentum, float weight_decay, int nesterov);
+                            float momentum, float weight_decay, int nesterov, const double *guard);
 md_status md_cpu_sumsq(md_backend *be, const float *x, size_t n, double *out);
 md_status md_cpu_scale(md_backend *be, float *x, size_t n, float factor);
 md_status md_cpu_loss_dev(md_backend *be, const md_tensor *logits, const int32_t *labels,

@@ -9,7 +9,17 @@
  *   the forward output that cuDNN needs; a gather kernel does both exactly and
  *   deterministically.
  * - Cross-replica BN (md_bn_state.sync) runs on our kernels, since its sums go
- *   to the host between the passes; plain BN uses cuDNN. */
+ *   to the host between the passes; plain BN uses cuDNN.
+ *
+ * Buffers a CUDA graph may have captured (the convolution workspace, the
+ * reduction buffers, the BN constants) are never freed or moved while a graph
+ * lives: a reservation that must grow takes a new buffer and parks the old one
+ * until the last graph is destroyed (release()). Everything, constants
+ * included, is issued on the backend's one non-blocking stream.
+ *
+ * Convolution algorithms are chosen among cuDNN's deterministic ones unless
+ * the backend was made with fastest = 1 (PyTorch's cudnn.deterministic), so a
+ * resumed run repeats an uninterrupted one bit for bit. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -20,6 +30,7 @@
 
 extern "C" {
 #include "backend/backend_impl.h"
+#include "backend/cuda/cuda_data.h"
 #include "mdenas/backend.h"
 }
 
@@ -54,6 +65,11 @@ static md_status cuda_fail(cudaError_t e, const char *what, const char *file, in
 /* ---- the backend ------------------------------------------------------------------- */
 
 typedef struct {
+    void *p;
+    int   pinned; /* cudaFreeHost, else cudaFree */
+} cu_parked;
+
+typedef struct {
     md_backend     base;
     int            device;
     int            allow_tf32;
@@ -71,6 +87,10 @@ typedef struct {
     void          *blas_ws;   /* cuBLAS workspace */
     float         *mask_host; /* pinned, dropout masks */
     size_t         mask_cap;
+    int            fastest;     /* 0: deterministic convolution algorithms only */
+    int            live_graphs; /* graphs instantiated and not yet destroyed */
+    cu_parked     *parked; /* buffers outgrown while a graph lived: freed when none does */
+    int nparked, parked_cap;
 } cuda_backend;
 
 static cuda_backend *cb_of(md_backend *be) {
@@ -82,15 +102,48 @@ static unsigned blocks_for(size_t n, unsigned threads) {
     return (unsigned)(b > 65535u * 8u ? 65535u * 8u : (b ? b : 1));
 }
 
+static void free_now(void *p, int pinned) {
+    if (!p) return;
+    if (pinned) cudaFreeHost(p);
+    else cudaFree(p);
+}
+
+/* Room to park k more buffers, made before anything is released. */
+static md_status park_room(cuda_backend *cb, int k) {
+    if (cb->nparked + k <= cb->parked_cap) return MD_OK;
+    int cap = cb->parked_cap ? cb->parked_cap : 16;
+    while (cap < cb->nparked + k) cap *= 2;
+    void *q = realloc(cb->parked, sizeof *cb->parked * (size_t)cap);
+    if (!q) return md_fail(MD_ERR_NOMEM, "cuda backend: list of outgrown buffers");
+    cb->parked = (cu_parked *)q, cb->parked_cap = cap;
+    return MD_OK;
+}
+
+/* Free a buffer this backend outgrew, or, while a graph that may have captured
+ * its address lives, park it (park_room made space). */
+static void release(cuda_backend *cb, void *p, int pinned) {
+    if (!p) return;
+    if (cb->live_graphs > 0 && cb->nparked < cb->parked_cap) {
+        cb->parked[cb->nparked].p = p, cb->parked[cb->nparked].pinned = pinned;
+        cb->nparked++;
+        return;
+    }
+    free_now(p, pinned);
+}
+
 static md_status red_reserve(cuda_backend *cb, size_t doubles) {
     if (doubles <= cb->red_cap) return MD_OK;
     size_t n = doubles < 4096 ? 4096 : doubles;
-    if (cb->red_dev) cudaFree(cb->red_dev);
-    if (cb->red_host) cudaFreeHost(cb->red_host);
-    cb->red_dev = NULL, cb->red_host = NULL, cb->red_cap = 0;
-    CUDA_TRY(cudaMalloc((void **)&cb->red_dev, n * sizeof(double)));
-    CUDA_TRY(cudaMallocHost((void **)&cb->red_host, n * sizeof(double)));
-    cb->red_cap = n;
+    double *dev = NULL, *host = NULL;
+    MD_TRY(park_room(cb, 2));
+    CUDA_TRY(cudaMalloc((void **)&dev, n * sizeof(double)));
+    cudaError_t e = cudaMallocHost((void **)&host, n * sizeof(double));
+    if (e != cudaSuccess) {
+        cudaFree(dev);
+        return cuda_fail(e, "cudaMallocHost (reduction buffer)", __FILE__, __LINE__);
+    }
+    release(cb, cb->red_dev, 0), release(cb, cb->red_host, 1);
+    cb->red_dev = dev, cb->red_host = host, cb->red_cap = n;
     return MD_OK;
 }
 
@@ -176,23 +229,32 @@ static void conv_release(cu_conv *c) {
 
 static md_status ws_reserve(cuda_backend *cb, size_t bytes) {
     if (bytes <= cb->ws_bytes) return MD_OK;
-    if (cb->workspace) cudaFree(cb->workspace);
-    cb->workspace = NULL, cb->ws_bytes = 0;
-    CUDA_TRY(cudaMalloc(&cb->workspace, bytes));
-    cb->ws_bytes = bytes;
+    void *p = NULL;
+    MD_TRY(park_room(cb, 2));
+    CUDA_TRY(cudaMalloc(&p, bytes));
+    release(cb, cb->workspace, 0);
+    cb->workspace = p, cb->ws_bytes = bytes;
     return MD_OK;
 }
 
-/* The fastest algorithm by cuDNN's heuristics whose workspace fits the limit. */
+/* cuDNN's heuristic order, skipping what failed, what needs more workspace
+ * than the limit, and (unless fastest) what is not deterministic. */
+#define ALGO_OK(cb, perf)                                                                          \
+    ((perf).status == CUDNN_STATUS_SUCCESS && (perf).memory <= (cb)->ws_limit &&                   \
+     ((cb)->fastest || (perf).determinism == CUDNN_DETERMINISTIC))
+
+/* The first algorithm by cuDNN's heuristics that ALGO_OK allows. */
 static md_status pick_algos(cuda_backend *cb, cu_conv *c) {
     int n = 0;
     size_t need = 0, most = 0;
+    const char *kind = cb->fastest ? "" : "deterministic ";
     cudnnConvolutionFwdAlgoPerf_t f[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->dnn, c->x, c->w, c->conv, c->y,
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, f));
     int i = 0;
-    while (i < n && (f[i].status != CUDNN_STATUS_SUCCESS || f[i].memory > cb->ws_limit)) i++;
-    if (i == n) return md_fail(MD_ERR_BACKEND, "cuDNN: no forward convolution algorithm fits");
+    while (i < n && !ALGO_OK(cb, f[i])) i++;
+    if (i == n)
+        return md_fail(MD_ERR_BACKEND, "cuDNN: no %sforward convolution algorithm fits", kind);
     c->fwd = f[i].algo;
     CUDNN_TRY(cudnnGetConvolutionForwardWorkspaceSize(cb->dnn, c->x, c->w, c->conv, c->y, c->fwd,
                                                       &need));
@@ -200,8 +262,8 @@ static md_status pick_algos(cuda_backend *cb, cu_conv *c) {
     cudnnConvolutionBwdDataAlgoPerf_t d[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(
         cb->dnn, c->w, c->y, c->conv, c->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, d));
-    for (i = 0; i < n && (d[i].status != CUDNN_STATUS_SUCCESS || d[i].memory > cb->ws_limit);) i++;
-    if (i == n) return md_fail(MD_ERR_BACKEND, "cuDNN: no backward-data algorithm fits");
+    for (i = 0; i < n && !ALGO_OK(cb, d[i]);) i++;
+    if (i == n) return md_fail(MD_ERR_BACKEND, "cuDNN: no %sbackward-data algorithm fits", kind);
     c->bwd_data = d[i].algo;
     CUDNN_TRY(cudnnGetConvolutionBackwardDataWorkspaceSize(cb->dnn, c->w, c->y, c->conv, c->x,
                                                            c->bwd_data, &need));
@@ -209,8 +271,9 @@ static md_status pick_algos(cuda_backend *cb, cu_conv *c) {
     cudnnConvolutionBwdFilterAlgoPerf_t w[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         cb->dnn, c->x, c->y, c->conv, c->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, w));
-    for (i = 0; i < n && (w[i].status != CUDNN_STATUS_SUCCESS || w[i].memory > cb->ws_limit);) i++;
-    if (i == n) return md_fail(MD_ERR_BACKEND, "cuDNN: no backward-filter algorithm fits");
+    for (i = 0; i < n && !ALGO_OK(cb, w[i]);) i++;
+    if (i == n)
+        return md_fail(MD_ERR_BACKEND, "cuDNN: no %sbackward-filter algorithm fits", kind);
     c->bwd_filter = w[i].algo;
     CUDNN_TRY(cudnnGetConvolutionBackwardFilterWorkspaceSize(cb->dnn, c->x, c->y, c->conv, c->w,
                                                              c->bwd_filter, &need));
@@ -290,21 +353,30 @@ static md_status cu_conv_backward(md_backend *be, void *impl, const float *x, co
 
 /* ---- batch norm -------------------------------------------------------------------- */
 
+__global__ void k_fill(float *x, size_t n, float v);
+
+/* Ones, zeros and a [2C] scratch for BN: filled on the backend's stream, so
+ * the BN that follows on it sees them (the legacy default stream would not
+ * order with a non-blocking stream). */
 static md_status bn_consts(cuda_backend *cb, int C) {
     if (C <= cb->ones_cap) return MD_OK;
-    cudaFree(cb->ones), cudaFree(cb->zeros), cudaFree(cb->dummy);
-    cb->ones = cb->zeros = cb->dummy = NULL, cb->ones_cap = 0;
-    float *h = (float *)malloc(sizeof(float) * (size_t)C);
-    if (!h) return md_fail(MD_ERR_NOMEM, "bn constants");
-    for (int i = 0; i < C; i++) h[i] = 1.0f;
-    cudaError_t e = cudaMalloc((void **)&cb->ones, sizeof(float) * (size_t)C);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&cb->zeros, sizeof(float) * (size_t)C);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&cb->dummy, 2 * sizeof(float) * (size_t)C);
-    if (e == cudaSuccess) e = cudaMemcpy(cb->ones, h, sizeof(float) * (size_t)C, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) e = cudaMemset(cb->zeros, 0, sizeof(float) * (size_t)C);
-    free(h);
-    if (e != cudaSuccess) return cuda_fail(e, "bn constants", __FILE__, __LINE__);
-    cb->ones_cap = C;
+    size_t n = (size_t)C < 64 ? 64 : (size_t)C;
+    float *ones = NULL, *zeros = NULL, *dummy = NULL;
+    MD_TRY(park_room(cb, 3));
+    cudaError_t e = cudaMalloc((void **)&ones, sizeof(float) * n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&zeros, sizeof(float) * n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&dummy, 2 * sizeof(float) * n);
+    if (e == cudaSuccess) {
+        k_fill<<<blocks_for(n, 256), 256, 0, cb->stream>>>(ones, n, 1.0f);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemsetAsync(zeros, 0, sizeof(float) * n, cb->stream);
+    if (e != cudaSuccess) {
+        cudaFree(ones), cudaFree(zeros), cudaFree(dummy);
+        return cuda_fail(e, "bn constants", __FILE__, __LINE__);
+    }
+    release(cb, cb->ones, 0), release(cb, cb->zeros, 0), release(cb, cb->dummy, 0);
+    cb->ones = ones, cb->zeros = zeros, cb->dummy = dummy, cb->ones_cap = (int)n;
     return MD_OK;
 }
 
@@ -406,7 +478,19 @@ __global__ void k_param_grads(int C, const double *sdy, const double *sdyx, cons
     if (dbeta) dbeta[c] += (float)sdy[c];
 }
 
-/* Reduce n doubles on the host through the sync callback (device -> host -> device). */
+__global__ void k_set_count(double *dst, double v) {
+    *dst = v;
+}
+
+__global__ void k_div(const double *x, int n, double d, double *y) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i] / d;
+}
+
+/* Reduce n doubles on the host through the sync callback (device -> host ->
+ * device). The pinned buffer is written by the host only after the stream has
+ * drained (so no earlier upload from it is still reading), and read by the
+ * upload that follows. */
 static md_status host_allreduce(cuda_backend *cb, const md_bn_sync *sync, double *dev, int n) {
     CUDA_TRY(cudaMemcpyAsync(cb->red_host, dev, sizeof(double) * n, cudaMemcpyDeviceToHost, cb->stream));
     CUDA_TRY(cudaStreamSynchronize(cb->stream));
@@ -422,21 +506,22 @@ static md_status bn_train_sync(cuda_backend *cb, const md_tensor *x, const md_te
     size_t total = md_tensor_numel(x);
     MD_TRY(red_reserve(cb, 4 * (size_t)C + 2));
     double *sum = cb->red_dev, *sq = sum + C + 1, *mean = sq + C + 1;
+    MD_TRY(bn_consts(cb, C));
+    /* The count rides with the sums: [sum_0 .. sum_C-1, n*h*w]. */
     k_channel_sums<<<C, 256, 0, cb->stream>>>(x->data, n, C, hw, NULL, sum, NULL);
     LAUNCH_TRY();
-    double cnt = (double)n * hw;
-    CUDA_TRY(cudaMemcpyAsync(sum + C, &cnt, sizeof cnt, cudaMemcpyHostToDevice, cb->stream));
+    k_set_count<<<1, 1, 0, cb->stream>>>(sum + C, (double)n * hw);
+    LAUNCH_TRY();
     MD_TRY(host_allreduce(cb, s->sync, sum, C + 1));
-    double m = cb->red_host[C];
-    for (int c = 0; c < C; c++) cb->red_host[c] /= m;
-    CUDA_TRY(cudaMemcpyAsync(mean, cb->red_host, sizeof(double) * C, cudaMemcpyHostToDevice, cb->stream));
+    double m = cb->red_host[C]; /* the host copy of the reduced sums */
+    /* The global mean on the device from the global sums (the host's pinned
+     * copy is not touched while uploads from it may be in flight). */
+    k_div<<<(C + 127) / 128, 128, 0, cb->stream>>>(sum, C, m, mean);
+    LAUNCH_TRY();
     k_channel_sums<<<C, 256, 0, cb->stream>>>(x->data, n, C, hw, mean, NULL, sq);
     LAUNCH_TRY();
     MD_TRY(host_allreduce(cb, s->sync, sq, C));
-    MD_TRY(bn_consts(cb, C));
-    /* sum * m / m: pass the global sums and count. */
-    for (int c = 0; c < C; c++) cb->red_host[c] *= m;
-    CUDA_TRY(cudaMemcpyAsync(sum, cb->red_host, sizeof(double) * C, cudaMemcpyHostToDevice, cb->stream));
+    /* sum (global sums), sq (global squared deviations) and m: mean = sum/m, var = sq/m. */
     float *ca = cb->dummy, *cbias = cb->dummy + C;
     k_bn_finish<<<(C + 127) / 128, 128, 0, cb->stream>>>(
         C, m, sum, sq, s->eps, s->gamma ? s->gamma->data : NULL, s->beta ? s->beta->data : NULL,
@@ -525,13 +610,16 @@ static md_status bn_backward(cuda_backend *cb, const md_tensor *x, const md_tens
     k_param_grads<<<(C + 127) / 128, 128, 0, cb->stream>>>(
         C, sdy, sdyx, invstd, dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
     LAUNCH_TRY();
-    if (!dx) return MD_OK;
     double m = (double)n * hw;
+    /* Every replica reduces, dx or not, as the CPU backend does: the sequence of
+     * collectives must not depend on what a replica's plan needs. */
     if (train && s->sync) {
-        CUDA_TRY(cudaMemcpyAsync(sdy + 2 * C, &m, sizeof m, cudaMemcpyHostToDevice, cb->stream));
+        k_set_count<<<1, 1, 0, cb->stream>>>(sdy + 2 * C, m);
+        LAUNCH_TRY();
         MD_TRY(host_allreduce(cb, s->sync, sdy, 2 * C + 1));
         m = cb->red_host[2 * C];
     }
+    if (!dx) return MD_OK;
     /* Eval mode: dx = k * dy, i.e. the train formula with both sums dropped. */
     if (!train) CUDA_TRY(cudaMemsetAsync(sdy, 0, sizeof(double) * 2 * C, cb->stream));
     k_bn_backward_apply<<<blocks_for(total, 256), 256, 0, cb->stream>>>(
@@ -589,11 +677,15 @@ __global__ void k_row_scale(const float *x, const float *s, float *y, size_t n, 
         y[i] = accumulate ? y[i] + v : v;
     }
 }
+__global__ void k_fill(float *x, size_t n, float v) {
+    GRID_LOOP(i, n) x[i] = v;
+}
 __global__ void k_scale(float *x, size_t n, float f) {
     GRID_LOOP(i, n) x[i] *= f;
 }
 __global__ void k_sgd(float *w, const float *g, float *v, size_t n, float lr, float mu, float wd,
-                      int nesterov) {
+                      int nesterov, const double *guard) {
+    if (guard && !isfinite(*guard)) return;
     GRID_LOOP(i, n) {
         float d = g[i] + wd * w[i];
         if (mu != 0.0f) {
@@ -648,9 +740,10 @@ static md_status cu_scale(md_backend *be, float *x, size_t n, float f) {
     return MD_OK;
 }
 static md_status cu_sgd_update(md_backend *be, float *w, const float *g, float *v, size_t n,
-                               float lr, float momentum, float weight_decay, int nesterov) {
+                               float lr, float momentum, float weight_decay, int nesterov,
+                               const double *guard) {
     k_sgd<<<blocks_for(n, 256), 256, 0, cb_of(be)->stream>>>(w, g, v, n, lr, momentum,
-                                                              weight_decay, nesterov);
+                                                              weight_decay, nesterov, guard);
     LAUNCH_TRY();
     return MD_OK;
 }
@@ -934,13 +1027,13 @@ static md_status cu_dropout_forward(md_backend *be, float p, md_rng *rng, const 
                                     const md_tensor *mask, const md_tensor *y) {
     cuda_backend *cb = cb_of(be);
     size_t n = md_tensor_numel(x);
-    if (n > cb->mask_cap) {
-        if (cb->mask_host) cudaFreeHost(cb->mask_host);
-        cb->mask_host = NULL, cb->mask_cap = 0;
-        CUDA_TRY(cudaMallocHost((void **)&cb->mask_host, n * sizeof(float)));
-        cb->mask_cap = n;
-    }
     CUDA_TRY(cudaStreamSynchronize(cb->stream)); /* the previous mask may still be in flight */
+    if (n > cb->mask_cap) {
+        float *m = NULL;
+        CUDA_TRY(cudaMallocHost((void **)&m, n * sizeof(float)));
+        free_now(cb->mask_host, 1); /* no graph reads it: dropout is never recorded */
+        cb->mask_host = m, cb->mask_cap = n;
+    }
     float keep = 1.0f / (1.0f - p);
     for (size_t i = 0; i < n; i++) cb->mask_host[i] = md_rng_uniform(rng) < p ? 0.0f : keep;
     CUDA_TRY(cudaMemcpyAsync(mask->data, cb->mask_host, n * sizeof(float), cudaMemcpyHostToDevice,
@@ -953,16 +1046,23 @@ static md_status cu_dropout_forward(md_backend *be, float p, md_rng *rng, const 
 
 /* ---- loss ------------------------------------------------------------------------------ */
 
-/* One thread per row (K is the class count: small). out[0] += row losses in a
- * fixed order by the second kernel; out[1] counts bad labels. */
+/* *bad = the number of labels outside [0, K). */
+__global__ void k_count_bad_labels(const int32_t *labels, int N, int K, int *bad) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n < N && (labels[n] < 0 || labels[n] >= K)) atomicAdd(bad, 1);
+}
+
+/* One thread per row (K is the class count: small); the row losses are summed
+ * in a fixed order by a second kernel. Nothing is written when a label is bad
+ * (k_count_bad_labels ran first): the CPU backend checks before it changes
+ * anything, and so does this. */
 __global__ void k_softmax_ce(const float *z, const int32_t *labels, int N, int K, float *dz,
-                             double *row_loss, int *bad) {
+                             double *row_loss, const int *bad) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n >= N) return;
     const float *r = z + (size_t)n * K;
     int y = labels[n];
-    if (y < 0 || y >= K) {
-        atomicAdd(bad, 1);
+    if (*bad) {
         row_loss[n] = 0.0;
         return;
     }
@@ -979,7 +1079,7 @@ __global__ void k_softmax_ce(const float *z, const int32_t *labels, int N, int K
 
 __global__ void k_top1(const float *z, const int32_t *labels, int N, int K, double *hit) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n >= N) return;
+    if (n >= N) return; /* labels were counted by k_count_bad_labels */
     const float *r = z + (size_t)n * K;
     int best = 0;
     for (int k = 1; k < K; k++)
@@ -994,6 +1094,8 @@ static md_status cu_softmax_ce(md_backend *be, const md_tensor *logits, const in
     MD_TRY(red_reserve(cb, (size_t)N + 2));
     int *bad = (int *)(cb->red_dev + N + 1);
     CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), cb->stream));
+    k_count_bad_labels<<<(N + 127) / 128, 128, 0, cb->stream>>>(labels, N, K, bad);
+    LAUNCH_TRY();
     k_softmax_ce<<<(N + 127) / 128, 128, 0, cb->stream>>>(logits->data, labels, N, K,
                                                           dlogits ? dlogits->data : NULL,
                                                           cb->red_dev, bad);
@@ -1006,7 +1108,8 @@ static md_status cu_softmax_ce(md_backend *be, const md_tensor *logits, const in
     int nbad;
     memcpy(&nbad, cb->red_host + 1, sizeof nbad);
     if (nbad)
-        return md_fail(MD_ERR_ARG, "softmax_cross_entropy: %d label(s) outside [0, %d)", nbad, K);
+        return md_fail(MD_ERR_ARG, "softmax_cross_entropy: %d label(s) outside [0, %d); nothing "
+                       "was changed", nbad, K);
     *loss = (float)(cb->red_host[0] / N);
     return MD_OK;
 }
@@ -1015,14 +1118,22 @@ static md_status cu_top1_correct(md_backend *be, const md_tensor *logits, const 
                                  int *correct) {
     cuda_backend *cb = cb_of(be);
     int N = logits->dim[0], K = logits->dim[1];
-    MD_TRY(red_reserve(cb, (size_t)N + 1));
+    MD_TRY(red_reserve(cb, (size_t)N + 2));
+    int *bad = (int *)(cb->red_dev + N + 1);
+    CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), cb->stream));
+    k_count_bad_labels<<<(N + 127) / 128, 128, 0, cb->stream>>>(labels, N, K, bad);
+    LAUNCH_TRY();
     k_top1<<<(N + 127) / 128, 128, 0, cb->stream>>>(logits->data, labels, N, K, cb->red_dev);
     LAUNCH_TRY();
     k_sum_doubles<<<1, 256, 0, cb->stream>>>(cb->red_dev, N, cb->red_dev + N, 0);
     LAUNCH_TRY();
-    CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + N, sizeof(double),
+    CUDA_TRY(cudaMemcpyAsync(cb->red_host, cb->red_dev + N, 2 * sizeof(double),
                              cudaMemcpyDeviceToHost, cb->stream));
     CUDA_TRY(cudaStreamSynchronize(cb->stream));
+    int nbad;
+    memcpy(&nbad, cb->red_host + 1, sizeof nbad);
+    if (nbad) /* as the CPU backend: a bad label is refused, not counted as a miss */
+        return md_fail(MD_ERR_ARG, "top1_correct: %d label(s) outside [0, %d)", nbad, K);
     *correct = (int)llround(cb->red_host[0]);
     return MD_OK;
 }
@@ -1089,7 +1200,7 @@ static md_status cu_sumsq_dev(md_backend *be, const float *x, size_t n, double *
 
 __global__ void k_clip_scale(float *x, size_t n, const double *acc, float max_norm) {
     double coef = max_norm / (sqrt(*acc) + 1e-6);
-    if (coef >= 1.0) return;
+    if (!(coef < 1.0)) return; /* also when the norm is not finite: no update follows */
     float c = (float)coef;
     GRID_LOOP(i, n) x[i] *= c;
 }
@@ -1115,7 +1226,14 @@ static md_status cu_graph_end(md_backend *be, void **impl) {
     cudaGraphDestroy(g);
     if (e != cudaSuccess) return cuda_fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
     *impl = exec;
+    cb_of(be)->live_graphs++;
     return MD_OK;
+}
+
+/* With no graph left, the buffers parked for graphs can go. */
+static void free_parked(cuda_backend *cb) {
+    for (int i = 0; i < cb->nparked; i++) free_now(cb->parked[i].p, cb->parked[i].pinned);
+    cb->nparked = 0;
 }
 
 static md_status cu_graph_launch(md_backend *be, void *impl) {
@@ -1124,17 +1242,26 @@ static md_status cu_graph_launch(md_backend *be, void *impl) {
 }
 
 static void cu_graph_destroy(md_backend *be, void *impl) {
-    (void)be;
-    if (impl) cudaGraphExecDestroy((cudaGraphExec_t)impl);
+    cuda_backend *cb = cb_of(be);
+    if (!impl) return;
+    cudaGraphExecDestroy((cudaGraphExec_t)impl);
+    if (cb->live_graphs > 0 && --cb->live_graphs == 0) free_parked(cb);
+}
+
+/* ---- in-memory datasets (cuda_data.cu) ---------------------------------------------- */
+
+static md_status cu_augment_u8(md_backend *be, const md_u8_batch *b) {
+    return md_cuda_augment_u8(cb_of(be)->stream, b);
 }
 
 /* ---- lifetime --------------------------------------------------------------------------- */
 
 static void cu_destroy(md_backend *be) {
     cuda_backend *cb = cb_of(be);
+    if (cb->stream) cudaStreamSynchronize(cb->stream);
+    free_parked(cb);
+    free(cb->parked);
     if (cb->workspace) cudaFree(cb->workspace);
-    if (cb->blas) cublasDestroy(cb->blas);
-    cb->blas = NULL;
     if (cb->blas_ws) cudaFree(cb->blas_ws);
     if (cb->red_dev) cudaFree(cb->red_dev);
     if (cb->red_host) cudaFreeHost(cb->red_host);
@@ -1199,12 +1326,14 @@ static md_backend_vtable make_vtable(void) {
     v.graph_end = cu_graph_end;
     v.graph_launch = cu_graph_launch;
     v.graph_destroy = cu_graph_destroy;
+    v.augment_u8 = cu_augment_u8;
     return v;
 }
 
 static md_backend_vtable cuda_vtable = make_vtable();
 
-extern "C" md_status md_backend_cuda_create(int device, int allow_tf32, md_backend **out) {
+extern "C" md_status md_backend_cuda_create(int device, int allow_tf32, int fastest,
+                                            md_backend **out) {
     *out = NULL;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -1219,6 +1348,7 @@ extern "C" md_status md_backend_cuda_create(int device, int allow_tf32, md_backe
     cb->base.vt = &cuda_vtable;
     cb->device = device;
     cb->allow_tf32 = allow_tf32;
+    cb->fastest = fastest;
     cb->ws_limit = (size_t)256 << 20;
     md_status s = MD_OK;
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
@@ -1251,13 +1381,32 @@ extern "C" md_status md_backend_cuda_create(int device, int allow_tf32, md_backe
     int rt = 0;
     cudaRuntimeGetVersion(&rt);
     snprintf(cb->base.describe, sizeof cb->base.describe,
-             "cuda: %s (device %d of %d, sm_%d%d), CUDA runtime %d.%d, cuDNN %zu, TF32 %s",
+             "cuda: %s (device %d of %d, sm_%d%d), CUDA runtime %d.%d, cuDNN %zu, TF32 %s, "
+             "convolution algorithms %s",
              prop.name, device, count, prop.major, prop.minor, rt / 1000, rt % 1000 / 10,
-             (size_t)cudnnGetVersion(), allow_tf32 ? "allowed" : "off");
+             (size_t)cudnnGetVersion(), allow_tf32 ? "allowed" : "off",
+             fastest ? "fastest (not bit-reproducible)" : "deterministic");
     *out = &cb->base;
     return MD_OK;
 }
 
 extern "C" int md_backend_cuda_built(void) {
     return 1;
+}
+
+extern "C" void *md_backend_cuda_stream(md_backend *be) {
+    return be && be->vt == &cuda_vtable ? (void *)cb_of(be)->stream : NULL;
+}
+
+extern "C" int md_backend_cuda_device(const md_backend *be) {
+    return be && be->vt == &cuda_vtable ? ((const cuda_backend *)be)->device : -1;
+}
+
+extern "C" size_t md_backend_cuda_used_bytes(md_backend *be) {
+    size_t free_b = 0, total = 0;
+    if (!be || be->vt != &cuda_vtable) return 0;
+    if (cudaSetDevice(cb_of(be)->device) != cudaSuccess ||
+        cudaMemGetInfo(&free_b, &total) != cudaSuccess)
+        return 0;
+    return total - free_b;
 }
