@@ -70,7 +70,9 @@ def main():
                       "device": a.device, "batch": a.batch, "size": a.size, "threads": a.threads,
                       "archs": len(archs), "ms_per_step": round(total / len(archs), 3),
                       "img_per_s": round(1e3 * a.batch * len(archs) / total, 1),
-                      "peak_rss_mb": round(rss, 1), "torch": torch.__version__}))
+                      "peak_rss_mb": round(rss, 1),
+                      "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 1048576.0, 1)
+                      if gpu else 0.0, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

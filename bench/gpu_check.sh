@@ -14,13 +14,14 @@
 #   2. tests/test_cuda_ops: every op, CUDA vs CPU backend, forward and backward,
 #      sync-BN against a stand-in replica, bad labels, a graph replayed after its
 #      buffers were outgrown, deterministic algorithms            -> ops.txt
-#   3. the same under compute-sanitizer memcheck (when the machine has it) -> sanitizer.txt
-#   4. a short search on Fashion-MNIST on the GPU, data on the GPU -> search.txt, search_run/
-#   5. bit-identical resume on CUDA: the same search stopped by the signal hook at
-#      step 40 (exit 75), resumed, compared with step 4's run tensor by tensor -> resume.txt
-#   6. a NaN in step 6's batch: exit 1, the last good state (step 5) saved, finite -> nan.txt
-#   7. one training epoch of the MdeNAS cell (fashion-final: drop-path, auxiliary
+#   3. a short search on Fashion-MNIST on the GPU, data on the GPU -> search.txt, search_run/
+#   4. bit-identical resume on CUDA: the same search stopped by the signal hook at
+#      step 40 (exit 75), resumed, compared with step 3's run tensor by tensor -> resume.txt
+#   5. a NaN in step 6's batch: exit 1, the last good state (step 5) saved, finite -> nan.txt
+#   6. one training epoch of the MdeNAS cell (fashion-final: drop-path, auxiliary
 #      head, dropout masks uploaded every step) and `eval`     -> train.txt
+#   7. NCCL: one rank with --comm nccl against host MPI; two ranks sharing the GPU
+#      fall back to host MPI with a note; --comm nccl there refused -> nccl.txt
 #   8. the training step of the CIFAR search network (8 cells, C=16), mdenas --device
 #      cuda vs PyTorch eager on the same GPU, batch 64 and 256, the same sampled
 #      architectures, with both peak GPU memories               -> step.jsonl
@@ -28,8 +29,8 @@
 #                                                               -> mobile.jsonl
 #  10. one search epoch of CIFAR size (synthetic 3x32x32, 25000 search-train and
 #      25000 validation images, batch 256), data on the GPU    -> epoch.txt
-#  11. NCCL: one rank with --comm nccl; two ranks sharing the GPU fall back to host
-#      MPI with a note; both against the host-MPI run           -> nccl.txt
+#  11. the op tests under compute-sanitizer memcheck (when the machine has it; last,
+#      as the slowest)                                          -> sanitizer.txt
 # and a summary (summary.txt) with each step's status and the step-time table.
 set -u
 B=${BUILD_GPU:-build-gpu}
@@ -41,8 +42,10 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf "$P"
     mkdir -p "$P/devlibs" "$P/fashion10k"
     cp "$B/mdenas_mpi" "$B/tests/test_cuda_ops" "$B/bench/bench_step" "$P/"
-    # Libraries the GPU machine does not have (DEVICE.md: no oneDNN there).
-    for lib in $(ldd "$B/mdenas_mpi" | awk '/dnnl/ {print $3}'); do
+    # Libraries the GPU machine does not have (DEVICE.md: Ubuntu 24.04 without
+    # oneDNN, libjpeg-turbo's libjpeg.so.62 or, maybe, the OpenCL loader oneDNN links).
+    for lib in $(ldd "$B/mdenas_mpi" "$B/tests/test_cuda_ops" "$B/bench/bench_step" |
+        awk '/dnnl|jpeg|OpenCL|spng/ {print $3}' | sort -u); do
         cp -L "$lib" "$P/devlibs/"
     done
     # Fashion-MNIST is not installed there: the first 10000 training images.
@@ -86,16 +89,6 @@ t0=$(t); timeout 120 "$P/test_cuda_ops" > "$OUT/ops.txt" 2>&1; rc=$?
 step "op tests (CUDA vs CPU)" $rc $(($(t) - t0))
 grep -E "failed|worst|FAIL" "$OUT/ops.txt" | tail -15 >> "$S"
 
-CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-if [ -n "$CS" ]; then
-    t0=$(t)
-    timeout 240 "$CS" --tool memcheck --leak-check full --error-exitcode 3 "$P/test_cuda_ops" \
-        > "$OUT/sanitizer.txt" 2>&1
-    step "op tests under compute-sanitizer memcheck" $? $(($(t) - t0))
-    grep -E "ERROR SUMMARY|LEAK SUMMARY" "$OUT/sanitizer.txt" | tail -3 >> "$S"
-else
-    echo "compute-sanitizer: not found on this machine" | tee -a "$S"
-fi
 
 t0=$(t)
 timeout 150 mpirun -np 1 --bind-to none "$M" search $FASHION --out "$OUT/search_run" \
@@ -148,31 +141,64 @@ t0=$(t)
 {
     timeout 200 mpirun -np 1 --bind-to none "$M" train --preset fashion-final --genotype mdenas \
         --device cuda --data "$P/fashion10k" --epochs 1 --out "$OUT/train_run"
-    echo "train: exit $?"
+    r=$?
+    echo "train: exit $r"
     timeout 60 "$M" eval "$OUT/train_run"
-    echo "eval: exit $?"
+    e=$?
+    echo "eval: exit $e"
+    [ $r -eq 0 ] && [ $e -eq 0 ]
 } > "$OUT/train.txt" 2>&1
 step "one training epoch (drop-path, aux head, dropout) + eval" $? $(($(t) - t0))
 grep -E "^epoch .* test|exit|top-1|top1" "$OUT/train.txt" | tail -5 >> "$S"
 
 t0=$(t)
-for b in 64 256; do
-    # without graphs first (a diagnosis line), then with: the table takes the last
-    timeout 120 "$P/bench_step" --device cuda --graphs 0 --batch $b --archs 3 --steps 20 \
-        --warmup 3 >> "$OUT/step.jsonl" 2>> "$OUT/step.err"
-    timeout 120 "$P/bench_step" --device cuda --batch $b --archs 3 --steps 20 --warmup 3 \
-        --archs-out "$OUT/archs$b.json" >> "$OUT/step.jsonl" 2>> "$OUT/step.err"
-    timeout 120 python3 bench/bench_step_torch.py --device cuda --archs "$OUT/archs$b.json" \
-        --batch $b --steps 20 --warmup 3 >> "$OUT/step.jsonl" 2>> "$OUT/step.err"
-done
-step "step benchmark (DARTS space)" $? $(($(t) - t0))
+NC="--preset tiny --device cuda --data $P/fashion10k --subset 6000 --epochs 1 --cuda-graphs 0"
+nfail=0
+{
+    ldd "$M" | grep -E "nccl|not found"
+    timeout 120 mpirun -np 1 --bind-to none "$M" search $NC --comm mpi --out "$OUT/nccl_ref" || nfail=1
+    NCCL_DEBUG=WARN timeout 120 mpirun -np 1 --bind-to none "$M" search $NC --comm nccl --out "$OUT/nccl_np1" || nfail=1
+    grep -q "comm: NCCL 2\..*1 rank, one GPU each" "$OUT/nccl_np1/search.log" || nfail=1
+    timeout 150 mpirun --oversubscribe -np 2 --bind-to none "$M" search $NC --out "$OUT/nccl_np2" || nfail=1
+    grep -q "comm: host MPI: 2 ranks share 1 GPU (NCCL refuses two ranks on one GPU)" "$OUT/nccl_np2/search.log" || nfail=1
+    timeout 60 mpirun --oversubscribe -np 2 --bind-to none "$M" search $NC --comm nccl --out "$OUT/nccl_forced"
+    rc=$?; echo "np2 --comm nccl: exit $rc (want 2)"; [ $rc -eq 2 ] || nfail=1
+    grep -h "comm:" "$OUT"/nccl_*/search.log
+    python3 - "$OUT/nccl_ref" "$OUT/nccl_np1" "$OUT/nccl_np2" <<'PY' || nfail=1
+import json, sys
+def p(d):
+    s = json.load(open(f"{d}/state.json"))
+    return [x for k in sorted(s) if k.startswith("p_") for row in s[k] for x in row]
+ref, one, two = (p(d) for d in sys.argv[1:4])
+d1 = max(abs(a - b) for a, b in zip(ref, one)); d2 = max(abs(a - b) for a, b in zip(ref, two))
+print(f"max |p| diff: nccl np1 vs host-MPI np1 {d1:.3g} (want <= 1e-6); host-MPI np2 vs np1 {d2:.3g} (reported only)")
+sys.exit(0 if len(ref) == len(one) and d1 <= 1e-6 else 1)
+PY
+} > "$OUT/nccl.txt" 2>&1
+step "NCCL: --comm nccl on one rank vs host MPI; 2 ranks on one GPU fall back" $nfail $(($(t) - t0))
+grep -E "comm:|exit|max \|p\||share|nccl" "$OUT/nccl.txt" | tail -8 >> "$S"
 
 t0=$(t)
-timeout 120 "$P/bench_step" --space mobile --size 224 --device cuda --batch 64 --archs 2 \
-    --steps 10 --warmup 3 --archs-out "$OUT/archs_mobile.json" >> "$OUT/mobile.jsonl" 2>> "$OUT/step.err"
-timeout 150 python3 bench/bench_mobile_torch.py --device cuda --archs "$OUT/archs_mobile.json" \
-    --size 224 --batch 64 --steps 10 --warmup 3 >> "$OUT/mobile.jsonl" 2>> "$OUT/step.err"
-step "step benchmark (mobile space, 224 px)" $? $(($(t) - t0))
+brc=0
+for b in 64 256; do
+    # without graphs first (a diagnosis line), then with: the table takes the last
+    timeout 90 "$P/bench_step" --device cuda --graphs 0 --batch $b --archs 3 --steps 20 \
+        --warmup 3 >> "$OUT/step.jsonl" 2>> "$OUT/step.err" || brc=1
+    timeout 90 "$P/bench_step" --device cuda --batch $b --archs 3 --steps 20 --warmup 3 \
+        --archs-out "$OUT/archs$b.json" >> "$OUT/step.jsonl" 2>> "$OUT/step.err" || brc=1
+    timeout 90 python3 bench/bench_step_torch.py --device cuda --archs "$OUT/archs$b.json" \
+        --batch $b --steps 20 --warmup 3 >> "$OUT/step.jsonl" 2>> "$OUT/step.err" || brc=1
+done
+step "step benchmark (DARTS space)" $brc $(($(t) - t0))
+
+t0=$(t)
+brc=0
+timeout 90 "$P/bench_step" --space mobile --size 224 --device cuda --batch 64 --archs 2 \
+    --steps 10 --warmup 3 --archs-out "$OUT/archs_mobile.json" >> "$OUT/mobile.jsonl" \
+    2>> "$OUT/step.err" || brc=1
+timeout 120 python3 bench/bench_mobile_torch.py --device cuda --archs "$OUT/archs_mobile.json" \
+    --size 224 --batch 64 --steps 10 --warmup 3 >> "$OUT/mobile.jsonl" 2>> "$OUT/step.err" || brc=1
+step "step benchmark (mobile space, 224 px)" $brc $(($(t) - t0))
 python3 - "$OUT/step.jsonl" "$OUT/mobile.jsonl" >> "$S" <<'PY'
 import json, sys
 rows = []
@@ -200,30 +226,14 @@ timeout 240 mpirun -np 1 --bind-to none "$M" search --dataset synthetic --subset
     --out "$OUT/epoch_run" > "$OUT/epoch.txt" 2>&1
 step "one CIFAR-size search epoch (GPU, 25k train + 25k val)" $? $(($(t) - t0))
 grep -E "data on|period .* done|finished" "$OUT/epoch.txt" | tail -3 >> "$S"
-t0=$(t)
-NC="--preset tiny --device cuda --data $P/fashion10k --subset 6000 --epochs 1 --cuda-graphs 0"
-nfail=0
-{
-    ldd "$M" | grep -E "nccl|not found"
-    timeout 120 mpirun -np 1 --bind-to none "$M" search $NC --comm mpi --out "$OUT/nccl_ref" || nfail=1
-    NCCL_DEBUG=WARN timeout 120 mpirun -np 1 --bind-to none "$M" search $NC --comm nccl --out "$OUT/nccl_np1" || nfail=1
-    grep -q "comm: NCCL 2\..*1 rank, one GPU each" "$OUT/nccl_np1/search.log" || nfail=1
-    timeout 150 mpirun --oversubscribe -np 2 --bind-to none "$M" search $NC --out "$OUT/nccl_np2" || nfail=1
-    grep -q "comm: host MPI: 2 ranks share 1 GPU (NCCL refuses two ranks on one GPU)" "$OUT/nccl_np2/search.log" || nfail=1
-    timeout 60 mpirun --oversubscribe -np 2 --bind-to none "$M" search $NC --comm nccl --out "$OUT/nccl_forced"
-    rc=$?; echo "np2 --comm nccl: exit $rc (want 2)"; [ $rc -eq 2 ] || nfail=1
-    grep -h "comm:" "$OUT"/nccl_*/search.log
-    python3 - "$OUT/nccl_ref" "$OUT/nccl_np1" "$OUT/nccl_np2" <<'PY' || nfail=1
-import json, sys
-def p(d):
-    s = json.load(open(f"{d}/state.json"))
-    return [x for k in sorted(s) if k.startswith("p_") for row in s[k] for x in row]
-ref, one, two = (p(d) for d in sys.argv[1:4])
-d1 = max(abs(a - b) for a, b in zip(ref, one)); d2 = max(abs(a - b) for a, b in zip(ref, two))
-print(f"max |p| diff: nccl np1 vs host-MPI np1 {d1:.3g} (want <= 1e-6); host-MPI np2 vs np1 {d2:.3g} (reported only)")
-sys.exit(0 if len(ref) == len(one) and d1 <= 1e-6 else 1)
-PY
-} > "$OUT/nccl.txt" 2>&1
-step "NCCL: --comm nccl on one rank vs host MPI; 2 ranks on one GPU fall back" $nfail $(($(t) - t0))
-grep -E "comm:|exit|max \|p\||share|nccl" "$OUT/nccl.txt" | tail -8 >> "$S"
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$CS" ]; then
+    t0=$(t)
+    timeout 150 "$CS" --tool memcheck --leak-check full --error-exitcode 3 "$P/test_cuda_ops" \
+        > "$OUT/sanitizer.txt" 2>&1
+    step "op tests under compute-sanitizer memcheck" $? $(($(t) - t0))
+    grep -E "ERROR SUMMARY|LEAK SUMMARY" "$OUT/sanitizer.txt" | tail -3 >> "$S"
+else
+    echo "compute-sanitizer: not found on this machine" | tee -a "$S"
+fi
 cat "$S"

@@ -26,6 +26,16 @@ int md_nccl_version(void) {
 
 md_status md_nccl_create(MPI_Comm comm, int rank, int size, int device, md_nccl **out) {
     *out = NULL;
+    /* Every rank's GPU first, agreed: a rank that cannot select its GPU must not
+     * leave the others waiting in ncclCommInitRank. */
+    cudaError_t e = cudaSetDevice(device);
+    int         ok = e == cudaSuccess;
+    if (size > 1 && MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS)
+        return md_fail(MD_ERR_IO, "MPI allreduce before NCCL set-up failed");
+    if (e != cudaSuccess)
+        return md_fail(MD_ERR_BACKEND, "NCCL: cudaSetDevice(%d) failed: %s", device,
+                       cudaGetErrorString(e));
+    if (!ok) return md_fail(MD_ERR_BACKEND, "NCCL: another rank could not select its GPU");
     /* The id and whether rank 0 made one, in one broadcast: every rank learns
      * of a failure instead of waiting in ncclCommInitRank. */
     struct {
@@ -43,10 +53,6 @@ md_status md_nccl_create(MPI_Comm comm, int rank, int size, int device, md_nccl 
     if (!boot.ok)
         return rank == 0 ? nccl_fail(r, "ncclGetUniqueId", NULL)
                          : md_fail(MD_ERR_BACKEND, "NCCL: rank 0 could not make a unique id");
-    cudaError_t e = cudaSetDevice(device);
-    if (e != cudaSuccess)
-        return md_fail(MD_ERR_BACKEND, "NCCL: cudaSetDevice(%d) failed: %s", device,
-                       cudaGetErrorString(e));
     md_nccl *n = calloc(1, sizeof *n);
     if (!n) return md_fail(MD_ERR_NOMEM, "NCCL communicator");
     n->device = device;

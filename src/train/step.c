@@ -1,6 +1,7 @@
 #include "train/step.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 md_status md_stepper_init(md_stepper *st) {
@@ -120,13 +121,17 @@ static md_status update(md_stepper *st, md_plan *p, float lr) {
 }
 
 /* One rank on a backend with graphs: the first step of a plan (at a learning
- * rate) runs as usual and is then recorded; the following ones replay it, one
- * launch instead of hundreds. */
+ * rate, on the batch buffers x and y) runs as usual and is then recorded; the
+ * following ones replay it, one launch instead of hundreds. A capture that
+ * fails (an op this CUDA cannot record) leaves the step made eagerly and turns
+ * graphs off for the run, with a note: slower, not wrong. */
 static md_status graphed(md_stepper *st, md_plan *p, const float *x, const int32_t *y, int rows,
                          float lr) {
-    if (st->graph && st->graph_plan == p && st->graph_lr == lr) return md_graph_launch(st->graph);
+    if (st->graph && st->graph_plan == p && st->graph_lr == lr && st->graph_x == x &&
+        st->graph_y == y)
+        return md_graph_launch(st->graph);
     md_graph_destroy(st->graph);
-    st->graph = NULL;
+    st->graph = NULL, st->graph_plan = NULL;
     MD_TRY(forward_backward(st, p, x, y, rows, rows)); /* also makes every buffer */
     MD_TRY(update(st, p, lr));
     MD_TRY(md_graph_capture_begin(st->be));
@@ -134,9 +139,14 @@ static md_status graphed(md_stepper *st, md_plan *p, const float *x, const int32
     if (s == MD_OK) s = update(st, p, lr);
     md_graph *g = NULL;
     md_status e = md_graph_capture_end(st->be, &g);
-    MD_TRY(s);
-    MD_TRY(e);
-    st->graph = g, st->graph_plan = p, st->graph_lr = lr;
+    if (s != MD_OK || e != MD_OK) {
+        md_graph_destroy(g);
+        st->graphs = 0;
+        fprintf(stderr, "mdenas: note: recording the step as a CUDA graph failed (%s); the run "
+                        "goes on without graphs (--cuda-graphs 0)\n", md_error_message());
+        return MD_OK;
+    }
+    st->graph = g, st->graph_plan = p, st->graph_lr = lr, st->graph_x = x, st->graph_y = y;
     return MD_OK;
 }
 
@@ -176,7 +186,7 @@ md_status md_stepper_train(md_stepper *st, md_plan *p, const float *x, const int
     res->loss = st->world > 1 ? extra[0] / (float)grows : out[0];
     res->aux_loss = st->world > 1 ? extra[3] / (float)grows : aux[0];
     res->correct = lroundf(extra[1]);
-    res->norm = norm;
+    res->norm = sqrt(norm); /* the clip left the sum of squares; NaN and inf stay */
     res->stop = extra[2] > 0.0f;
     return MD_OK;
 }

@@ -25,6 +25,7 @@ typedef struct {
     md_graph *graph; /* the recorded step of graph_plan at graph_lr */
     md_plan  *graph_plan;
     float     graph_lr;
+    const void *graph_x, *graph_y; /* the batch buffers it recorded */
     void     *stage_x, *stage_y;
     size_t    stage_x_bytes, stage_y_bytes;
     float    *stats_before; /* backend memory: the BN running statistics before this step */
