@@ -962,8 +962,8 @@ static md_status search(run_t *r, int *stopped) {
                         r->rank);
     }
     if (s == MD_ERR_ARG && r->rank != 0) /* rank 0 prints its own; this one is only here */
-        fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", r->rank, r->world,
-                md_error_message());
+        fprintf(stderr, "mdenas_mpi %s (rank %d of %d): %s\n", c->train ? "train" : "search",
+                r->rank, r->world, md_error_message());
     int failed = s != MD_OK ? (int)s : 0;
     md_status as = md_comm_max_int(r->comm, &failed);
     if (as != MD_OK) return as;
@@ -977,8 +977,8 @@ static md_status search(run_t *r, int *stopped) {
     s = md_comm_want_parse(c->comm, &want);
     if (s == MD_OK) s = md_comm_select(r->comm, r->be, want, comm_note, sizeof comm_note);
     if (s == MD_ERR_ARG && r->rank != 0)
-        fprintf(stderr, "mdenas_mpi search (rank %d of %d): %s\n", r->rank, r->world,
-                md_error_message());
+        fprintf(stderr, "mdenas_mpi %s (rank %d of %d): %s\n", c->train ? "train" : "search",
+                r->rank, r->world, md_error_message());
     MD_TRY(s);
     /* A checkpoint records the thread count only when every rank has the same
      * one (ranks on unlike nodes may not): a resume then keeps it. */
