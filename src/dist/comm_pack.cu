@@ -46,6 +46,20 @@ static md_status cu_fail(cudaError_t e, const char *what, const char *file, int 
         if (cu_e_ != cudaSuccess) return cu_fail(cu_e_, #call, __FILE__, __LINE__);               \
     } while (0)
 
+/* *buf holds at least `want` floats (device memory, or pinned host memory):
+ * a larger one after the pack's stream has drained, the old one freed. */
+static md_status grow(md_devpack *d, float **buf, size_t *cap, size_t want, int pinned) {
+    if (want <= *cap) return MD_OK;
+    CU_TRY(cudaStreamSynchronize(d->stream));
+    if (pinned) cudaFreeHost(*buf);
+    else cudaFree(*buf);
+    *buf = NULL, *cap = 0;
+    CU_TRY(pinned ? cudaMallocHost((void **)buf, sizeof(float) * want)
+                  : cudaMalloc((void **)buf, sizeof(float) * want));
+    *cap = want;
+    return MD_OK;
+}
+
 /* The span of float i: the last entry with dst <= i (empty ranges share a dst
  * with the next, which this picks). */
 __device__ static int span_of(const pack_span *t, int nr, unsigned long long i) {
@@ -156,21 +170,8 @@ static md_status prepare(md_devpack *d, const md_range *r, int nr, int n_extra, 
         d->nranges = nr, d->grads_n = o;
     }
     size_t total = d->grads_n + (size_t)n_extra;
-    if (total > d->cap) {
-        CU_TRY(cudaStreamSynchronize(d->stream));
-        cudaFree(d->buf);
-        d->buf = NULL, d->cap = 0;
-        CU_TRY(cudaMalloc((void **)&d->buf, sizeof(float) * total));
-        d->cap = total;
-    }
-    size_t want = host_copy ? total : (size_t)n_extra;
-    if (want > d->host_cap) {
-        CU_TRY(cudaStreamSynchronize(d->stream));
-        cudaFreeHost(d->host);
-        d->host = NULL, d->host_cap = 0;
-        CU_TRY(cudaMallocHost((void **)&d->host, sizeof(float) * want));
-        d->host_cap = want;
-    }
+    MD_TRY(grow(d, &d->buf, &d->cap, total, 0));
+    MD_TRY(grow(d, &d->host, &d->host_cap, host_copy ? total : (size_t)n_extra, 1));
     d->n_extra = n_extra, d->host_whole = host_copy;
     return MD_OK;
 }
